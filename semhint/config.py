@@ -1,0 +1,372 @@
+"""Experiment configuration: typed dataclasses loaded from YAML, dotted overrides, validation at load.
+
+A config is plain data. Every experiment is one YAML file plus optional ``key=value`` overrides
+(``optim.lr=2e-4 model.shared_layers=6``). Unknown keys, wrong types and impossible values are
+rejected at load time with a one-line message naming the file and the key, because a typo that
+silently falls back to a default wastes a day of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the source and the key."""
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """Where the video is and how snippets are made from it."""
+
+    kind: str = "kitti"  # kitti (KITTI raw layout, also what `semhint synth drive` writes) | folder
+    path: str = ""  # dataset root
+    train_split: str = ""  # split file; empty = every frame with all neighbours
+    val_split: str = ""  # split file for validation; empty = no validation
+    height: int = 192  # network input size (images are resized, K scaled)
+    width: int = 640
+    frame_ids: list[int] = field(default_factory=lambda: [0, -1, 1])  # target first, then sources
+    intrinsics: str = ""  # folder kind: YAML/JSON with fx fy cx cy at the stored resolution
+    labels: str = ""  # root of noisy label PNGs mirroring the image layout; empty = none
+    gt_labels: str = ""  # root of ground-truth label PNGs (evaluation only); empty = none
+    gt_depth: str = ""  # validation GT: an .npz from `semhint kitti export-gt` or a synth depth root
+    unit: str = "m"  # m | mm: what depth values mean
+    augment: bool = True
+    flip: bool = True
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.1
+    cache_dir: str = ""  # cache resized frames here once; empty = decode every time
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    """The depth / segmentation network and the pose network."""
+
+    encoder: str = "resnet18"  # resnet18 | resnet34 | resnet50 | efficientnet_lite0
+    pretrained: str = ""  # path to torchvision-format weights, "package" for EfficientNet-Lite0; empty = random
+    num_classes: int = 0  # 0 = depth-only (no segmentation branch at all)
+    shared_layers: int = 0  # decoder conv layers shared by depth and segmentation (0..10)
+    seg_grad_scale: float = 1.0  # scale of the segmentation gradient entering the shared trunk
+    seg_scales: list[int] = field(default_factory=lambda: [0])
+    scales: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    min_depth: float = 0.1
+    max_depth: float = 100.0
+    pose_encoder: str = "resnet18"
+    pose_pretrained: str = ""
+
+
+@dataclass
+class LossConfig:
+    """Weights and switches of the self-supervised objective (METHOD.md, 'Base')."""
+
+    ssim_weight: float = 0.85
+    smoothness: float = 1e-3
+    automask: bool = True
+    min_reprojection: bool = True  # per-pixel min over sources (False = average)
+    seg_weight: float = 0.3
+    seg_loss: str = "ce"  # ce | sce | gce | bootstrap
+    seg_loss_param: float = 0.0  # gce: q (0 = 0.7); bootstrap: beta (0 = 0.8); sce: beta (0 = 1.0)
+
+
+@dataclass
+class RefineConfig:
+    """Cross-task refinement (METHOD.md, idea 4). Everything off = the baseline."""
+
+    hint: bool = False  # pseudo-depth from semantics
+    hint_operators: list[str] = field(default_factory=lambda: ["smooth"])  # smooth | surface | border
+    hint_weight: float = 1.0
+    hint_gate: bool = True  # Depth Hints rule: use the hint only where it reprojects better
+    bilateral_radius: int = 4
+    bilateral_sigma_color: float = 0.1
+    bilateral_sigma_space: float = 3.0
+    stuff_classes: list[int] = field(default_factory=lambda: [0, 1])  # classes for the surface fit
+    pseudo_seg: bool = False  # pseudo-semantics from depth and geometry
+    pseudo_seg_weight: float = 0.3
+    pseudo_seg_confidence: float = 0.7
+    pseudo_seg_max_photo: float = 0.1  # photometric error under which a warped label is consistent
+    border_snap: bool = False
+    warmup_epochs: int = 1  # refinement losses switch on after this many epochs
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    epochs: int = 20
+    milestones: list[int] = field(default_factory=lambda: [15])
+    gamma: float = 0.1
+    batch_size: int = 12
+    grad_clip: float = 0.0  # 0 = off
+    max_steps: int = -1  # -1 = run all epochs
+
+
+@dataclass
+class TrainerConfig:
+    out_dir: str = "runs/default"
+    seed: int = 0
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: Any = 1  # int or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    log_every_n_steps: int = 10
+    image_log_every_n_steps: int = 200
+    val_every_n_epochs: int = 1
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
+
+
+@dataclass
+class EvalConfig:
+    protocol: str = "kitti-eigen"  # kitti-eigen | generic
+    min_depth: float = 1e-3
+    max_depth: float = 80.0
+    crop: str = "garg"  # garg | eigen | none
+    median_scaling: bool = True
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# allowed values (checked by validate)
+# ----------------------------------------------------------------------------------------------
+ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+SEG_LOSSES = ("ce", "sce", "gce", "bootstrap")
+HINT_OPERATORS = ("smooth", "surface", "border")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
+
+
+def validate(cfg: Config, source: str = "config") -> Config:
+    """Reject impossible values with a message naming the key; returns cfg for chaining."""
+
+    def fail(key: str, msg: str) -> None:
+        raise ConfigError(f"{source}: {key}: {msg}")
+
+    d, m, lo, r, o, t, e = cfg.data, cfg.model, cfg.loss, cfg.refine, cfg.optim, cfg.trainer, cfg.eval
+    if d.kind not in ("kitti", "folder"):
+        fail("data.kind", f"must be 'kitti' or 'folder', got {d.kind!r}")
+    if d.height < 32 or d.width < 32:
+        fail("data.height/width", f"must be at least 32, got {d.height}x{d.width}")
+    if not d.frame_ids or d.frame_ids[0] != 0:
+        fail("data.frame_ids", f"must start with 0 (the target frame), got {d.frame_ids}")
+    if len(set(d.frame_ids)) != len(d.frame_ids):
+        fail("data.frame_ids", f"has duplicates: {d.frame_ids}")
+    if d.unit not in ("m", "mm"):
+        fail("data.unit", f"must be 'm' or 'mm', got {d.unit!r}")
+    if d.num_workers < 0:
+        fail("data.num_workers", "must be >= 0")
+    if m.encoder not in ENCODERS:
+        fail("model.encoder", f"must be one of {', '.join(ENCODERS)}, got {m.encoder!r}")
+    if m.pose_encoder not in ("resnet18", "resnet34", "resnet50"):
+        fail("model.pose_encoder", f"must be resnet18/34/50, got {m.pose_encoder!r}")
+    if not 0 <= m.shared_layers <= 10:
+        fail("model.shared_layers", f"must be in 0..10, got {m.shared_layers}")
+    if m.num_classes < 0 or m.num_classes > 254:
+        fail("model.num_classes", f"must be in 0..254 (255 is the ignore label), got {m.num_classes}")
+    if not 0 < m.min_depth < m.max_depth:
+        fail("model.min_depth/max_depth", f"need 0 < min_depth < max_depth, got {m.min_depth}, {m.max_depth}")
+    if not m.scales or any(s not in (0, 1, 2, 3) for s in m.scales) or 0 not in m.scales:
+        fail("model.scales", f"must be a subset of [0, 1, 2, 3] containing 0, got {m.scales}")
+    if any(s not in (0, 1, 2, 3) for s in m.seg_scales) or 0 not in m.seg_scales:
+        fail("model.seg_scales", f"must be a subset of [0, 1, 2, 3] containing 0, got {m.seg_scales}")
+    if not 0 <= lo.ssim_weight <= 1:
+        fail("loss.ssim_weight", f"must be in [0, 1], got {lo.ssim_weight}")
+    for key in ("smoothness", "seg_weight"):
+        if getattr(lo, key) < 0:
+            fail(f"loss.{key}", "must be >= 0")
+    if lo.seg_loss not in SEG_LOSSES:
+        fail("loss.seg_loss", f"must be one of {', '.join(SEG_LOSSES)}, got {lo.seg_loss!r}")
+    bad_ops = [op for op in r.hint_operators if op not in HINT_OPERATORS]
+    if bad_ops:
+        fail("refine.hint_operators", f"unknown {bad_ops}; choose from {', '.join(HINT_OPERATORS)}")
+    if (r.hint or r.pseudo_seg) and m.num_classes == 0:
+        fail("refine", "hint / pseudo_seg need a segmentation branch (model.num_classes > 0)")
+    if r.warmup_epochs < 0:
+        fail("refine.warmup_epochs", "must be >= 0")
+    if not 0 <= r.pseudo_seg_confidence <= 1:
+        fail("refine.pseudo_seg_confidence", "must be in [0, 1]")
+    if o.lr <= 0:
+        fail("optim.lr", f"must be > 0, got {o.lr}")
+    if o.epochs < 1:
+        fail("optim.epochs", f"must be >= 1, got {o.epochs}")
+    if o.batch_size < 1:
+        fail("optim.batch_size", f"must be >= 1, got {o.batch_size}")
+    if not 0 < o.gamma <= 1:
+        fail("optim.gamma", f"must be in (0, 1], got {o.gamma}")
+    if o.grad_clip < 0:
+        fail("optim.grad_clip", "must be >= 0")
+    if t.precision not in PRECISIONS:
+        fail("trainer.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    if t.num_nodes < 1:
+        fail("trainer.num_nodes", "must be >= 1")
+    if not (t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1)):
+        fail("trainer.devices", f"must be a positive int or 'auto', got {t.devices!r}")
+    if e.protocol not in ("kitti-eigen", "generic"):
+        fail("eval.protocol", f"must be 'kitti-eigen' or 'generic', got {e.protocol!r}")
+    if e.crop not in ("garg", "eigen", "none"):
+        fail("eval.crop", f"must be garg, eigen or none, got {e.crop!r}")
+    if not 0 <= e.min_depth < e.max_depth:
+        fail("eval.min_depth/max_depth", f"need 0 <= min_depth < max_depth, got {e.min_depth}, {e.max_depth}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checks
+# ----------------------------------------------------------------------------------------------
+def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Coerce harmless cases (int -> float) and reject the rest with a clear message."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_check_type(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _check_type(value, option, key, source)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{source}: {key}: {value!r} does not match {tp}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{source}: {key}: expected a string, got {type(value).__name__} {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, values: dict, prefix: str, source: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: {prefix or 'top level'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"{source}: unknown key '{key}' (valid keys here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value or {}, f"{prefix}{name}.", source)
+        else:
+            kwargs[name] = _check_type(value, tp, f"{prefix}{name}", source)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["optim.lr=2e-4", "data.frame_ids=[0,-1,1]"]`` to a nested dict; values parsed as YAML."""
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem})") from None
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def from_dict(values: dict, source: str = "config") -> Config:
+    """Build and validate a Config from a (possibly partial) nested dict."""
+    return validate(_build(Config, values, "", source), source)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when path is None) and apply dotted overrides."""
+    values: dict = {}
+    source = "overrides"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        values = loaded
+    if overrides:
+        values = _merge(values, parse_overrides(overrides))
+        source = f"{source} (with overrides)" if path is not None else source
+    return from_dict(values, source)
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict (what checkpoints and run folders store)."""
+    return asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)
