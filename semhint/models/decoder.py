@@ -1,0 +1,153 @@
+"""The multi-task U-Net decoder: a trunk shared by depth and segmentation, then two branches.
+
+The Monodepth2 decoder has 10 conv layers, counted here from the bottleneck:
+``upconv_4_0, upconv_4_1, upconv_3_0, ..., upconv_0_1``. Stage ``i`` runs ``upconv_i_0``, resizes
+to the next finer resolution (nearest), concatenates the encoder skip feature of that resolution
+(none at stage 0) and runs ``upconv_i_1``; the output of stage ``i`` is at stride ``2^i``.
+
+``shared_layers = k`` (0..10) is the paper's studied variable: the first ``k`` layers form ONE
+module used by both tasks; after layer ``k`` the decoder forks into a depth branch (the remaining
+layers + sigmoid disparity heads) and a segmentation branch (its own copy of the remaining layers +
+a 3x3 conv to class logits). ``k = 0`` shares only the encoder; ``k = 10`` shares everything but
+the heads. With ``num_classes = 0`` there is no segmentation module at all and ``k`` is moot.
+
+Resizing goes to the exact size of the skip feature (and of the input image at stage 0) rather than
+a blind x2, so any input size works, not only multiples of 32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NUM_LAYERS = 10
+DEC_CHANNELS = (16, 32, 64, 128, 256)  # output channels of stage 0..4 (Monodepth2's num_ch_dec)
+
+
+def layer_name(index: int) -> str:
+    """Name of the ``index``-th decoder layer counted from the bottleneck (0 -> 'upconv_4_0')."""
+    return f"upconv_{4 - index // 2}_{index % 2}"
+
+
+class ConvBlock(nn.Sequential):
+    """3x3 conv with reflection padding, then ELU (reflection avoids dark borders in disparity)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, 3), nn.ELU(inplace=True))
+
+
+class Head(nn.Sequential):
+    """3x3 conv (reflection padding) to ``c_out`` maps; sigmoid for disparity, none for logits."""
+
+    def __init__(self, c_in: int, c_out: int, sigmoid: bool) -> None:
+        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, 3)]
+        if sigmoid:
+            layers.append(nn.Sigmoid())
+        super().__init__(*layers)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``scale`` on the way back."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` unchanged, but its gradient multiplied by ``scale`` (SGDepth-style task balance)."""
+    return x if scale == 1.0 else _ScaleGrad.apply(x, scale)
+
+
+def _in_channels(index: int, num_ch_enc: list[int]) -> int:
+    """Input channels of decoder layer ``index`` given the encoder's channels."""
+    stage, part = 4 - index // 2, index % 2
+    if part == 0:
+        return num_ch_enc[4] if stage == 4 else DEC_CHANNELS[stage + 1]
+    return DEC_CHANNELS[stage] + (num_ch_enc[stage - 1] if stage > 0 else 0)
+
+
+class DecoderLayers(nn.Module):
+    """A contiguous run ``[start, stop)`` of the 10 decoder layers, with their resize-and-skip steps.
+
+    ``forward`` returns the last activation and the outputs of every stage completed inside the
+    run (``{stage: tensor}``), which the heads read.
+    """
+
+    def __init__(self, num_ch_enc: list[int], start: int, stop: int) -> None:
+        super().__init__()
+        self.start, self.stop = start, stop
+        self.layers = nn.ModuleDict(
+            {layer_name(i): ConvBlock(_in_channels(i, num_ch_enc), DEC_CHANNELS[4 - i // 2]) for i in range(start, stop)}
+        )
+
+    def forward(
+        self, x: torch.Tensor, features: list[torch.Tensor], out_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        stages: dict[int, torch.Tensor] = {}
+        for index in range(self.start, self.stop):
+            stage = 4 - index // 2
+            if index % 2 == 1:
+                size = features[stage - 1].shape[-2:] if stage > 0 else out_size
+                x = F.interpolate(x, size=size, mode="nearest")
+                if stage > 0:
+                    x = torch.cat([x, features[stage - 1]], dim=1)
+            x = self.layers[layer_name(index)](x)
+            if index % 2 == 1:
+                stages[stage] = x
+        return x, stages
+
+
+class MultiTaskDecoder(nn.Module):
+    """Shared trunk (first ``shared_layers`` layers) + depth branch + optional segmentation branch.
+
+    Output: ``{"disp/{s}": B x 1 x h_s x w_s for s in scales, "seg/{s}": B x C x h_s x w_s for s in
+    seg_scales}``, where ``h_s x w_s`` is the size of decoder stage ``s`` (the input size at s = 0).
+    """
+
+    def __init__(
+        self,
+        num_ch_enc: list[int],
+        num_classes: int = 0,
+        shared_layers: int = 0,
+        scales: tuple[int, ...] | list[int] = (0, 1, 2, 3),
+        seg_scales: tuple[int, ...] | list[int] = (0,),
+        seg_grad_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not 0 <= shared_layers <= NUM_LAYERS:
+            raise ValueError(f"shared_layers must be in 0..{NUM_LAYERS}, got {shared_layers}")
+        self.num_classes = num_classes
+        # Depth-only: nothing to share with, so keep every layer in the depth branch; the
+        # checkpoint layout of a baseline then never depends on k.
+        self.shared_layers = shared_layers if num_classes > 0 else 0
+        self.scales = [int(s) for s in scales]
+        self.seg_scales = [int(s) for s in seg_scales] if num_classes > 0 else []
+        self.seg_grad_scale = float(seg_grad_scale)
+        k = self.shared_layers
+        self.shared = DecoderLayers(num_ch_enc, 0, k)
+        self.depth = DecoderLayers(num_ch_enc, k, NUM_LAYERS)
+        self.disp_heads = nn.ModuleDict({str(s): Head(DEC_CHANNELS[s], 1, sigmoid=True) for s in self.scales})
+        if num_classes > 0:
+            self.seg = DecoderLayers(num_ch_enc, k, NUM_LAYERS)
+            self.seg_heads = nn.ModuleDict({str(s): Head(DEC_CHANNELS[s], num_classes, sigmoid=False) for s in self.seg_scales})
+
+    def forward(self, features: list[torch.Tensor], out_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Decode encoder ``features`` (strides 2..32); ``out_size`` is the input image's (H, W)."""
+        trunk, trunk_stages = self.shared(features[4], features, out_size)
+        _, depth_stages = self.depth(trunk, features, out_size)
+        depth_stages.update(trunk_stages)
+        outputs = {f"disp/{s}": self.disp_heads[str(s)](depth_stages[s]) for s in self.scales}
+        if self.num_classes > 0:
+            g = self.seg_grad_scale
+            seg_features = [scale_grad(f, g) for f in features]
+            _, seg_stages = self.seg(scale_grad(trunk, g), seg_features, out_size)
+            seg_stages.update({s: scale_grad(t, g) for s, t in trunk_stages.items()})
+            outputs.update({f"seg/{s}": self.seg_heads[str(s)](seg_stages[s]) for s in self.seg_scales})
+        return outputs
