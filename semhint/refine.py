@@ -1,0 +1,498 @@
+"""Cross-task refinement (METHOD.md, idea 4): pseudo-depth from semantics, pseudo-semantics from depth.
+
+Everything here runs on DETACHED predictions: the refined maps are targets, not part of the graph.
+Pseudo-depth ("semantic hints") applies up to three operators to the predicted depth,
+  A  ``segment_aware_smoothing``: a joint-bilateral filter of log-depth that never mixes classes,
+  B  ``segment_surface_fit``: a robust (RANSAC) plane or low-order surface per "stuff" segment,
+  C  ``border_morphing``: depth discontinuities pulled onto nearby semantic borders,
+and keeps the result only where it reprojects better than the prediction (the Depth Hints gate).
+Pseudo-semantics warp the source frames' class probabilities into the target with the predicted
+depth and pose, fuse them with the target's own prediction, and keep the fused label only where it
+is confident and agrees with the noisy label or is photometrically consistent.
+
+All operators are vectorised over pixels and batch; the only Python loops run over window offsets
+(at most (2r+1)^2) or source frames.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from semhint import geometry
+
+IGNORE = 255
+_EPS = 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+def _as_labels(seg: torch.Tensor) -> torch.Tensor:
+    """Class logits/probabilities (B, C, H, W) or labels (B, H, W) / (B, 1, H, W) -> int64 (B, H, W)."""
+    if seg.is_floating_point():
+        if seg.dim() != 4:
+            raise ValueError(f"segmentation logits must be B x C x H x W, got shape {tuple(seg.shape)}")
+        return seg.argmax(1)
+    if seg.dim() == 4:
+        seg = seg[:, 0]
+    return seg.long()
+
+
+def _offsets(radius: int, dilation: int = 1) -> Iterator[tuple[int, int, int, int]]:
+    """Window offsets as (dy, dx, step_y, step_x): pixel offsets and their index in window steps."""
+    for i in range(-radius, radius + 1):
+        for j in range(-radius, radius + 1):
+            yield i * dilation, j * dilation, i, j
+
+
+def _shifted(padded: torch.Tensor, pad: int, dy: int, dx: int, h: int, w: int) -> torch.Tensor:
+    """View of a padded map shifted by (dy, dx): value at p is the original value at p + (dy, dx)."""
+    return padded[..., pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+
+
+def texture_weight(image: torch.Tensor, floor: float = 0.05) -> torch.Tensor:
+    """How far a pixel's depth can be trusted as a source for filling, from local image texture.
+
+    The photometric loss only constrains depth where the image has gradient; in textureless
+    regions the prediction is whatever the local minimum left there. So textured pixels are
+    good sources and flat ones are not (weight = gradient magnitude relative to the image mean,
+    clamped to [floor, 1]).
+    """
+    gray = image.mean(1, keepdim=True)
+    gx = F.pad((gray[..., :, 1:] - gray[..., :, :-1]).abs(), (0, 1, 0, 0))
+    gy = F.pad((gray[..., 1:, :] - gray[..., :-1, :]).abs(), (0, 0, 0, 1))
+    grad = F.avg_pool2d(gx + gy, 3, stride=1, padding=1, count_include_pad=False)
+    scale = grad.mean(dim=(2, 3), keepdim=True) + _EPS
+    return (grad / (2 * scale)).clamp(floor, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Operator A: segment-aware smoothing
+# ----------------------------------------------------------------------------------------------
+def segment_aware_smoothing(depth: torch.Tensor, seg_labels: torch.Tensor, image: torch.Tensor, radius: int = 4,
+                            sigma_color: float = 0.1, sigma_space: float = 3.0, source_weight: torch.Tensor | None = None,
+                            dilation: int = 1, iterations: int = 1) -> torch.Tensor:
+    """Joint-bilateral filter of log-depth whose weights vanish across predicted classes.
+
+    depth (B,1,H,W) > 0, seg_labels (B,H,W) int (or logits), image (B,3,H,W) in [0,1].
+    Weight of neighbour q for pixel p: exp(-|s|^2 / 2 sigma_space^2) (s in window steps)
+    * exp(-mean_c (I_p - I_q)^2 / 2 sigma_color^2) * [label_p == label_q] * source_weight_q.
+    ``source_weight`` (B,1,H,W) says how trustworthy each pixel is as a source (default: none,
+    every pixel 1; ``make_depth_hint`` passes :func:`texture_weight`). Between iterations a pixel's
+    source weight rises to the trust of what it received, so large holes fill from their rim
+    inwards; ``dilation`` > 1 spreads the same number of taps over a wider window for big holes.
+    Ignore-labelled pixels (255) are left unchanged and never used as sources.
+    """
+    labels = _as_labels(seg_labels)
+    b, _, h, w = depth.shape
+    log_d = depth.clamp_min(_EPS).log()
+    weight = torch.ones_like(depth) if source_weight is None else source_weight.to(depth.dtype)
+    known = (labels != IGNORE).unsqueeze(1)
+    pad = radius * dilation
+    lab_p = F.pad(labels.unsqueeze(1), (pad,) * 4, value=-1)
+    img_p = F.pad(image, (pad,) * 4, mode="replicate")
+
+    def kernel(dy: int, dx: int, i: int, j: int) -> torch.Tensor:
+        k = math.exp(-(i * i + j * j) / (2 * sigma_space ** 2))
+        colour = (image - _shifted(img_p, pad, dy, dx, h, w)).pow(2).mean(1, keepdim=True)
+        same = (_shifted(lab_p, pad, dy, dx, h, w) == labels.unsqueeze(1)) & known
+        return same * torch.exp(-colour / (2 * sigma_color ** 2)) * k
+
+    offsets = list(_offsets(radius, dilation))
+    # the colour * class * space kernel is fixed across iterations: cache it only when iterating
+    cached = [kernel(*o) for o in offsets] if iterations > 1 else None
+    for _ in range(max(1, iterations)):
+        x_p = F.pad(log_d, (pad,) * 4)
+        w_p = F.pad(weight * known, (pad,) * 4)
+        num = torch.zeros_like(log_d)
+        den = torch.zeros_like(log_d)
+        kden = torch.zeros_like(log_d)
+        for n, (dy, dx, i, j) in enumerate(offsets):
+            kern = cached[n] if cached is not None else kernel(dy, dx, i, j)
+            ws = kern * _shifted(w_p, pad, dy, dx, h, w)
+            num += ws * _shifted(x_p, pad, dy, dx, h, w)
+            den += ws
+            kden += kern
+        filtered = num / den.clamp_min(_EPS)
+        log_d = torch.where(known & (den > _EPS), filtered, log_d)
+        weight = torch.maximum(weight, den / kden.clamp_min(_EPS))
+    return log_d.exp()
+
+
+# ----------------------------------------------------------------------------------------------
+# Operator B: per-segment robust surface fit
+# ----------------------------------------------------------------------------------------------
+def _surface_design(x: torch.Tensor, y: torch.Tensor, order: int) -> torch.Tensor:
+    """Monomials of normalised camera coordinates up to ``order`` (last dim = terms).
+
+    Inverse depth of a 3D plane is exactly linear in (x, y) = K^-1 (u, v): with n . X + d = 0 and
+    X = z (x, y, 1), 1/z = -(n_x x + n_y y + n_z) / d. So order 1 IS the ground plane and order 2
+    a smooth curved surface, fitted by the same linear least squares.
+    """
+    terms = [torch.ones_like(x)]
+    for total in range(1, order + 1):
+        for py in range(total + 1):
+            terms.append(x ** (total - py) * y ** py)
+    return torch.stack(terms, dim=-1)
+
+
+def _ridge_solve(A: torch.Tensor, q: torch.Tensor, w: torch.Tensor | None = None, ridge: float = 1e-6) -> torch.Tensor:
+    """Batched weighted least squares (A^T W A + ridge I) c = A^T W q; A (..., N, T), q (..., N)."""
+    Aw = A if w is None else A * w.unsqueeze(-1)
+    ata = Aw.transpose(-1, -2) @ A
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    atq = (Aw.transpose(-1, -2) @ q.unsqueeze(-1)).squeeze(-1)
+    return torch.linalg.solve(ata + ridge * eye, atq)
+
+
+def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tensor, classes: Iterable[int],
+                        order: int = 1, num_hypotheses: int = 64, inlier_threshold: float = 0.05,
+                        min_pixels: int = 64, min_inlier_ratio: float = 0.3, eval_pixels: int = 2048,
+                        refine_iters: int = 2, generator: torch.Generator | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """RANSAC fit of inverse depth as a polynomial surface in each (image, class) segment.
+
+    order=1: a plane (road / sidewalk ground plane in driving); order=2: a smooth low-order
+    surface (tissue). Every (image, class) pair with at least ``min_pixels`` pixels is fitted at
+    once: ``num_hypotheses`` minimal samples per pair are solved in one batched call, scored by
+    the inlier count (relative depth residual < ``inlier_threshold``) on ``eval_pixels`` random
+    pixels of the segment, and the winner is refit to all its inliers. Segments where fewer than
+    ``min_inlier_ratio`` of pixels agree with the best surface are left out (probably not a surface,
+    or the labels are wrong there). Returns (depth with the fitted surface inside accepted segments
+    and the input depth elsewhere, valid mask (B,1,H,W) bool of the fitted pixels).
+    """
+    labels = _as_labels(seg_labels)
+    b, _, h, w = depth.shape
+    classes = [int(c) for c in classes]
+    out, valid = depth.clone(), torch.zeros_like(depth, dtype=torch.bool)
+    if not classes:
+        return out, valid
+    dtype = torch.float64 if depth.dtype == torch.float64 else torch.float32
+    inv_K = torch.linalg.inv(K[:, :3, :3].to(torch.float64)).to(dtype)
+    rays = inv_K @ geometry.pixel_grid(h, w, device=depth.device, dtype=dtype)  # B x 3 x HW
+    A_img = _surface_design(rays[:, 0] / rays[:, 2], rays[:, 1] / rays[:, 2], order)  # B x HW x T
+    q_img = 1.0 / depth.reshape(b, -1).to(dtype).clamp_min(_EPS)
+
+    cls = torch.tensor(classes, device=depth.device)
+    masks = labels.reshape(b, 1, -1) == cls.view(1, -1, 1)  # B x C x HW
+    counts = masks.sum(-1)
+    pair_b, pair_c = torch.nonzero(counts >= max(min_pixels, A_img.shape[-1] + 1), as_tuple=True)
+    if pair_b.numel() == 0:
+        return out, valid
+    M = masks[pair_b, pair_c]  # P x HW
+    A, q = A_img[pair_b], q_img[pair_b]  # P x HW x T, P x HW
+    n_terms = A.shape[-1]
+
+    def gather(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.gather(A, 1, idx.unsqueeze(-1).expand(-1, -1, n_terms)), torch.gather(q, 1, idx))
+
+    probs = M.to(dtype)
+    sample_idx = torch.multinomial(probs, num_hypotheses * n_terms, replacement=True, generator=generator)
+    As, qs = gather(sample_idx)
+    hyps = _ridge_solve(As.view(-1, num_hypotheses, n_terms, n_terms), qs.view(-1, num_hypotheses, n_terms))
+    eval_idx = torch.multinomial(probs, eval_pixels, replacement=True, generator=generator)
+    Ae, qe = gather(eval_idx)  # P x E x T, P x E
+    resid = ((Ae @ hyps.transpose(-1, -2)) / qe.unsqueeze(-1) - 1).abs()  # P x E x Hy
+    best = (resid < inlier_threshold).sum(1).argmax(-1)  # P
+    coef = hyps[torch.arange(len(best), device=best.device), best]  # P x T
+    for _ in range(refine_iters):
+        inl = M & (((A @ coef.unsqueeze(-1)).squeeze(-1) / q - 1).abs() < inlier_threshold)
+        coef = _ridge_solve(A, q, inl.to(dtype))
+    fit_q = (A @ coef.unsqueeze(-1)).squeeze(-1)  # P x HW
+    inl = M & ((fit_q / q - 1).abs() < inlier_threshold)
+    accepted = inl.sum(-1) >= min_inlier_ratio * M.sum(-1)
+    ok = M & accepted.unsqueeze(-1) & (fit_q > _EPS)
+    fit_depth = torch.where(ok, 1.0 / fit_q.clamp_min(_EPS), torch.zeros_like(fit_q))
+    summed = torch.zeros(b, h * w, dtype=dtype, device=depth.device).index_add_(0, pair_b, fit_depth)
+    hit = torch.zeros(b, h * w, dtype=dtype, device=depth.device).index_add_(0, pair_b, ok.to(dtype)) > 0
+    valid = hit.view(b, 1, h, w)
+    out = torch.where(valid, summed.view(b, 1, h, w).to(depth.dtype), depth)
+    return out, valid
+
+
+# ----------------------------------------------------------------------------------------------
+# Operator C: border morphing
+# ----------------------------------------------------------------------------------------------
+def border_morphing(depth: torch.Tensor, seg_labels: torch.Tensor, band: int = 3, sigma_space: float = 2.0
+                    ) -> torch.Tensor:
+    """Move depth discontinuities onto the nearby semantic borders.
+
+    Predicted depth edges are often a few pixels off the object outline (edge fattening). For a
+    pixel p within ``band`` pixels of a class border, estimate its depth from the same-class
+    interior (pixels at least ``band`` from any other class) and from the other classes nearby;
+    if p's predicted depth looks like the other side's, it is a misplaced discontinuity and p
+    takes the same-class interior depth. Pixels whose depth already matches their own class keep
+    it, so genuine depth gradients near borders survive.
+    """
+    labels = _as_labels(seg_labels)
+    b, _, h, w = depth.shape
+    lab = labels.unsqueeze(1)
+    known = lab != IGNORE
+    # distance-to-border test with a max-pool: a pixel is interior if its (2 band + 1)^2 window holds one class
+    lab_f = lab.to(depth.dtype)
+    hi = F.max_pool2d(F.pad(lab_f, (band,) * 4, mode="replicate"), 2 * band + 1, stride=1)
+    lo = -F.max_pool2d(F.pad(-lab_f, (band,) * 4, mode="replicate"), 2 * band + 1, stride=1)
+    interior = (hi == lo) & known
+    near_border = ~interior & known
+    log_d = depth.clamp_min(_EPS).log()
+    radius = band + 1
+    lab_p = F.pad(lab, (radius,) * 4, value=-1)
+    x_p = F.pad(log_d, (radius,) * 4)
+    int_p = F.pad(interior, (radius,) * 4)
+    kn_p = F.pad(known, (radius,) * 4)
+    same_num, same_den = torch.zeros_like(log_d), torch.zeros_like(log_d)
+    other_num, other_den = torch.zeros_like(log_d), torch.zeros_like(log_d)
+    for dy, dx, i, j in _offsets(radius):
+        k = math.exp(-(i * i + j * j) / (2 * sigma_space ** 2))
+        lab_q = _shifted(lab_p, radius, dy, dx, h, w)
+        x_q = _shifted(x_p, radius, dy, dx, h, w)
+        w_same = ((lab_q == lab) & _shifted(int_p, radius, dy, dx, h, w)) * k
+        w_other = ((lab_q != lab) & _shifted(kn_p, radius, dy, dx, h, w)) * k
+        same_num += w_same * x_q
+        same_den += w_same
+        other_num += w_other * x_q
+        other_den += w_other
+    same = same_num / same_den.clamp_min(_EPS)
+    other = other_num / other_den.clamp_min(_EPS)
+    misplaced = near_border & (same_den > _EPS) & (other_den > _EPS) & ((log_d - other).abs() < (log_d - same).abs())
+    return torch.where(misplaced, same, log_d).exp()
+
+
+# ----------------------------------------------------------------------------------------------
+# composing the hint, and the Depth Hints gate
+# ----------------------------------------------------------------------------------------------
+def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor, K: torch.Tensor, refine_cfg,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """The pseudo-depth label: ``refine_cfg.hint_operators`` applied in order to the detached depth.
+
+    ``seg`` is the segmentation prediction (logits B x C x H x W) or labels (B x H x W). Pixels no
+    operator changes keep the predicted depth, where the gate (strictly better reprojection)
+    rejects them anyway.
+    """
+    hint = depth.detach()
+    labels = _as_labels(seg.detach())
+    image = image.detach()
+    for op in refine_cfg.hint_operators:
+        if op == "smooth":
+            hint = segment_aware_smoothing(hint, labels, image, radius=refine_cfg.bilateral_radius,
+                                           sigma_color=refine_cfg.bilateral_sigma_color,
+                                           sigma_space=refine_cfg.bilateral_sigma_space,
+                                           source_weight=texture_weight(image))
+        elif op == "surface":
+            hint, _ = segment_surface_fit(hint, labels, K, refine_cfg.stuff_classes, generator=generator)
+        elif op == "border":
+            hint = border_morphing(hint, labels)
+        else:
+            raise ValueError(f"refine.hint_operators: unknown operator {op!r} (smooth | surface | border)")
+    return hint
+
+
+def hint_gate(hint_reproj: torch.Tensor, pred_reproj: torch.Tensor, automask: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """Depth Hints rule: trust the hint only where it explains the images strictly better (B,1,H,W bool)."""
+    gate = hint_reproj < pred_reproj
+    if automask is not None:
+        gate = gate & automask.bool()
+    return gate
+
+
+def reprojection_error(depth: torch.Tensor, batch: dict, poses: dict, ssim_weight: float = 0.85) -> torch.Tensor:
+    """Per-pixel minimum photometric error over source frames of the target warped with ``depth``.
+
+    Uses the same error and minimum as the training objective (semhint.losses) so that the hint
+    and the prediction are judged by one rule.
+    """
+    from semhint import losses
+
+    target = batch["image/0"]
+    K, inv_K = batch["K"], batch.get("inv_K")
+    errors = [losses.photometric_error(geometry.warp(batch[f"image/{f}"], depth, T.detach(), K, inv_K), target, ssim_weight)
+              for f, T in sorted(poses.items())]
+    return losses.min_reprojection(errors)
+
+
+# ----------------------------------------------------------------------------------------------
+# pseudo-semantics
+# ----------------------------------------------------------------------------------------------
+def warp_probabilities(probs: torch.Tensor, depth: torch.Tensor, T: torch.Tensor, K: torch.Tensor,
+                       inv_K: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source-frame class probabilities resampled into the target with target depth and pose.
+
+    Returns (warped probs B x C x H x W, zero outside the source image; valid B x 1 x H x W bool:
+    the target pixel projects in front of the source camera and inside its image).
+    """
+    if inv_K is None:
+        inv_K = torch.linalg.inv(K)
+    h, w = depth.shape[-2:]
+    pix, z = geometry.project_to_pixels(geometry.backproject(depth, inv_K), K, T)
+    pix = pix.reshape(depth.shape[0], 2, h, w)
+    tol = 1e-3  # pixels: rounding must not drop the image's own edge
+    inside = (pix[:, 0] > -tol) & (pix[:, 0] < w - 1 + tol) & (pix[:, 1] > -tol) & (pix[:, 1] < h - 1 + tol)
+    valid = (inside & (z.reshape(-1, h, w) > _EPS)).unsqueeze(1)
+    grid = geometry.normalise_pixels(pix.permute(0, 2, 3, 1), h, w)
+    return geometry.sample(probs, grid, padding_mode="zeros") * valid, valid
+
+
+def fuse_probabilities(target_probs: torch.Tensor, warped_probs: list[torch.Tensor], valid: list[torch.Tensor],
+                       weights: list[float] | None = None) -> torch.Tensor:
+    """Weighted average of the target's probabilities and the valid warped source probabilities.
+
+    ``weights`` = [w_target, w_source_1, ...] (default all 1). Averaging probabilities (not logits)
+    lets a confident view outvote an unsure one without letting one wrong, over-confident view
+    dominate the way a product of distributions would.
+    """
+    weights = weights or [1.0] * (1 + len(warped_probs))
+    if len(weights) != 1 + len(warped_probs):
+        raise ValueError(f"fuse_probabilities: need {1 + len(warped_probs)} weights, got {len(weights)}")
+    num = weights[0] * target_probs
+    den = torch.full_like(target_probs[:, :1], weights[0])
+    for wgt, probs, ok in zip(weights[1:], warped_probs, valid):
+        num = num + wgt * ok * probs
+        den = den + wgt * ok
+    return num / den.clamp_min(_EPS)
+
+
+def select_pseudo_labels(fused: torch.Tensor, noisy_labels: torch.Tensor | None, photo_error: torch.Tensor | None,
+                         confidence: float, max_photo: float) -> torch.Tensor:
+    """Pseudo label = fused argmax where confident AND (agrees with the noisy label OR photometrically
+    consistent); 255 elsewhere. Returns int64 B x H x W."""
+    conf, label = fused.max(1)
+    consistent = torch.zeros_like(label, dtype=torch.bool)
+    if noisy_labels is not None:
+        consistent |= label == noisy_labels
+    if photo_error is not None:
+        consistent |= photo_error[:, 0] < max_photo
+    keep = (conf >= confidence) & consistent
+    return torch.where(keep, label, torch.full_like(label, IGNORE))
+
+
+def snap_borders(labels: torch.Tensor, depth: torch.Tensor, band: int = 2, sigma_depth: float = 0.05,
+                 iterations: int = 2) -> torch.Tensor:
+    """Depth-aware border snapping: relabel pixels near a class border by a depth-similarity vote.
+
+    Each pixel within ``band`` of a class change takes the class with most weight among its
+    (2 band + 1)^2 neighbours, weighted by exp(-(log-depth difference)^2 / 2 sigma_depth^2). A
+    class border that cuts through smooth depth gets pulled to where the depth jumps, by up to
+    about one pixel per iteration. Ignored pixels neither vote nor change.
+    """
+    for _ in range(iterations):
+        labels = _snap_once(labels, depth, band, sigma_depth)
+    return labels
+
+
+def _snap_once(labels: torch.Tensor, depth: torch.Tensor, band: int, sigma_depth: float) -> torch.Tensor:
+    b, h, w = labels.shape
+    known = labels != IGNORE
+    n_cls = int(labels[known].max().item()) + 1 if known.any() else 0
+    if n_cls == 0:
+        return labels
+    onehot = F.one_hot(torch.where(known, labels, 0), n_cls).permute(0, 3, 1, 2).to(depth.dtype) * known.unsqueeze(1)
+    log_d = depth.clamp_min(_EPS).log()
+    votes_p = F.pad(onehot, (band,) * 4)
+    x_p = F.pad(log_d, (band,) * 4)
+    votes = torch.zeros_like(onehot)
+    for dy, dx, _, _ in _offsets(band):
+        sim = torch.exp(-(log_d - _shifted(x_p, band, dy, dx, h, w)).pow(2) / (2 * sigma_depth ** 2))
+        votes += sim * _shifted(votes_p, band, dy, dx, h, w)
+    has_other = (F.max_pool2d(onehot, 2 * band + 1, stride=1, padding=band) > onehot).any(1)
+    snapped = votes.argmax(1)
+    return torch.where(known & has_other, snapped, labels)
+
+
+# ----------------------------------------------------------------------------------------------
+# the training-step entry point
+# ----------------------------------------------------------------------------------------------
+def _upsampled_depths(outputs: dict, scales: list[int], size: tuple[int, int], min_depth: float, max_depth: float
+                      ) -> list[torch.Tensor]:
+    """Depth at every scale, upsampled to full resolution (as Monodepth2 computes its losses)."""
+    out = []
+    for s in scales:
+        disp = outputs[f"disp/{s}"]
+        if disp.shape[-2:] != size:
+            disp = F.interpolate(disp, size=size, mode="bilinear", align_corners=False)
+        out.append(geometry.disp_to_depth(disp, min_depth, max_depth)[1])
+    return out
+
+
+def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tuple[torch.Tensor, dict[str, float]]:
+    from semhint import losses
+
+    image = batch["image/0"]
+    with torch.no_grad():
+        depth = maps["depth/0"].detach()
+        hint = make_depth_hint(depth, outputs["seg/0"], image, batch["K"], cfg.refine)
+        if cfg.refine.hint_gate:
+            hint_err = reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
+            gate = hint_gate(hint_err, maps["reproj/0"].detach(), maps.get("automask/0"))
+        else:
+            gate = torch.ones_like(depth, dtype=torch.bool)
+    depths = _upsampled_depths(outputs, cfg.model.scales, image.shape[-2:], cfg.model.min_depth, cfg.model.max_depth)
+    loss = sum(losses.hint_loss(d, hint, gate) for d in depths) / len(depths)
+    changed = (hint - depth).abs() > 1e-6 * depth
+    stats = {"hint_accept_rate": gate.float().mean().item(),
+             "hint_changed_rate": changed.float().mean().item(),
+             "hint_accept_of_changed": (gate & changed).float().sum().item() / max(1.0, changed.float().sum().item())}
+    return loss, stats
+
+
+def _pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source_outputs: dict, cfg
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    logits = outputs["seg/0"]
+    with torch.no_grad():
+        depth = maps["depth/0"].detach()
+        K, inv_K = batch["K"], batch.get("inv_K")
+        warped, valid = [], []
+        for f, src in sorted(source_outputs.items()):
+            if f == 0 or f not in poses:
+                continue
+            p, ok = warp_probabilities(src["seg/0"].detach().softmax(1), depth, poses[f].detach(), K, inv_K)
+            warped.append(p)
+            valid.append(ok)
+        fused = fuse_probabilities(logits.detach().softmax(1), warped, valid)
+        noisy = batch.get("labels/0")
+        photo = maps.get("reproj/0")
+        pseudo = select_pseudo_labels(fused, noisy, None if photo is None else photo.detach(),
+                                      cfg.refine.pseudo_seg_confidence, cfg.refine.pseudo_seg_max_photo)
+        if cfg.refine.border_snap:
+            pseudo = snap_borders(pseudo, depth)
+    kept = pseudo != IGNORE
+    if kept.any():
+        loss = F.cross_entropy(logits, pseudo, ignore_index=IGNORE)
+    else:  # cross_entropy is NaN when every pixel is ignored
+        loss = logits.sum() * 0.0
+    stats = {"pseudo_label_rate": kept.float().mean().item(), "pseudo_sources": float(len(warped))}
+    if noisy is not None:
+        both = kept & (noisy != IGNORE)
+        stats["pseudo_label_agreement"] = (pseudo == noisy)[both].float().mean().item() if both.any() else float("nan")
+    return loss, stats
+
+
+def refinement_losses(batch: dict, outputs: dict, maps: dict, poses: dict, source_outputs: dict, cfg, epoch: int
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Cross-task refinement terms of the per-step objective (METHOD.md 'Total loss').
+
+    batch: the training batch (ARCHITECTURE.md); outputs: the depth net's dict for the target
+    ("disp/s", "seg/s"); maps: from losses.self_supervised_objective ("depth/0" full-resolution
+    depth, "reproj/0" min reprojection error of the prediction, "automask/0"); poses: {f: T
+    target->source}; source_outputs: {f: depth-net outputs of source frame f} (may be empty when
+    pseudo_seg is off). Returns ({"loss", "hint", "pseudo_seg"}, stats) where loss =
+    hint_weight * hint + pseudo_seg_weight * pseudo_seg, all zero before refine.warmup_epochs.
+    """
+    r = cfg.refine
+    ref = outputs["disp/0"]
+    zero = ref.sum() * 0.0
+    terms = {"hint": zero, "pseudo_seg": zero}
+    stats: dict[str, float] = {}
+    if epoch >= r.warmup_epochs:
+        if r.hint:
+            terms["hint"], s = _hint_term(batch, outputs, maps, poses, cfg)
+            stats.update(s)
+        if r.pseudo_seg:
+            terms["pseudo_seg"], s = _pseudo_seg_term(batch, outputs, maps, poses, source_outputs, cfg)
+            stats.update(s)
+    terms["loss"] = r.hint_weight * terms["hint"] + r.pseudo_seg_weight * terms["pseudo_seg"]
+    return terms, stats
