@@ -1,0 +1,275 @@
+"""The torch Dataset that turns a list of frames into training snippets (docs/ARCHITECTURE.md).
+
+One sample = a target frame and its neighbours, resized to the network resolution, with the
+intrinsics scaled to match, optional noisy labels, and (for validation) ground truth. Augmentation
+draws one flip and one colour jitter per snippet and applies it to every frame, because the
+photometric loss compares frames with each other and would otherwise see the jitter as motion.
+
+Decoding a 1242 x 375 PNG costs far more than everything else a sample needs, so with
+``data.cache_dir`` each frame is resized once and kept on disk as a small .npy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from semhint import geometry
+from semhint.data import DirListing, FrameRef, mirrored_path, read_depth_png
+from semhint.fileio import InputError, read_label_png, read_rgb, save_npy
+
+_GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights
+
+
+# ----------------------------------------------------------------------------------------------
+# decoding, resizing and the on-disk cache
+# ----------------------------------------------------------------------------------------------
+def resize_array(array: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize H x W (x C) uint8 to ``hw``: area averaging when shrinking, bilinear when growing, nearest for labels."""
+    import cv2
+
+    h, w = hw
+    if array.shape[:2] == (h, w):
+        return array
+    if nearest:
+        mode = cv2.INTER_NEAREST
+    else:
+        mode = cv2.INTER_AREA if h <= array.shape[0] and w <= array.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(array, (w, h), interpolation=mode)
+
+
+def cache_file(cache_dir: str | Path, path: Path, hw: tuple[int, int], kind: str) -> Path:
+    """Where the resized copy of ``path`` lives: keyed by path, size and mtime, so edits invalidate it."""
+    st = os.stat(path)
+    key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{kind}".encode()).hexdigest()
+    return Path(cache_dir) / f"{kind}_{hw[0]}x{hw[1]}" / key[:2] / f"{key}.npy"
+
+
+def load_resized(path: Path, hw: tuple[int, int], cache_dir: str | Path = "", kind: str = "rgb") -> np.ndarray:
+    """An image (``kind="rgb"``, H x W x 3) or label map (``"label"``, H x W) as uint8 at ``hw``.
+
+    With ``cache_dir`` the resized array is read from, or written once (atomically, so parallel
+    workers never see half a file) to, the cache; a damaged cache file is simply rebuilt.
+    """
+    if not cache_dir:
+        return _decode_resized(path, hw, kind)
+    if not os.path.isfile(path):  # the cache key needs the file; keep the reader's error message
+        return _decode_resized(path, hw, kind)
+    target = cache_file(cache_dir, path, hw, kind)
+    if target.is_file():
+        try:
+            return np.load(target, allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            pass
+    array = _decode_resized(path, hw, kind)
+    save_npy(target, np.ascontiguousarray(array))
+    return array
+
+
+def _decode_resized(path: Path, hw: tuple[int, int], kind: str) -> np.ndarray:
+    if kind == "label":
+        return resize_array(read_label_png(path), hw, nearest=True)
+    return resize_array(read_rgb(path), hw)
+
+
+# ----------------------------------------------------------------------------------------------
+# colour jitter (one draw per snippet)
+# ----------------------------------------------------------------------------------------------
+def draw_jitter(brightness: float, contrast: float, saturation: float, hue: float,
+                generator: torch.Generator | None = None) -> dict[str, float]:
+    """Random factors in the ColorJitter convention: [max(0, 1 - x), 1 + x] for the first three, [-hue, hue] turns."""
+
+    def uniform(lo: float, hi: float) -> float:
+        return float(lo + (hi - lo) * torch.rand((), generator=generator))
+
+    return {
+        "brightness": uniform(max(0.0, 1 - brightness), 1 + brightness),
+        "contrast": uniform(max(0.0, 1 - contrast), 1 + contrast),
+        "saturation": uniform(max(0.0, 1 - saturation), 1 + saturation),
+        "hue": uniform(-hue, hue),
+    }
+
+
+def grey(image: torch.Tensor) -> torch.Tensor:
+    """Luma of a 3 x H x W image as 1 x H x W."""
+    r, g, b = image[0:1], image[1:2], image[2:3]
+    return _GREY[0] * r + _GREY[1] * g + _GREY[2] * b
+
+
+def shift_hue(image: torch.Tensor, shift: float) -> torch.Tensor:
+    """Rotate the hue of a 3 x H x W RGB image in [0, 1] by ``shift`` turns (through HSV)."""
+    maxc, _ = image.max(0)
+    minc, _ = image.min(0)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    r, g, b = image
+    h = torch.where(maxc == r, (g - b) / safe, torch.where(maxc == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    h = torch.where(delta > 0, h / 6, torch.zeros_like(h))
+    h = torch.remainder(h + shift, 1.0)
+    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    v = maxc
+    channels = []
+    for n in (5.0, 3.0, 1.0):  # R, G, B of the standard closed-form HSV -> RGB
+        k = torch.remainder(n + 6 * h, 6.0)
+        channels.append(v - v * s * torch.clamp(torch.minimum(k, 4 - k), 0, 1))
+    return torch.stack(channels)
+
+
+def apply_jitter(image: torch.Tensor, params: dict[str, float]) -> torch.Tensor:
+    """Brightness, contrast, saturation, hue (in that order) on a 3 x H x W image in [0, 1]."""
+    out = (image * params["brightness"]).clamp(0, 1)
+    mean = grey(out).mean()
+    out = ((out - mean) * params["contrast"] + mean).clamp(0, 1)
+    luma = grey(out)
+    out = ((out - luma) * params["saturation"] + luma).clamp(0, 1)
+    if params["hue"] != 0:
+        out = shift_hue(out, params["hue"]).clamp(0, 1)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the dataset
+# ----------------------------------------------------------------------------------------------
+class SnippetDataset(Dataset):
+    """Snippets (target + neighbours) as the sample dicts of docs/ARCHITECTURE.md.
+
+    ``labels`` / ``gt_labels`` / ``gt_depth_root`` are roots mirroring the image layout (see
+    :func:`semhint.data.mirrored_path`); ``gt_depths`` is an in-memory list ordered like ``frames``
+    (from an export-gt npz). Augmentation (``augment``): with probability 0.5 a horizontal flip
+    (if ``flip``) and, independently with probability 0.5, one colour-jitter draw, both shared by
+    all frames of the snippet; ``image/{f}`` stay un-jittered for the losses.
+    """
+
+    def __init__(self, frames: Sequence[FrameRef], height: int, width: int, frame_ids: Sequence[int],
+                 augment: bool = False, flip: bool = True, jitter: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.1),
+                 labels: str | Path = "", gt_labels: str | Path = "", gt_depth_root: str | Path = "",
+                 gt_depths: Sequence[np.ndarray] | None = None, cache_dir: str | Path = "") -> None:
+        if not frames:
+            raise InputError("the dataset has no frames (empty split)")
+        self.frames = list(frames)
+        self.hw = (int(height), int(width))
+        self.frame_ids = list(frame_ids)
+        self.augment, self.flip, self.jitter = augment, flip, tuple(jitter)
+        self.labels, self.gt_labels, self.gt_depth_root = labels, gt_labels, gt_depth_root
+        self.cache_dir = str(cache_dir or "")
+        if gt_depths is not None and len(gt_depths) != len(self.frames):
+            raise InputError(f"ground truth has {len(gt_depths)} depth maps for {len(self.frames)} frames")
+        self.gt_depths = gt_depths
+        self._check_maps()
+
+    def _check_maps(self) -> None:
+        """Fail at construction, naming the frame, when a mirrored label or depth file is missing."""
+        listing = DirListing()
+        for ref in self.frames:
+            for root, offsets, what in ((self.labels, self.frame_ids, "label map"), (self.gt_labels, [0], "ground-truth label map"),
+                                        (self.gt_depth_root, [0], "ground-truth depth")):
+                if not root:
+                    continue
+                for f in offsets:
+                    path = mirrored_path(root, ref.images[f], ref.data_root)
+                    if not listing.exists(path):
+                        raise InputError(f"{path}: {what} not found (frame '{ref.key}', offset {f:+d})")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def intrinsics(self, ref: FrameRef, flipped: bool) -> torch.Tensor:
+        """4 x 4 K at network resolution (scaled from the calibration's resolution, then flipped)."""
+        K = torch.eye(4, dtype=torch.float32)
+        K[:3, :3] = torch.as_tensor(ref.K, dtype=torch.float32)
+        K = geometry.resize_intrinsics(K, ref.K_hw, self.hw)
+        return geometry.flip_intrinsics(K, self.hw[1]) if flipped else K
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ref = self.frames[index]
+        flipped = self.augment and self.flip and bool(torch.rand(()) < 0.5)
+        params = draw_jitter(*self.jitter) if self.augment and bool(torch.rand(()) < 0.5) else None
+        sample: dict[str, torch.Tensor] = {}
+        for f in self.frame_ids:
+            rgb = load_resized(ref.images[f], self.hw, self.cache_dir, "rgb")
+            if flipped:
+                rgb = rgb[:, ::-1]
+            image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+            sample[f"image/{f}"] = image
+            sample[f"image_aug/{f}"] = apply_jitter(image, params) if params else image
+            if self.labels:
+                sample[f"labels/{f}"] = self._label(self.labels, ref, f, flipped)
+        if self.gt_labels:
+            sample["gt_labels/0"] = self._label(self.gt_labels, ref, 0, flipped)
+        if self.gt_depths is not None:
+            sample["depth_gt"] = torch.from_numpy(np.asarray(self.gt_depths[index], dtype=np.float32)).unsqueeze(0)
+        elif self.gt_depth_root:
+            sample["depth_gt"] = torch.from_numpy(read_depth_png(mirrored_path(self.gt_depth_root, ref.target, ref.data_root))).unsqueeze(0)
+        if "depth_gt" in sample and flipped:
+            sample["depth_gt"] = sample["depth_gt"].flip(-1)
+        K = self.intrinsics(ref, flipped)
+        sample["K"], sample["inv_K"] = K, torch.linalg.inv(K)
+        sample["index"] = torch.tensor(index, dtype=torch.int64)
+        return sample
+
+    def _label(self, root: str | Path, ref: FrameRef, f: int, flipped: bool) -> torch.Tensor:
+        labels = load_resized(mirrored_path(root, ref.images[f], ref.data_root), self.hw, self.cache_dir, "label")
+        if flipped:
+            labels = labels[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(labels)).long()
+
+
+# ----------------------------------------------------------------------------------------------
+# from a config
+# ----------------------------------------------------------------------------------------------
+def frame_refs(data_cfg, split_file: str) -> list[FrameRef]:
+    """FrameRefs of a config's dataset for one split file ('' = every frame with all neighbours)."""
+    from semhint.data import folder, kitti
+
+    if not data_cfg.path:
+        from semhint.config import ConfigError
+
+        raise ConfigError("data.path: empty; set it to the dataset root")
+    if data_cfg.kind == "kitti":
+        return kitti.frame_refs(data_cfg.path, split_file, data_cfg.frame_ids)
+    return folder.frame_refs(data_cfg.path, split_file, data_cfg.frame_ids, data_cfg.intrinsics, data_cfg.cache_dir)
+
+
+def build_dataset(data_cfg, split: str) -> SnippetDataset:
+    """The train (augmented) or val (plain, with ground truth when configured) dataset of a DataConfig."""
+    from semhint.config import ConfigError
+
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    split_file = data_cfg.train_split if split == "train" else data_cfg.val_split
+    if split == "val" and not split_file:
+        raise ConfigError("data.val_split: empty; a validation set needs a split file")
+    frames = frame_refs(data_cfg, split_file)
+    gt_depths, gt_root = None, ""
+    if split == "val" and data_cfg.gt_depth:
+        gt_depths, gt_root = _ground_truth(data_cfg.gt_depth, frames)
+    return SnippetDataset(
+        frames, data_cfg.height, data_cfg.width, data_cfg.frame_ids,
+        augment=split == "train" and data_cfg.augment, flip=data_cfg.flip,
+        jitter=(data_cfg.brightness, data_cfg.contrast, data_cfg.saturation, data_cfg.hue),
+        labels=data_cfg.labels, gt_labels=data_cfg.gt_labels if split == "val" else "",
+        gt_depth_root=gt_root, gt_depths=gt_depths, cache_dir=data_cfg.cache_dir,
+    )
+
+
+def _ground_truth(source: str, frames: list[FrameRef]) -> tuple[list[np.ndarray] | None, str]:
+    """An export-gt npz (checked against the split's frames) or a root of uint16 depth PNGs."""
+    from semhint.data.kitti import load_gt_depths
+
+    if not source.endswith(".npz"):
+        if not Path(source).is_dir():
+            raise InputError(f"{source}: ground-truth depth folder not found (data.gt_depth)")
+        return None, source
+    depths, names = load_gt_depths(source)
+    if len(depths) != len(frames):
+        raise InputError(f"{source}: has {len(depths)} depth maps but the split has {len(frames)} frames")
+    for i, (name, ref) in enumerate(zip(names, frames)):
+        if " ".join(name.split()) != ref.key:
+            raise InputError(f"{source}: entry {i} is '{name}' but the split's frame {i} is '{ref.key}'")
+    return depths, ""
