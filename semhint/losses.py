@@ -1,0 +1,268 @@
+"""The training objective: photometric error, min-reprojection + auto-mask, smoothness, segmentation
+losses (plain and noise-robust), the semantic-hint loss, and their assembly for one training step.
+
+Everything follows Monodepth2's formulation (METHOD.md, 'Base') so that the baseline matches the
+literature; the noise-robust segmentation losses are the standard ones from the noisy-label
+literature, each selectable by name (``loss.seg_loss``). Losses never import models: they take
+tensors and dicts whose keys are documented in docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from semhint.geometry import disp_to_depth, warp
+
+IGNORE_INDEX = 255
+
+
+# ----------------------------------------------------------------------------------------------
+# photometric terms
+# ----------------------------------------------------------------------------------------------
+def ssim_map(x: torch.Tensor, y: torch.Tensor, c1: float = 0.01**2, c2: float = 0.03**2) -> torch.Tensor:
+    """Per-pixel structural dissimilarity (1 - SSIM) / 2 in [0, 1], 3 x 3 windows, reflection padding.
+
+    The small window keeps the error local enough to localise misalignment to a pixel, which the
+    per-pixel minimum over source frames relies on.
+    """
+    x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    y = F.pad(y, (1, 1, 1, 1), mode="reflect")
+    mu_x = F.avg_pool2d(x, 3, 1)
+    mu_y = F.avg_pool2d(y, 3, 1)
+    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x**2
+    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y**2
+    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    numerator = (2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)
+    denominator = (mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2)
+    return torch.clamp((1 - numerator / denominator) / 2, 0, 1)
+
+
+def photometric_error(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float = 0.85) -> torch.Tensor:
+    """B x 1 x H x W error: ssim_weight * SSIM term + (1 - ssim_weight) * L1, both averaged over channels."""
+    l1 = (pred - target).abs().mean(1, keepdim=True)
+    if ssim_weight == 0:
+        return l1
+    return ssim_weight * ssim_map(pred, target).mean(1, keepdim=True) + (1 - ssim_weight) * l1
+
+
+def min_reprojection(reprojection_errors: torch.Tensor, identity_errors: torch.Tensor | None = None,
+                     automask: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel minimum error and the auto-mask, from B x S x H x W stacks of per-source errors.
+
+    The minimum over source frames handles occlusion (a pixel hidden in one source is usually
+    visible in the other). With ``automask`` the identity errors (unwarped sources vs target) join
+    the minimum: where doing nothing explains the pixel better than the warp (static camera, objects
+    moving with the camera) the pixel's loss is a constant and gives depth no gradient. Ties go to
+    the identity error (no random tie-break noise, so results are deterministic).
+
+    Returns (per_pixel B x 1 x H x W, automask B x 1 x H x W float: 1 where a warped error won).
+    """
+    if not automask or identity_errors is None:
+        per_pixel = reprojection_errors.min(dim=1, keepdim=True).values
+        return per_pixel, torch.ones_like(per_pixel)
+    combined = torch.cat([identity_errors, reprojection_errors], dim=1)
+    per_pixel, idx = combined.min(dim=1, keepdim=True)
+    return per_pixel, (idx >= identity_errors.shape[1]).to(per_pixel.dtype)
+
+
+def smoothness_loss(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Edge-aware smoothness of mean-normalised disparity (scale-free, so it cannot shrink depth).
+
+    First differences of disp / mean(disp) are down-weighted by exp(-|image gradient|), so depth
+    may jump where the image has an edge.
+    """
+    norm = disp / (disp.mean(dim=(2, 3), keepdim=True) + 1e-7)
+    grad_disp_x = (norm[:, :, :, :-1] - norm[:, :, :, 1:]).abs()
+    grad_disp_y = (norm[:, :, :-1, :] - norm[:, :, 1:, :]).abs()
+    grad_img_x = (image[:, :, :, :-1] - image[:, :, :, 1:]).abs().mean(1, keepdim=True)
+    grad_img_y = (image[:, :, :-1, :] - image[:, :, 1:, :]).abs().mean(1, keepdim=True)
+    return (grad_disp_x * torch.exp(-grad_img_x)).mean() + (grad_disp_y * torch.exp(-grad_img_y)).mean()
+
+
+def hint_loss(depth: torch.Tensor, hint: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over ``mask`` of log(1 + |depth - hint|) (Depth Hints' robust pseudo-label loss).
+
+    The log keeps a wrong hint from dominating: its gradient falls as 1 / (1 + error). An empty mask
+    gives an exact zero that still carries a graph (so DDP sees every parameter used).
+    """
+    mask = mask.to(depth.dtype).expand_as(depth)
+    count = mask.sum()
+    per_pixel = torch.log1p((depth - hint).abs()) * mask
+    if count.item() == 0:
+        return per_pixel.sum() * 0.0
+    return per_pixel.sum() / count
+
+
+# ----------------------------------------------------------------------------------------------
+# segmentation losses (labels int64 B x H x W, IGNORE_INDEX = ignore)
+# ----------------------------------------------------------------------------------------------
+def _prepare(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(valid mask, labels with ignored pixels set to class 0), rejecting labels outside the classes."""
+    valid = labels != ignore_index
+    safe = torch.where(valid, labels, torch.zeros_like(labels))
+    num_classes = logits.shape[1]
+    if bool(((safe < 0) | (safe >= num_classes)).any()):
+        bad = int(safe[(safe < 0) | (safe >= num_classes)][0])
+        raise ValueError(f"label {bad} outside 0..{num_classes - 1} (and not the ignore index {ignore_index})")
+    return valid, safe
+
+
+def _masked_mean(per_pixel: torch.Tensor, valid: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Mean over non-ignored pixels; an all-ignored batch gives 0 that still has a graph."""
+    count = valid.sum()
+    if count.item() == 0:
+        return logits.sum() * 0.0
+    return (per_pixel * valid).sum() / count
+
+
+def _log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-softmax B x C x H x W, log-probability of the labelled class B x H x W)."""
+    log_p = F.log_softmax(logits, dim=1)
+    return log_p, log_p.gather(1, labels.unsqueeze(1)).squeeze(1)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Plain cross-entropy averaged over non-ignored pixels."""
+    valid, safe = _prepare(logits, labels, ignore_index)
+    _, log_py = _log_probs(logits, safe)
+    return _masked_mean(-log_py, valid, logits)
+
+
+def symmetric_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, beta: float = 1.0,
+                            ignore_index: int = IGNORE_INDEX, log_zero: float = 1e-4) -> torch.Tensor:
+    """CE + beta * reverse CE (Wang et al., ICCV 2019).
+
+    Reverse CE is -sum_k p_k log(q_k) with the one-hot label q clamped to [log_zero, 1]; since
+    log 1 = 0 it equals -log(log_zero) * (1 - p_y): bounded, so a wrong label cannot push the
+    prediction arbitrarily hard.
+    """
+    valid, safe = _prepare(logits, labels, ignore_index)
+    _, log_py = _log_probs(logits, safe)
+    reverse = -math.log(log_zero) * (1 - log_py.exp())
+    return _masked_mean(-log_py + beta * reverse, valid, logits)
+
+
+def generalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, q: float = 0.7,
+                              ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """(1 - p_y^q) / q (Zhang & Sabuncu, NeurIPS 2018): CE as q -> 0, MAE at q = 1; robust in between."""
+    if not 0 < q <= 1:
+        raise ValueError(f"generalised CE needs 0 < q <= 1, got {q}")
+    valid, safe = _prepare(logits, labels, ignore_index)
+    _, log_py = _log_probs(logits, safe)
+    return _masked_mean((1 - torch.exp(q * log_py)) / q, valid, logits)
+
+
+def bootstrapped_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, beta: float = 0.8, hard: bool = False,
+                               ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """CE against beta * label + (1 - beta) * the model's own belief (Reed et al., ICLR 2015 workshop).
+
+    Soft: the belief is the predicted distribution p (not detached: the extra term is p's entropy,
+    which rewards confident predictions); hard: the one-hot of argmax p. Where the model confidently
+    disagrees with a noisy label, the label's pull is reduced to beta.
+    """
+    if not 0 <= beta <= 1:
+        raise ValueError(f"bootstrapped CE needs 0 <= beta <= 1, got {beta}")
+    valid, safe = _prepare(logits, labels, ignore_index)
+    log_p, log_py = _log_probs(logits, safe)
+    if hard:
+        self_term = -log_p.gather(1, log_p.argmax(1, keepdim=True)).squeeze(1)
+    else:
+        self_term = -(log_p.exp() * log_p).sum(1)
+    return _masked_mean(-beta * log_py + (1 - beta) * self_term, valid, logits)
+
+
+# name -> (function(logits, labels, param), default param); param 0 in the config means the default
+SEG_LOSSES: dict[str, tuple[Callable[..., torch.Tensor], float | None]] = {
+    "ce": (lambda logits, labels, _p: cross_entropy(logits, labels), None),
+    "sce": (lambda logits, labels, p: symmetric_cross_entropy(logits, labels, beta=p), 1.0),
+    "gce": (lambda logits, labels, p: generalized_cross_entropy(logits, labels, q=p), 0.7),
+    "bootstrap": (lambda logits, labels, p: bootstrapped_cross_entropy(logits, labels, beta=p), 0.8),
+    "bootstrap_hard": (lambda logits, labels, p: bootstrapped_cross_entropy(logits, labels, beta=p, hard=True), 0.8),
+}
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, name: str = "ce", param: float = 0.0) -> torch.Tensor:
+    """The segmentation loss selected by ``name`` (config ``loss.seg_loss``); ``param`` 0 = its default."""
+    if name not in SEG_LOSSES:
+        raise ValueError(f"unknown segmentation loss {name!r}; choose from {', '.join(SEG_LOSSES)}")
+    fn, default = SEG_LOSSES[name]
+    return fn(logits, labels, param if param else default)
+
+
+# ----------------------------------------------------------------------------------------------
+# the per-step objective
+# ----------------------------------------------------------------------------------------------
+def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _reduce_sources(errors: torch.Tensor, use_min: bool) -> torch.Tensor:
+    """B x S x H x W per-source errors: kept for the per-pixel minimum, or averaged to B x 1 x H x W."""
+    return errors if use_min else errors.mean(1, keepdim=True)
+
+
+def self_supervised_objective(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], cfg) -> tuple[
+        dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Monodepth2's loss for one batch, plus the noisy-label segmentation term.
+
+    ``batch`` follows docs/ARCHITECTURE.md (``image/{f}``, ``K``, ``inv_K``, optional ``labels/0``),
+    ``outputs`` holds ``disp/{s}`` (and ``seg/{s}``), ``poses[f]`` maps target points into source f.
+    Every scale's disparity is upsampled to full resolution before warping (Monodepth2's fix for
+    texture-copy artefacts at low resolution); smoothness acts at each scale's own resolution.
+
+    Returns (losses, maps). losses: ``loss`` (= photo + smooth + seg), ``photo``, ``smooth`` (already
+    weighted), ``seg`` (weighted, only with a segmentation branch and labels), ``automask_frac``.
+    maps: ``depth/{s}`` (full-res depth of every scale, with graph, for hint losses), ``warped/{f}``,
+    ``reproj/0`` (B x 1 x H x W error of the prediction: min, or mean, over sources),
+    ``identity_reproj`` (the same for unwarped sources), ``automask/0`` -- all at scale 0, detached.
+    """
+    model, lo = cfg.model, cfg.loss
+    sources = list(cfg.data.frame_ids[1:])
+    target = batch["image/0"]
+    size = tuple(target.shape[-2:])
+    K, inv_K = batch["K"], batch["inv_K"]
+
+    if not sources:
+        raise ValueError("the self-supervised objective needs at least one source frame (data.frame_ids)")
+    identity = _reduce_sources(
+        torch.cat([photometric_error(batch[f"image/{f}"], target, lo.ssim_weight) for f in sources], 1),
+        lo.min_reprojection)
+
+    maps: dict[str, torch.Tensor] = {}
+    photo_terms, smooth_terms = [], []
+    for s in model.scales:
+        disp = outputs[f"disp/{s}"]
+        _, depth = disp_to_depth(_upsample(disp, size), model.min_depth, model.max_depth)
+        warped = {f: warp(batch[f"image/{f}"], depth, poses[f], K, inv_K) for f in sources}
+        reproj = _reduce_sources(
+            torch.cat([photometric_error(warped[f], target, lo.ssim_weight) for f in sources], 1),
+            lo.min_reprojection)
+        per_pixel, mask = min_reprojection(reproj, identity if lo.automask else None, automask=lo.automask)
+        photo_terms.append(per_pixel.mean())
+        colour = target if tuple(disp.shape[-2:]) == size else F.interpolate(target, size=disp.shape[-2:], mode="area")
+        smooth_terms.append(lo.smoothness * smoothness_loss(disp, colour) / 2**s)
+        maps[f"depth/{s}"] = depth
+        if s == 0:
+            maps.update({f"warped/{f}": w.detach() for f, w in warped.items()})
+            maps["reproj/0"] = reproj.min(1, keepdim=True).values.detach()
+            maps["automask/0"] = mask.detach()
+            maps["identity_reproj"] = identity.min(1, keepdim=True).values.detach()
+
+    losses = {"photo": torch.stack(photo_terms).mean(), "smooth": torch.stack(smooth_terms).mean()}
+    losses["automask_frac"] = maps["automask/0"].mean()
+    total = losses["photo"] + losses["smooth"]
+    if "seg/0" in outputs and "labels/0" in batch:
+        seg = torch.stack([
+            segmentation_loss(_upsample(outputs[f"seg/{s}"], size), batch["labels/0"], lo.seg_loss, lo.seg_loss_param)
+            for s in model.seg_scales
+        ]).mean()
+        losses["seg"] = lo.seg_weight * seg
+        total = total + losses["seg"]
+    losses["loss"] = total
+    return losses, maps

@@ -1,0 +1,270 @@
+"""Losses against the Monodepth2 reference outputs, the segmentation losses' definitions, and the
+per-step objective on a hand-made scene whose true depth and pose are known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from semhint import geometry as G
+from semhint import losses as L
+from semhint.config import Config, from_dict
+
+
+def _t(arrays, key: str) -> torch.Tensor:
+    return torch.from_numpy(arrays[key])
+
+
+# ---------------------------------------------------------------------------------------------- oracles
+def test_ssim_and_photometric_match_oracle(oracle):
+    d = oracle("losses.npz")
+    x, y = _t(d, "x"), _t(d, "y")
+    np.testing.assert_allclose(L.ssim_map(x, y).numpy(), d["ssim_map"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(L.photometric_error(x, y).numpy(), d["photometric_map"], rtol=1e-5, atol=1e-6)
+
+
+def test_smoothness_matches_oracle(oracle):
+    d = oracle("losses.npz")
+    value = L.smoothness_loss(_t(d, "disp"), _t(d, "x"))
+    np.testing.assert_allclose(value.item(), d["smooth_loss_normalised_disp"], rtol=1e-5)
+
+
+def test_min_reprojection_matches_oracle(oracle):
+    d = oracle("min_reprojection.npz")
+    target = _t(d, "target")
+    # the oracle stacks frames source-major: warped[s] is B x 3 x H x W
+    warped = torch.cat([L.photometric_error(w, target) for w in _t(d, "warped")], 1)
+    identity = torch.cat([L.photometric_error(w, target) for w in _t(d, "identity")], 1)
+    per_pixel, automask = L.min_reprojection(warped, identity, automask=True)
+    assert per_pixel.shape == automask.shape == (2, 1, 24, 40)
+    np.testing.assert_allclose(per_pixel[:, 0].numpy(), d["per_pixel"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(automask[:, 0].numpy(), d["automask"])
+    np.testing.assert_allclose(per_pixel.mean().item(), d["loss"], rtol=1e-5)
+
+
+def test_min_reprojection_without_automask_is_the_minimum_over_sources():
+    errors = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    per_pixel, mask = L.min_reprojection(errors, torch.zeros(2, 3, 4, 5), automask=False)
+    torch.testing.assert_close(per_pixel, errors.min(1, keepdim=True).values)
+    assert bool((mask == 1).all())
+
+
+def test_photometric_error_is_zero_for_identical_images_and_l1_without_ssim():
+    a = torch.rand(1, 3, 6, 7, generator=torch.Generator().manual_seed(1))
+    assert L.photometric_error(a, a).abs().max() < 1e-6
+    b = a + 0.1
+    torch.testing.assert_close(L.photometric_error(a, b, ssim_weight=0.0), torch.full((1, 1, 6, 7), 0.1))
+
+
+# ---------------------------------------------------------------------------------------------- seg losses
+def _seg_example():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 4, 5, 6, generator=g, requires_grad=True)
+    labels = torch.randint(0, 4, (2, 5, 6), generator=g)
+    labels[0, :2] = 255
+    return logits, labels
+
+
+def _valid_log_py(logits, labels):
+    valid = labels != 255
+    log_p = F.log_softmax(logits, 1).permute(0, 2, 3, 1)[valid]
+    return log_p, log_p.gather(1, labels[valid][:, None])[:, 0]
+
+
+def test_cross_entropy_matches_torch_with_ignore_index():
+    logits, labels = _seg_example()
+    torch.testing.assert_close(L.cross_entropy(logits, labels), F.cross_entropy(logits, labels, ignore_index=255))
+
+
+def test_symmetric_ce_is_ce_plus_beta_reverse_ce_with_clamped_one_hot():
+    logits, labels = _seg_example()
+    log_p, log_py = _valid_log_py(logits, labels)
+    one_hot = F.one_hot(labels[labels != 255], 4).float().clamp(1e-4, 1)
+    reverse = -(log_p.exp() * one_hot.log()).sum(1)
+    expected = (-log_py).mean() + 0.5 * reverse.mean()
+    torch.testing.assert_close(L.symmetric_cross_entropy(logits, labels, beta=0.5), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_generalized_ce_definition_and_limits():
+    logits, labels = _seg_example()
+    _, log_py = _valid_log_py(logits, labels)
+    expected = ((1 - log_py.exp() ** 0.7) / 0.7).mean()
+    torch.testing.assert_close(L.generalized_cross_entropy(logits, labels, q=0.7), expected)
+    # q -> 0 recovers CE; q = 1 is the mean absolute error 1 - p_y
+    torch.testing.assert_close(L.generalized_cross_entropy(logits, labels, q=1e-4), L.cross_entropy(logits, labels),
+                               rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(L.generalized_cross_entropy(logits, labels, q=1.0), (1 - log_py.exp()).mean())
+
+
+def test_bootstrapped_ce_soft_and_hard_targets():
+    logits, labels = _seg_example()
+    log_p, log_py = _valid_log_py(logits, labels)
+    one_hot = F.one_hot(labels[labels != 255], 4).float()
+    soft_target = 0.8 * one_hot + 0.2 * log_p.exp()
+    torch.testing.assert_close(L.bootstrapped_cross_entropy(logits, labels, beta=0.8),
+                               -(soft_target * log_p).sum(1).mean())
+    hard_target = 0.8 * one_hot + 0.2 * F.one_hot(log_p.argmax(1), 4).float()
+    torch.testing.assert_close(L.bootstrapped_cross_entropy(logits, labels, beta=0.8, hard=True),
+                               -(hard_target * log_p).sum(1).mean())
+    torch.testing.assert_close(L.bootstrapped_cross_entropy(logits, labels, beta=1.0), L.cross_entropy(logits, labels))
+
+
+@pytest.mark.parametrize("name", sorted(L.SEG_LOSSES))
+def test_every_seg_loss_is_zero_with_grad_when_all_pixels_are_ignored(name):
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    labels = torch.full((1, 4, 4), 255, dtype=torch.long)
+    value = L.segmentation_loss(logits, labels, name)
+    assert value.item() == 0.0
+    value.backward()
+    assert logits.grad is not None and bool((logits.grad == 0).all())
+
+
+@pytest.mark.parametrize("name", sorted(L.SEG_LOSSES))
+def test_every_seg_loss_prefers_the_labelled_class(name):
+    labels = torch.zeros(1, 3, 3, dtype=torch.long)
+    right = torch.zeros(1, 2, 3, 3)
+    right[:, 0] = 3.0
+    wrong = torch.zeros(1, 2, 3, 3)
+    wrong[:, 1] = 3.0
+    assert L.segmentation_loss(right, labels, name) < L.segmentation_loss(wrong, labels, name)
+
+
+def test_segmentation_loss_default_params_and_errors():
+    logits, labels = _seg_example()
+    torch.testing.assert_close(L.segmentation_loss(logits, labels, "gce", 0.0),
+                               L.generalized_cross_entropy(logits, labels, q=0.7))
+    torch.testing.assert_close(L.segmentation_loss(logits, labels, "gce", 0.3),
+                               L.generalized_cross_entropy(logits, labels, q=0.3))
+    with pytest.raises(ValueError, match="unknown segmentation loss"):
+        L.segmentation_loss(logits, labels, "focal")
+    with pytest.raises(ValueError, match="label 7 outside 0..3"):
+        L.cross_entropy(logits, torch.full_like(labels, 7))
+
+
+def test_hint_loss_is_log1p_error_over_the_mask():
+    depth = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], requires_grad=True)
+    hint = torch.tensor([[[[2.0, 2.0], [0.0, 9.0]]]])
+    mask = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    expected = (math.log(2.0) + math.log(4.0)) / 2
+    assert L.hint_loss(depth, hint, mask).item() == pytest.approx(expected, rel=1e-6)
+    empty = L.hint_loss(depth, hint, torch.zeros_like(mask))
+    assert empty.item() == 0.0
+    empty.backward()
+    assert depth.grad is not None
+
+
+# ---------------------------------------------------------------------------------------------- objective
+H, W, FX, Z_TRUE, BASELINE = 24, 48, 30.0, 6.0, 0.6  # sideways motion of 3 px at the true depth
+
+
+def _textured_plane_batch(num_classes: int = 0) -> tuple[dict, dict[int, torch.Tensor]]:
+    """A fronto-parallel textured plane seen by three cameras translated along x.
+
+    The true target->source pose of frame f is a translation of f * BASELINE along x (the source
+    camera sits at -f * BASELINE), so a target pixel x appears at x + f * FX * BASELINE / Z_TRUE in
+    source f: frame f shows the texture shifted by -f * that many pixels.
+    """
+    shift = FX * BASELINE / Z_TRUE
+    xs = torch.arange(W + 20, dtype=torch.float32) - 10
+    ys = torch.arange(H, dtype=torch.float32)
+    g = torch.Generator().manual_seed(3)
+    freqs = torch.rand(3, 4, generator=g) * 0.6 + 0.2
+
+    def render(offset: float) -> torch.Tensor:
+        x = xs[10:10 + W] + offset
+        yy, xx = torch.meshgrid(ys, x, indexing="ij")
+        channels = [0.5 + 0.25 * torch.sin(freqs[c, 0] * xx + freqs[c, 1] * yy) * torch.cos(freqs[c, 2] * xx - freqs[c, 3] * yy)
+                    for c in range(3)]
+        return torch.stack(channels)[None]
+
+    K = G.intrinsics_matrix(FX, FX, (W - 1) / 2, (H - 1) / 2)[None]
+    batch = {"K": K, "inv_K": torch.linalg.inv(K)}
+    poses = {}
+    for f in (0, -1, 1):
+        batch[f"image/{f}"] = render(-f * shift)
+        T = torch.eye(4)[None].clone()
+        T[0, 0, 3] = f * BASELINE
+        poses[f] = T
+    if num_classes:
+        labels = torch.zeros(1, H, W, dtype=torch.long)
+        labels[:, :, W // 2:] = 1
+        labels[:, :2] = 255
+        batch["labels/0"] = labels
+    return batch, poses
+
+
+def _cfg(**loss) -> Config:
+    return from_dict({"data": {"height": 32, "width": 48}, "model": {"scales": [0, 1]}, "loss": loss})
+
+
+def _outputs_for_depth(depth: float, cfg: Config, requires_grad: bool = False) -> dict:
+    disp_value = float(G.depth_to_disp(torch.tensor(depth), cfg.model.min_depth, cfg.model.max_depth))
+    outputs = {}
+    for s in cfg.model.scales:
+        d = torch.full((1, 1, H // 2**s, W // 2**s), disp_value, requires_grad=requires_grad)
+        outputs[f"disp/{s}"] = d
+    return outputs
+
+
+def test_objective_is_lower_at_the_true_depth_of_a_textured_plane():
+    cfg = _cfg()
+    batch, poses = _textured_plane_batch()
+    right, maps = L.self_supervised_objective(batch, _outputs_for_depth(Z_TRUE, cfg), poses, cfg)
+    wrong, _ = L.self_supervised_objective(batch, _outputs_for_depth(2.0, cfg), poses, cfg)
+    assert right["photo"] < 0.5 * wrong["photo"]
+    # away from the border (where the warp samples outside the source), the true warp is exact
+    assert maps["reproj/0"][..., 4:-4].max() < 0.02
+    torch.testing.assert_close(maps["warped/1"][..., 4:-4], batch["image/0"][..., 4:-4], rtol=0, atol=1e-3)
+    assert maps["automask/0"][..., 4:-4].mean() > 0.9
+    assert right["automask_frac"] > 0.8
+
+
+def test_objective_outputs_are_finite_differentiable_and_named():
+    cfg = _cfg()
+    batch, poses = _textured_plane_batch()
+    outputs = _outputs_for_depth(4.0, cfg, requires_grad=True)
+    poses = {f: T.clone().requires_grad_(True) for f, T in poses.items()}
+    losses, maps = L.self_supervised_objective(batch, outputs, poses, cfg)
+    assert set(losses) == {"loss", "photo", "smooth", "automask_frac"}
+    assert {"depth/0", "warped/-1", "warped/1", "reproj/0", "identity_reproj", "automask/0"} <= set(maps)
+    for key in ("reproj/0", "identity_reproj", "automask/0", "depth/0"):
+        assert maps[key].shape == (1, 1, H, W), key
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    torch.testing.assert_close(losses["loss"], losses["photo"] + losses["smooth"])
+    losses["loss"].backward()
+    for s in cfg.model.scales:
+        assert outputs[f"disp/{s}"].grad is not None and torch.isfinite(outputs[f"disp/{s}"].grad).all()
+    assert poses[1].grad is not None and poses[1].grad.abs().sum() > 0
+
+
+def test_objective_switches_average_reprojection_and_automask():
+    batch, poses = _textured_plane_batch()
+    on = _cfg()
+    off = _cfg(automask=False, min_reprojection=False)
+    outputs = _outputs_for_depth(3.0, on)
+    l_on, m_on = L.self_supervised_objective(batch, outputs, poses, on)
+    l_off, m_off = L.self_supervised_objective(batch, outputs, poses, off)
+    assert bool((m_off["automask/0"] == 1).all()) and l_off["automask_frac"] == 1
+    assert l_on["photo"] <= l_off["photo"]  # a minimum never exceeds the average it replaces
+
+
+def test_objective_adds_the_weighted_segmentation_term():
+    cfg = from_dict({"data": {"height": 32, "width": 48}, "model": {"scales": [0], "num_classes": 2, "seg_scales": [0, 1]},
+                     "loss": {"seg_weight": 0.5, "seg_loss": "gce"}})
+    batch, poses = _textured_plane_batch(num_classes=2)
+    outputs = _outputs_for_depth(Z_TRUE, cfg)
+    g = torch.Generator().manual_seed(4)
+    outputs["seg/0"] = torch.randn(1, 2, H, W, generator=g, requires_grad=True)
+    outputs["seg/1"] = torch.randn(1, 2, H // 2, W // 2, generator=g, requires_grad=True)
+    losses, _ = L.self_supervised_objective(batch, outputs, poses, cfg)
+    up = F.interpolate(outputs["seg/1"], size=(H, W), mode="bilinear", align_corners=False)
+    expected = 0.5 * (L.generalized_cross_entropy(outputs["seg/0"], batch["labels/0"])
+                      + L.generalized_cross_entropy(up, batch["labels/0"])) / 2
+    torch.testing.assert_close(losses["seg"], expected)
+    torch.testing.assert_close(losses["loss"], losses["photo"] + losses["smooth"] + losses["seg"])
+    losses["loss"].backward()
+    assert outputs["seg/1"].grad is not None
