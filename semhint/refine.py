@@ -312,7 +312,8 @@ def reprojection_error(depth: torch.Tensor, batch: dict, poses: dict, ssim_weigh
     K, inv_K = batch["K"], batch.get("inv_K")
     errors = [losses.photometric_error(geometry.warp(batch[f"image/{f}"], depth, T.detach(), K, inv_K), target, ssim_weight)
               for f, T in sorted(poses.items())]
-    return losses.min_reprojection(errors)
+    per_pixel, _ = losses.min_reprojection(torch.cat(errors, 1), None, automask=False)
+    return per_pixel
 
 
 # ----------------------------------------------------------------------------------------------
@@ -406,18 +407,6 @@ def _snap_once(labels: torch.Tensor, depth: torch.Tensor, band: int, sigma_depth
 # ----------------------------------------------------------------------------------------------
 # the training-step entry point
 # ----------------------------------------------------------------------------------------------
-def _upsampled_depths(outputs: dict, scales: list[int], size: tuple[int, int], min_depth: float, max_depth: float
-                      ) -> list[torch.Tensor]:
-    """Depth at every scale, upsampled to full resolution (as Monodepth2 computes its losses)."""
-    out = []
-    for s in scales:
-        disp = outputs[f"disp/{s}"]
-        if disp.shape[-2:] != size:
-            disp = F.interpolate(disp, size=size, mode="bilinear", align_corners=False)
-        out.append(geometry.disp_to_depth(disp, min_depth, max_depth)[1])
-    return out
-
-
 def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tuple[torch.Tensor, dict[str, float]]:
     from semhint import losses
 
@@ -430,17 +419,24 @@ def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tupl
             gate = hint_gate(hint_err, maps["reproj/0"].detach(), maps.get("automask/0"))
         else:
             gate = torch.ones_like(depth, dtype=torch.bool)
-    depths = _upsampled_depths(outputs, cfg.model.scales, image.shape[-2:], cfg.model.min_depth, cfg.model.max_depth)
-    loss = sum(losses.hint_loss(d, hint, gate) for d in depths) / len(depths)
-    changed = (hint - depth).abs() > 1e-6 * depth
-    stats = {"hint_accept_rate": gate.float().mean().item(),
-             "hint_changed_rate": changed.float().mean().item(),
-             "hint_accept_of_changed": (gate & changed).float().sum().item() / max(1.0, changed.float().sum().item())}
+        # a hint equal to the prediction carries no information: it would only win the gate by
+        # rounding noise and dilute the mean, so such pixels are left out
+        changed = (hint - depth).abs() > 1e-3 * depth
+        gate = gate & changed
+    # maps["depth/s"] is every scale's depth upsampled to full resolution, still in the graph
+    depths = [maps[f"depth/{s}"] for s in cfg.model.scales]
+    loss = torch.stack([losses.hint_loss(d, hint, gate) for d in depths]).mean()
+    n_changed = changed.float().sum().item()
+    stats = {"hint_accept_rate": gate.float().mean().item(),  # fraction of all pixels the hint trains
+             "hint_changed_rate": n_changed / changed.numel(),  # fraction the operators changed
+             "hint_accept_of_changed": gate.float().sum().item() / max(1.0, n_changed)}
     return loss, stats
 
 
 def _pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source_outputs: dict, cfg
                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    from semhint import losses
+
     logits = outputs["seg/0"]
     with torch.no_grad():
         depth = maps["depth/0"].detach()
@@ -460,10 +456,7 @@ def _pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source
         if cfg.refine.border_snap:
             pseudo = snap_borders(pseudo, depth)
     kept = pseudo != IGNORE
-    if kept.any():
-        loss = F.cross_entropy(logits, pseudo, ignore_index=IGNORE)
-    else:  # cross_entropy is NaN when every pixel is ignored
-        loss = logits.sum() * 0.0
+    loss = losses.cross_entropy(logits, pseudo, IGNORE)  # an exact zero (with graph) when all are ignored
     stats = {"pseudo_label_rate": kept.float().mean().item(), "pseudo_sources": float(len(warped))}
     if noisy is not None:
         both = kept & (noisy != IGNORE)
@@ -476,8 +469,9 @@ def refinement_losses(batch: dict, outputs: dict, maps: dict, poses: dict, sourc
     """Cross-task refinement terms of the per-step objective (METHOD.md 'Total loss').
 
     batch: the training batch (ARCHITECTURE.md); outputs: the depth net's dict for the target
-    ("disp/s", "seg/s"); maps: from losses.self_supervised_objective ("depth/0" full-resolution
-    depth, "reproj/0" min reprojection error of the prediction, "automask/0"); poses: {f: T
+    ("disp/s", "seg/s"); maps: from losses.self_supervised_objective ("depth/s": every scale's
+    depth at full resolution, in the graph; "reproj/0": min reprojection error of the prediction;
+    "automask/0"); poses: {f: T
     target->source}; source_outputs: {f: depth-net outputs of source frame f} (may be empty when
     pseudo_seg is off). Returns ({"loss", "hint", "pseudo_seg"}, stats) where loss =
     hint_weight * hint + pseudo_seg_weight * pseudo_seg, all zero before refine.warmup_epochs.

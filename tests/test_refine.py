@@ -1,0 +1,279 @@
+"""Cross-task refinement on hand-made scenes whose right answer is known by construction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from semhint import geometry, refine
+from semhint.config import Config
+
+H, W = 24, 32
+
+
+def _two_segments(split: int = 16) -> torch.Tensor:
+    """Labels: class 0 left of column ``split``, class 1 from it on."""
+    lab = torch.zeros(1, H, W, dtype=torch.long)
+    lab[..., split:] = 1
+    return lab
+
+
+def _flat_image(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return 0.5 + 0.05 * torch.rand(1, 3, H, W, generator=g)
+
+
+# ----------------------------------------------------------------------------------------------
+# Operator A
+# ----------------------------------------------------------------------------------------------
+def test_smoothing_fills_hole_from_same_segment_only():
+    lab = _two_segments()
+    depth = torch.full((1, 1, H, W), 2.0)
+    depth[..., 16:] = 10.0
+    depth[..., 8:16, 10:16] = 5.0  # a wrong-depth hole touching the border with the far segment
+    trust = torch.ones_like(depth)
+    trust[..., 8:16, 10:16] = 0.01
+    out = refine.segment_aware_smoothing(depth, lab, _flat_image(), radius=3, source_weight=trust, iterations=3)
+    hole = out[..., 8:16, 10:16]
+    assert (hole - 2.0).abs().max() < 0.1  # filled from its own segment (2), not pulled towards 10
+    assert torch.allclose(out[..., 16:], depth[..., 16:])  # the other segment is untouched
+    assert (out[..., :4, :6] - 2.0).abs().max() < 0.01  # good parts barely move
+
+
+def test_smoothing_keeps_depth_edge_on_semantic_border():
+    lab = _two_segments()
+    depth = torch.full((1, 1, H, W), 2.0)
+    depth[..., 16:] = 10.0
+    noisy = depth * (1 + 0.05 * torch.randn(1, 1, H, W, generator=torch.Generator().manual_seed(1)))
+    out = refine.segment_aware_smoothing(noisy, lab, _flat_image(), radius=4, sigma_color=1.0)
+    assert out[..., :16].max() < 2.3 and out[..., 16:].min() > 9.0  # no blur across the border
+    assert (out - depth).abs().mean() < (noisy - depth).abs().mean()  # and noise is reduced
+
+
+def test_texture_weight_is_low_on_flat_regions():
+    img = torch.zeros(1, 3, H, W)
+    img[..., :, :16] = torch.rand(1, 3, H, 16, generator=torch.Generator().manual_seed(2))
+    wgt = refine.texture_weight(img, floor=0.05)
+    assert wgt[..., 4:-4, 2:12].mean() > 0.4
+    assert torch.allclose(wgt[..., :, 20:], torch.full_like(wgt[..., :, 20:], 0.05))
+
+
+# ----------------------------------------------------------------------------------------------
+# Operator B
+# ----------------------------------------------------------------------------------------------
+def _ground_plane_scene(height: float = 1.5, f: float = 40.0):
+    K = geometry.intrinsics_matrix(f, f, (W - 1) / 2, (H - 1) / 2)[None]
+    v = torch.arange(H, dtype=torch.float32).view(H, 1).expand(H, W)
+    below = v > (H - 1) / 2 + 0.5
+    depth = torch.where(below, height * f / (v - (H - 1) / 2).clamp_min(0.5), torch.tensor(50.0))[None, None]
+    lab = torch.where(below, 0, 2)[None].long()
+    return K, depth.clone(), lab
+
+
+def test_ransac_recovers_ground_plane_under_outliers():
+    K, depth, lab = _ground_plane_scene()
+    g = torch.Generator().manual_seed(0)
+    noisy = depth.clone()
+    outlier = torch.rand(depth.shape, generator=g) < 0.3
+    noisy[outlier] *= 0.2 + 3 * torch.rand(depth.shape, generator=g)[outlier]
+    fit, valid = refine.segment_surface_fit(noisy, lab, K, classes=[0], min_pixels=20, generator=g)
+    road = lab[:, None] == 0
+    assert torch.equal(valid, road)
+    assert ((fit - depth).abs() / depth)[road].max() < 0.01  # outliers are replaced by the plane
+    assert torch.equal(fit[~road], noisy[~road])  # other classes keep their depth
+
+
+def test_surface_fit_order2_and_rejects_non_surfaces():
+    K, _, _ = _ground_plane_scene()
+    x = (torch.arange(W) - (W - 1) / 2) / 40.0
+    y = (torch.arange(H) - (H - 1) / 2) / 40.0
+    inv = 0.1 + 0.02 * y.view(H, 1) ** 2 + 0.03 * x.view(1, W) ** 2 + 0.01 * x.view(1, W)
+    depth = (1 / inv)[None, None]
+    lab = torch.zeros(1, H, W, dtype=torch.long)
+    fit, valid = refine.segment_surface_fit(depth, lab, K, classes=[0], order=2, min_pixels=20,
+                                            generator=torch.Generator().manual_seed(0))
+    assert valid.all() and ((fit - depth).abs() / depth).max() < 1e-3
+    rough = depth * (0.3 + 2 * torch.rand(depth.shape, generator=torch.Generator().manual_seed(3)))
+    _, valid = refine.segment_surface_fit(rough, lab, K, classes=[0], order=1, min_pixels=20,
+                                          generator=torch.Generator().manual_seed(0))
+    assert not valid.any()
+
+
+# ----------------------------------------------------------------------------------------------
+# Operator C and border snapping
+# ----------------------------------------------------------------------------------------------
+def test_border_morphing_moves_discontinuity_onto_border():
+    lab = _two_segments(16)
+    depth = torch.full((1, 1, H, W), 2.0)
+    depth[..., 14:] = 10.0  # the depth edge sits 2 px inside class 0 (edge fattening)
+    out = refine.border_morphing(depth, lab, band=3)
+    expected = torch.where(torch.arange(W) < 16, 2.0, 10.0).expand(1, 1, H, W)
+    assert torch.allclose(out, expected, rtol=1e-5)
+    # a misplacement in the other direction, too
+    depth = torch.full((1, 1, H, W), 2.0)
+    depth[..., 18:] = 10.0
+    assert torch.allclose(refine.border_morphing(depth, lab, band=3), expected, rtol=1e-5)
+
+
+def test_border_morphing_keeps_correct_gradients():
+    lab = _two_segments(16)
+    ramp = torch.linspace(2.0, 3.0, W).expand(1, 1, H, W).clone()
+    ramp[..., 16:] += 10.0
+    assert torch.allclose(refine.border_morphing(ramp, lab, band=3), ramp)
+
+
+def test_snap_borders_moves_class_edge_to_depth_edge():
+    labels = torch.where(torch.arange(W) < 14, 0, 1).expand(1, H, W).clone()
+    depth = torch.where(torch.arange(W) < 16, 2.0, 10.0).expand(1, 1, H, W)
+    snapped = refine.snap_borders(labels, depth, band=2)
+    assert torch.equal(snapped, _two_segments(16))
+
+
+# ----------------------------------------------------------------------------------------------
+# the gate on a scene with known depth: textured fronto-parallel plane, sideways camera motion
+# ----------------------------------------------------------------------------------------------
+def _plane_scene(z: float = 5.0, tx: float = 0.4, f: float = 40.0):
+    """Target and source images of a textured plane at depth z; the source camera sits tx to the
+    right (T maps target points x -> x - tx into it). Texture is an analytic function of the plane
+    coordinates, so both views are exact renderings."""
+    K = geometry.intrinsics_matrix(f, f, (W - 1) / 2, (H - 1) / 2)[None]
+    u = torch.arange(W, dtype=torch.float32).view(1, W)
+    v = torch.arange(H, dtype=torch.float32).view(H, 1)
+
+    def render(shift: float) -> torch.Tensor:
+        X = (u - (W - 1) / 2) * z / f + shift
+        Y = (v - (H - 1) / 2) * z / f
+        chans = [0.5 + 0.2 * torch.sin(3.1 * X + 1.7 * Y * c) * torch.cos(2.3 * Y - 0.9 * X * c) for c in (1, 2, 3)]
+        return torch.stack([ch.expand(H, W) for ch in chans])[None]
+
+    T = torch.eye(4)[None].clone()
+    T[0, 0, 3] = -tx
+    batch = {"image/0": render(0.0), "image/1": render(tx), "K": K, "inv_K": torch.linalg.inv(K)}
+    return batch, {1: T}, torch.full((1, 1, H, W), z)
+
+
+def test_gate_accepts_improving_hint_and_rejects_worsening_one():
+    batch, poses, true_depth = _plane_scene()
+    wrong = true_depth * 1.6
+    err_true = refine.reprojection_error(true_depth, batch, poses)
+    err_wrong = refine.reprojection_error(wrong, batch, poses)
+    inner = (slice(None), slice(None), slice(3, -3), slice(8, -8))  # away from the out-of-view strip
+    accept = refine.hint_gate(err_true, err_wrong)
+    reject = refine.hint_gate(err_wrong, err_true)
+    assert accept[inner].float().mean() > 0.9
+    assert reject[inner].float().mean() < 0.1
+    assert not refine.hint_gate(err_true, err_wrong, torch.zeros_like(accept)).any()  # automask vetoes
+
+
+# ----------------------------------------------------------------------------------------------
+# pseudo-semantics
+# ----------------------------------------------------------------------------------------------
+def test_temporal_fusion_of_static_scene_returns_same_labels():
+    batch, poses, depth = _plane_scene(tx=0.2)
+    labels = (torch.arange(W) * 5 // W).expand(1, H, W)  # 5 vertical stripes fixed in the target
+    # the source sees the same stripes shifted by the true disparity f * tx / z = 1.6 px
+    probs = torch.nn.functional.one_hot(labels, 5).permute(0, 3, 1, 2).float()
+    shifted = torch.roll(probs, shifts=-2, dims=-1)  # integer shift close to the disparity
+    warped, valid = refine.warp_probabilities(shifted, depth, poses[1], batch["K"], batch["inv_K"])
+    fused = refine.fuse_probabilities(probs, [warped], [valid])
+    assert torch.equal(fused.argmax(1), labels)
+    assert not valid[..., 0].any() and valid[..., 2:].all()  # the left strip leaves the source view
+    # with the exact pose and a warp of the target itself, fusion is the identity
+    same, ok = refine.warp_probabilities(probs, depth, torch.eye(4)[None], batch["K"])
+    assert ok.all() and torch.allclose(refine.fuse_probabilities(probs, [same], [ok]), probs, atol=1e-5)
+
+
+def test_label_selection_ignores_disagreeing_unconfident_pixels():
+    fused = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.55, 0.45], [0.9, 0.1]]).T.reshape(1, 2, 1, 4)
+    noisy = torch.tensor([[[0, 1, 0, 1]]])
+    photo = torch.tensor([[[[0.5, 0.5, 0.01, 0.01]]]])
+    out = refine.select_pseudo_labels(fused, noisy, photo, confidence=0.7, max_photo=0.1)
+    # agree+confident -> kept; disagree+inconsistent -> ignored; unconfident -> ignored;
+    # disagree but photometrically consistent -> kept
+    assert out.tolist() == [[[0, 255, 255, 0]]]
+
+
+# ----------------------------------------------------------------------------------------------
+# the training-step entry point
+# ----------------------------------------------------------------------------------------------
+def _step_inputs():
+    """A real objective on the plane scene: a patch of the prediction is too far, the seg logits random."""
+    from semhint import losses
+
+    batch, poses, depth = _plane_scene()
+    cfg = Config()
+    cfg.data.frame_ids = [0, 1]
+    cfg.model.num_classes = 3
+    cfg.model.scales = [0, 1]
+    cfg.refine.hint = cfg.refine.pseudo_seg = True
+    cfg.refine.hint_operators = ["smooth", "surface", "border"]
+    cfg.refine.warmup_epochs = 1
+    cfg.refine.pseudo_seg_confidence = 0.4
+    g = torch.Generator().manual_seed(0)
+    wrong = depth.clone()
+    wrong[..., 8:16, 12:20] *= 1.5
+    disp = geometry.depth_to_disp(wrong, cfg.model.min_depth, cfg.model.max_depth)
+    outputs = {
+        "disp/0": disp.clone().requires_grad_(True),
+        "disp/1": torch.nn.functional.avg_pool2d(disp, 2).requires_grad_(True),
+        "seg/0": torch.randn(1, 3, H, W, generator=g).requires_grad_(True),
+    }
+    batch["labels/0"] = outputs["seg/0"].detach().argmax(1)
+    _, maps = losses.self_supervised_objective(batch, outputs, poses, cfg)
+    source_outputs = {1: {"seg/0": torch.randn(1, 3, H, W, generator=g)}}
+    return batch, outputs, maps, poses, source_outputs, cfg
+
+
+def test_refinement_losses_zero_before_warmup():
+    batch, outputs, maps, poses, src, cfg = _step_inputs()
+    losses, stats = refine.refinement_losses(batch, outputs, maps, poses, src, cfg, epoch=0)
+    assert set(losses) == {"loss", "hint", "pseudo_seg"}
+    assert all(float(v.detach()) == 0.0 for v in losses.values()) and stats == {}
+
+
+def test_refinement_losses_finite_and_differentiable_after_warmup():
+    batch, outputs, maps, poses, src, cfg = _step_inputs()
+    losses, stats = refine.refinement_losses(batch, outputs, maps, poses, src, cfg, epoch=1)
+    assert all(math.isfinite(float(v.detach())) for v in losses.values())
+    assert float(losses["hint"].detach()) > 0 and float(losses["pseudo_seg"].detach()) > 0
+    losses["loss"].backward()
+    assert outputs["disp/0"].grad.abs().sum() > 0 and outputs["disp/1"].grad.abs().sum() > 0
+    assert outputs["seg/0"].grad.abs().sum() > 0
+    for key in ("hint_accept_rate", "pseudo_label_rate", "pseudo_label_agreement"):
+        assert 0.0 <= stats[key] <= 1.0
+
+
+def test_refinement_losses_all_ignored_is_zero_not_nan():
+    batch, outputs, maps, poses, src, cfg = _step_inputs()
+    cfg.refine.hint = False
+    cfg.refine.pseudo_seg_confidence = 1.0  # nothing is that confident
+    losses, stats = refine.refinement_losses(batch, outputs, maps, poses, src, cfg, epoch=3)
+    assert float(losses["pseudo_seg"].detach()) == 0.0 and stats["pseudo_label_rate"] == 0.0
+
+
+def test_hint_is_accepted_where_it_fixes_a_wrong_patch():
+    from semhint import losses
+
+    batch, poses, depth = _plane_scene()
+    cfg = Config()
+    cfg.data.frame_ids = [0, 1]
+    cfg.model.num_classes = 1
+    cfg.model.scales = [0]
+    cfg.refine.hint = True
+    cfg.refine.hint_operators = ["surface"]
+    cfg.refine.stuff_classes = [0]
+    cfg.refine.warmup_epochs = 0
+    wrong = depth.clone()
+    wrong[..., 8:16, 12:20] *= 1.5  # a local minimum: a patch of the plane pushed back
+    outputs = {"disp/0": geometry.depth_to_disp(wrong, 0.1, 100.0).requires_grad_(True),
+               "seg/0": torch.zeros(1, 1, H, W)}
+    _, maps = losses.self_supervised_objective(batch, outputs, poses, cfg)
+    terms, stats = refine.refinement_losses(batch, outputs, maps, poses, {}, cfg, epoch=0)
+    assert float(terms["hint"].detach()) > 0
+    assert 0.05 < stats["hint_accept_rate"] < 0.2  # about the patch (64 of 768 pixels), not the rest
+    assert stats["hint_accept_of_changed"] > 0.8
+    terms["loss"].backward()
+    grad = outputs["disp/0"].grad[0, 0]
+    assert grad[8:16, 12:20].abs().sum() > 10 * grad[:4].abs().sum()
