@@ -71,6 +71,114 @@ def _run_split_make(args) -> None:
 
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="depth metrics (KITTI Eigen or a generic protocol) of predictions or a checkpoint")
+    p.add_argument("--gt", required=True, help="ground-truth npz (`semhint kitti export-gt`): gt_depths N x H x W")
+    p.add_argument("--predictions", default=None, help=".npy/.npz of N x H x W disparities or depths")
+    p.add_argument("--pred-type", choices=["disp", "depth"], default="disp", help="what --predictions holds")
+    p.add_argument("--checkpoint", default=None, help="evaluate this checkpoint instead of stored predictions")
+    p.add_argument("--split", default=None, help="with --checkpoint: split file ('DATE/DRIVE FRAME l|r' lines)")
+    p.add_argument("--data-path", default=None, help="with --checkpoint: KITTI raw root")
+    p.add_argument("--device", default="cpu", help="with --checkpoint: cpu or cuda")
+    p.add_argument("--protocol", choices=["kitti-eigen", "generic"], default="kitti-eigen",
+                   help="preset: kitti-eigen (1e-3..80, Garg crop) or generic (no crop); options below override it")
+    p.add_argument("--min-depth", type=float, default=None)
+    p.add_argument("--max-depth", type=float, default=None, help="e.g. 150 for endoscopy in mm (SCARED)")
+    p.add_argument("--crop", choices=["garg", "eigen", "none"], default=None)
+    p.add_argument("--no-median-scaling", dest="median_scaling", action="store_const", const=False, default=None,
+                   help="use predictions as metric (stereo / known-scale models)")
+    p.add_argument("--scale", type=float, default=None, help="multiply predicted depth by this fixed factor first")
+    p.add_argument("--labels", default=None, help="folder of label PNGs at GT size (sorted = GT order): per-class AbsRel")
+    p.add_argument("--class-names", default=None, help="comma-separated class names for --labels (index order)")
+    p.add_argument("--out", default=None, help="write the JSON report here")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> None:
+    from semhint.evaluation import run_evaluation
+
+    run_evaluation(args.gt, predictions=args.predictions, pred_type=args.pred_type, checkpoint=args.checkpoint,
+                   split=args.split, data_path=args.data_path, protocol=args.protocol, min_depth=args.min_depth,
+                   max_depth=args.max_depth, crop=args.crop, median_scaling=args.median_scaling,
+                   fixed_scale=args.scale, labels=args.labels,
+                   class_names=args.class_names.split(",") if args.class_names else None, out=args.out,
+                   device=args.device)
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="depth for images, folders of frames or video files from a checkpoint")
+    p.add_argument("checkpoint", help="a .ckpt written by `semhint train`")
+    p.add_argument("inputs", nargs="+", help="image files, folders of images, or video files")
+    p.add_argument("--out", required=True, help="output folder (depth .npy, 16-bit PNG, previews, videos)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--no-png16", action="store_true", help="skip the 16-bit depth PNGs (value = depth * 256)")
+    p.add_argument("--ply", action="store_true", help="also write a coloured point cloud per frame (needs --intrinsics)")
+    p.add_argument("--intrinsics", default=None, help="YAML/JSON with fx fy cx cy (and width height) of the inputs")
+    p.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY instead of binary")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args) -> None:
+    from semhint.inference import predict_inputs
+
+    predict_inputs(args.checkpoint, args.inputs, args.out, device=args.device, png16=not args.no_png16, ply=args.ply,
+                   intrinsics=args.intrinsics, ply_ascii=args.ply_ascii)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export the depth network (dynamic batch) to ONNX or TorchScript, verified")
+    p.add_argument("checkpoint", help="a .ckpt written by `semhint train`")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx / .pt)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> None:
+    from semhint.inference import export_model
+
+    export_model(args.checkpoint, args.format, args.out)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="render a small synthetic driving set, train on CPU, evaluate, write a report")
+    p.add_argument("--out", default="runs/demo", help="report folder (default runs/demo)")
+    p.add_argument("--minutes", type=float, default=3.0, help="training time budget per run (default 3)")
+    p.add_argument("--steps", type=int, default=-1, help="stop after this many steps instead (-1 = time budget only)")
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo"], help="size of the rendered set")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> None:
+    from semhint.demo import run_demo
+
+    run_demo(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset, seed=args.seed)
+
+
+def _add_track(sub) -> None:
+    p = sub.add_parser("track", help="track tissue points through a video (flow, flow+lift, deformation graph) and score them")
+    p.add_argument("source", help="folder of frames, video file, SuPer folder (rgb/NNNNNN-left.png) or SynthTissue OUT/data/SEQ")
+    p.add_argument("--points", default=None, help="labelled points: CSV (frame,point,x,y[,visible]) or JSON; SuPer: labelPts.npy")
+    p.add_argument("--depth", default="none", help="'gt', 'none' or a depth checkpoint (default none)")
+    p.add_argument("--mode", default="flow", choices=["flow", "flow+lift", "graph", "graph+flow"])
+    p.add_argument("--out", default="tracks", help="output folder: tracks.npz, tracks.json, overlay.mp4, scores.json")
+    p.add_argument("--intrinsics", default=None, help="intrinsics YAML/JSON (fx fy cx cy) if not beside the frames")
+    p.add_argument("--labels", default=None, help="folder of class-map PNGs named like the frames (instrument = occluder)")
+    p.add_argument("--flow", default="dis", choices=["dis", "lk"], help="2D tracker (default dis)")
+    p.add_argument("--scale", default="auto", choices=["auto", "metric", "first-frame", "per-frame-median"],
+                   help="depth scale policy (auto: metric for gt, first-frame for a network when GT depth exists)")
+    p.add_argument("--no-video", action="store_true", help="skip the overlay video")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_run_track)
+
+
+def _run_track(args) -> None:
+    from semhint.tracking import track_command
+
+    track_command(args.source, args.points, args.depth, args.mode, args.out, args.intrinsics, args.labels,
+                  args.flow, args.scale, not args.no_video, args.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semhint", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -80,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = [_add_train, _add_kitti, _add_split]
+_COMMANDS = [_add_train, _add_kitti, _add_split, _add_evaluate, _add_predict, _add_export, _add_demo, _add_track]
 
 
 def main(argv: list[str] | None = None) -> int:
