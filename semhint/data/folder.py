@@ -311,13 +311,14 @@ def frame_motion(snippets: list[dict[int, Path]], measure: str = "flow", work_wi
     """Per snippet, the smallest motion between the target and any source frame.
 
     ``flow``: mean DIS optical-flow magnitude in pixels of the stored frames (computed on grey
-    frames downscaled to ``work_width`` and scaled back); ``photometric``: mean absolute grey
+    frames downscaled to at most ``work_width`` and scaled back); ``photometric``: mean absolute grey
     difference in [0, 1]. Frames are decoded once each (a small rolling cache follows the
     snippets' order).
     """
     import cv2
     from tqdm import tqdm
 
+    from semhint.data.snippets import resize_array
     from semhint.fileio import read_rgb
 
     if measure not in ("flow", "photometric"):
@@ -330,8 +331,8 @@ def frame_motion(snippets: list[dict[int, Path]], measure: str = "flow", work_wi
             if len(grey) > 64:
                 grey.pop(next(iter(grey)))
             rgb = read_rgb(path)
-            scale = work_width / rgb.shape[1]
-            small = cv2.resize(rgb, (work_width, max(8, int(round(rgb.shape[0] * scale)))), interpolation=cv2.INTER_AREA)
+            scale = min(1.0, work_width / rgb.shape[1])
+            small = resize_array(rgb, (max(8, int(round(rgb.shape[0] * scale))), max(8, int(round(rgb.shape[1] * scale)))))
             grey[path] = (cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), scale)
         return grey[path]
 

@@ -195,7 +195,7 @@ class SnippetDataset(Dataset):
             rgb = load_resized(ref.images[f], self.hw, self.cache_dir, "rgb")
             if flipped:
                 rgb = rgb[:, ::-1]
-            image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+            image = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1).float().div_(255.0)
             sample[f"image/{f}"] = image
             sample[f"image_aug/{f}"] = apply_jitter(image, params) if params else image
             if self.labels:
@@ -217,7 +217,7 @@ class SnippetDataset(Dataset):
         labels = load_resized(mirrored_path(root, ref.images[f], ref.data_root), self.hw, self.cache_dir, "label")
         if flipped:
             labels = labels[:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(labels)).long()
+        return torch.from_numpy(np.require(labels, requirements=["C", "W"])).long()
 
 
 # ----------------------------------------------------------------------------------------------
