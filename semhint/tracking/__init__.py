@@ -44,7 +44,19 @@ class TrackResult:
         return (len(self.xy) - 1) / max(self.seconds, 1e-9)
 
 
-def depth_source(clip: Clip, depth: str | DepthFn, scale: str = "metric", noise: float = 0.0, seed: int = 0,
+def resolve_scale(clip: Clip, depth: str | DepthFn, scale: str) -> str:
+    """'auto' -> 'metric' for ground truth, 'first-frame' for a network when the clip has reference depth.
+
+    A monocular network's depth is known only up to scale; with no reference it stays 'metric'
+    (its own units), and its 3D tracks are then only meaningful up to that unknown factor.
+    """
+    if scale != "auto":
+        return scale
+    is_network = not (callable(depth) or depth in ("gt", "none"))
+    return "first-frame" if is_network and clip.depth_paths is not None else "metric"
+
+
+def depth_source(clip: Clip, depth: str | DepthFn, scale: str = "auto", noise: float = 0.0, seed: int = 0,
                  device: str = "cpu") -> DepthFn | None:
     """Per-frame depth for a clip: 'none', 'gt', a checkpoint path, or a callable t -> depth.
 
@@ -66,6 +78,7 @@ def depth_source(clip: Clip, depth: str | DepthFn, scale: str = "metric", noise:
             return corrupt_depth(raw(t), noise, np.random.default_rng([seed, t]))
 
         predict = noisy
+    scale = resolve_scale(clip, depth, scale)
     if scale not in SCALE_POLICIES:
         raise InputError(f"--scale must be one of {', '.join(SCALE_POLICIES)}, got {scale!r}")
     reference = clip.gt_depth if clip.depth_paths is not None else None
@@ -92,14 +105,7 @@ def _checkpoint_depth(path: Path, clip: Clip, device: str) -> DepthFn:
     from semhint.inference import load_predictor
 
     predictor = load_predictor(path, device=device)
-    K = None if clip.K is None else _k4(clip.K)
-    return lambda t: np.asarray(predictor.predict_depth(clip.frame(t), K=K), dtype=np.float32)
-
-
-def _k4(K: np.ndarray) -> np.ndarray:
-    out = np.eye(4, dtype=np.float32)
-    out[:3, :3] = K[:3, :3]
-    return out
+    return lambda t: np.asarray(predictor.predict_depth(clip.frame(t)), dtype=np.float32)
 
 
 def default_occluders() -> tuple[int, ...]:
@@ -112,21 +118,21 @@ def default_occluders() -> tuple[int, ...]:
     return tuple(int(i) for i in ids) if ids is not None else ()
 
 
-def track(clip: Clip, mode: str = "flow", depth: str | DepthFn = "none", *, flow: str = "dis", scale: str = "metric",
+def track(clip: Clip, mode: str = "flow", depth: str | DepthFn = "none", *, flow: str = "dis", scale: str = "auto",
           depth_noise: float = 0.0, seed: int = 0, graph: GraphConfig | None = None, use_labels: bool = True,
           occluder_classes: tuple[int, ...] | None = None, device: str = "cpu", progress: bool = True) -> TrackResult:
     """Track the clip's query points through all its frames (see the module docstring for modes)."""
     if mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    depth_at = depth_source(clip, depth, scale, depth_noise, seed, device)
     needs_depth = mode != "flow"
-    if needs_depth and depth_at is None:
+    if needs_depth and isinstance(depth, str) and depth == "none":
         raise InputError(f"mode {mode!r} needs depth: pass --depth gt or --depth CHECKPOINT")
     if needs_depth and clip.K is None:
         raise InputError(f"{clip.name}: mode {mode!r} needs camera intrinsics (intrinsics.yaml beside the frames or --intrinsics)")
-    if scale == "per-frame-median" and mode.startswith("graph"):
+    if resolve_scale(clip, depth, scale) == "per-frame-median" and mode.startswith("graph"):
         raise InputError("scale policy 'per-frame-median' is for evaluation only: inside the graph tracker it "
                          "injects fake motion along the rays; use 'metric' or 'first-frame'")
+    depth_at = depth_source(clip, depth, scale, depth_noise, seed, device) if needs_depth else None
     occluders = default_occluders() if occluder_classes is None else tuple(occluder_classes)
     labels_at = clip.labels if use_labels and clip.label_paths is not None else (lambda t: None)
     cfg = graph or GraphConfig()
@@ -216,13 +222,14 @@ def evaluate_tracks(result: TrackResult, clip: Clip, edge_px: float = 8.0, high_
 
 
 def track_command(source: str, points: str | None = None, depth: str = "none", mode: str = "flow", out: str = "tracks",
-                  intrinsics: str | None = None, labels: str | None = None, flow: str = "dis", scale: str = "metric",
+                  intrinsics: str | None = None, labels: str | None = None, flow: str = "dis", scale: str = "auto",
                   video: bool = True, device: str = "cpu") -> dict:
     """What ``semhint track`` does: load, track, save NPZ + JSON (+ overlay), and score if labels exist."""
     clip = load_clip(source, points, intrinsics, labels)
     result = track(clip, mode, depth, flow=flow, scale=scale, device=device)
     out_dir = Path(out)
-    meta = {"source": str(source), "mode": mode, "depth": str(depth), "flow": flow, "scale": scale,
+    meta = {"source": str(source), "mode": mode, "depth": str(depth), "flow": flow,
+            "scale": resolve_scale(clip, depth, scale) if mode != "flow" else None,
             "frames": len(clip), "points": int(len(clip.queries)), "fps": round(result.fps, 2)}
     paths = save_tracks(out_dir, result.xy, result.visible, result.xyz, meta)
     if video:

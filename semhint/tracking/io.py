@@ -125,7 +125,7 @@ def load_super(root: str | Path, points: str | Path | None = None, intrinsics: s
     index = {n: i for i, n in enumerate(numbers)}
     truth = PointTruth(np.array([index[int(i)] for i in ids]), xy, valid)
     truth = _sorted_truth(truth, label_file)
-    K = _optional_intrinsics(root, intrinsics)
+    K = _optional_intrinsics(root, intrinsics, numbered[numbers[0]])
     return Clip(root.name, [numbered[n] for n in numbers], _queries(truth, label_file), K, truth)
 
 
@@ -154,14 +154,12 @@ def _load_npy(path: Path, allow_pickle: bool = False):
 
 def load_synth_tissue(seq_dir: str | Path) -> Clip:
     """One SynthTissue sequence: OUT/data/SEQ with its ground-truth depth, labels and tracks."""
-    from semhint.data.folder import read_intrinsics
-
     seq_dir = Path(seq_dir)
     out, name = seq_dir.parent.parent, seq_dir.name
     frames = DirListing().sorted_images(seq_dir)
     if not frames:
         raise InputError(f"{seq_dir}: no frames")
-    K, _ = read_intrinsics(seq_dir / "intrinsics.yaml")
+    K = _intrinsics_for(seq_dir / "intrinsics.yaml", frames[0])
     track_file = out / "tracks" / f"{name}.npz"
     tracks = _npz(track_file)
     xy = _key(tracks, track_file, "tracks_2d", 3)
@@ -218,7 +216,7 @@ def load_generic(source: str | Path, points: str | Path, intrinsics: str | Path 
         if absent:
             raise InputError(f"{absent[0]}: label map missing ({len(absent)} of {len(label_paths)} frames have none)")
     return Clip(folder.name if source.is_dir() else source.stem, frames[start:], _queries(truth, points),
-                _optional_intrinsics(folder, intrinsics), truth, None, label_paths)
+                _optional_intrinsics(folder, intrinsics, frames[0]), truth, None, label_paths)
 
 
 def _read_points(path: Path) -> PointTruth:
@@ -302,15 +300,33 @@ def _queries(truth: PointTruth, source: Path) -> np.ndarray:
     return truth.xy[0].copy()
 
 
-def _optional_intrinsics(folder: Path, override: str | Path | None) -> np.ndarray | None:
-    from semhint.data.folder import INTRINSICS_NAMES, read_intrinsics
+def _optional_intrinsics(folder: Path, override: str | Path | None, frame: Path) -> np.ndarray | None:
+    from semhint.data.folder import INTRINSICS_NAMES
 
     if override:
-        return read_intrinsics(override)[0]
+        return _intrinsics_for(Path(override), frame)
     for name in INTRINSICS_NAMES:
         if (folder / name).is_file():
-            return read_intrinsics(folder / name)[0]
+            return _intrinsics_for(folder / name, frame)
     return None
+
+
+def _intrinsics_for(path: Path, frame: Path) -> np.ndarray:
+    """3 x 3 K in pixels of the stored frames (rescaled when the file names another width/height)."""
+    from semhint.data import image_hw
+    from semhint.data.folder import read_intrinsics
+
+    K, hw = read_intrinsics(path)
+    frame_hw = image_hw(frame)
+    if hw is None or tuple(hw) == tuple(frame_hw):
+        return K
+    import torch
+
+    from semhint.geometry import resize_intrinsics
+
+    K4 = torch.eye(4)
+    K4[:3, :3] = torch.as_tensor(K, dtype=torch.float32)
+    return resize_intrinsics(K4, hw, frame_hw)[:3, :3].double().numpy()
 
 
 # ---- outputs -------------------------------------------------------------------------------------
