@@ -1,0 +1,113 @@
+"""Pictures people would rather see than numbers: colour-mapped depth, panels, training curves.
+
+Disparity is shown with the magma colormap normalised to its 95th percentile (the Monodepth2
+convention): near things bright, far things dark, and a few very near pixels do not wash out the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from semhint.fileio import atomic_path
+
+
+def colorize(values: np.ndarray, cmap: str = "magma", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """An H x W float map to uint8 H x W x 3 RGB; default range [min, 95th percentile]."""
+    import matplotlib
+
+    values = np.asarray(values, dtype=np.float32)
+    finite = values[np.isfinite(values)]
+    lo = float(finite.min()) if vmin is None and finite.size else (vmin or 0.0)
+    hi = float(np.percentile(finite, 95)) if vmax is None and finite.size else (vmax or 1.0)
+    norm = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    rgba = matplotlib.colormaps[cmap](np.nan_to_num(norm))
+    return (rgba[..., :3] * 255).astype(np.uint8)
+
+
+def colorize_depth(depth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Depth shown as disparity (1 / depth) in magma; pixels without a value are black."""
+    depth = np.asarray(depth, dtype=np.float32)
+    valid = depth > 0 if valid is None else valid
+    disp = np.zeros_like(depth)
+    disp[valid] = 1.0 / depth[valid]
+    out = colorize(disp, vmin=0.0, vmax=float(np.percentile(disp[valid], 95)) if valid.any() else 1.0)
+    out[~valid] = 0
+    return out
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def depth_panels(rows: list[dict[str, np.ndarray]], path: str | Path, titles: list[str] | None = None) -> None:
+    """A grid: one row per frame, one column per named image (RGB uint8 or depth float maps).
+
+    Float 2-D maps are drawn as depth (magma on inverse depth); uint8 H x W x 3 arrays as they are.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = list(rows[0].keys())
+    h, w = next(iter(rows[0].values())).shape[:2]
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(3.2 * len(columns), 3.2 * h / w * len(rows) + 0.4),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        for c, name in enumerate(columns):
+            image = row[name]
+            shown = image if image.ndim == 3 else colorize_depth(image)
+            axes[r, c].imshow(shown)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(name if titles is None else titles[c], fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Lightning's CSV log as {column: [(step, value), ...]} skipping empty cells."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            step = int(float(row.get("step") or 0))
+            for key, value in row.items():
+                if key in ("step", "epoch") or value in ("", None):
+                    continue
+                series.setdefault(key, []).append((step, float(value)))
+    return series
+
+
+def training_curves(csv_paths: dict[str, Path], path: str | Path,
+                    keys: tuple[str, ...] = ("train/loss_step", "train/photo", "train/automask_frac", "val/abs_rel")) -> None:
+    """Loss / metric curves of one or more runs (one line per run), one subplot per key present."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {name: read_metrics_csv(p) for name, p in csv_paths.items() if Path(p).is_file()}
+    present = [k for k in keys if any(k in s for s in runs.values())]
+    if not present:
+        return
+    fig, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3), squeeze=False)
+    for ax, key in zip(axes[0], present):
+        for name, series in runs.items():
+            if key in series:
+                steps, values = zip(*series[key])
+                ax.plot(steps, values, label=name, marker="o" if len(steps) < 10 else None)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)

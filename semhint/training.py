@@ -1,0 +1,336 @@
+"""Training: the LightningModule (one self-supervised step), the data module, and ``fit``.
+
+Nothing here is model-specific: networks come from ``semhint.models``, the objective from
+``semhint.losses`` (and ``semhint.refine`` when a refinement switch is on), the data from
+``semhint.data``. Lightning owns the loop so that seeds, checkpoints, exact resume, AMP, gradient
+clipping, logging and DDP (devices / num_nodes / strategy from the config) come from one place.
+
+A run folder (``cfg.trainer.out_dir``) holds ``config.yaml``, ``checkpoints/last.ckpt`` and the best
+checkpoint by the validation metric, and ``logs/`` (TensorBoard and CSV). Checkpoints carry the
+resolved config and the semhint version, so loading one never needs the YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from semhint import __version__, geometry
+from semhint.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
+
+CONFIG_KEY = "semhint_config"
+VERSION_KEY = "semhint_version"
+METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+
+
+# ----------------------------------------------------------------------------------------------
+# the step
+# ----------------------------------------------------------------------------------------------
+def predict_poses(pose_net: torch.nn.Module, batch: dict, frame_ids: list[int]) -> dict[int, torch.Tensor]:
+    """Target->source pose for each source frame, feeding each pair to the pose net in time order.
+
+    Feeding pairs in temporal order (and inverting for sources before the target) means the pose
+    net always sees forward motion, the Monodepth2 convention METHOD.md follows.
+    """
+    target = batch["image_aug/0"]
+    poses = {}
+    for f in frame_ids[1:]:
+        source = batch[f"image_aug/{f}"]
+        pair = (source, target) if f < 0 else (target, source)
+        axisangle, translation = pose_net(*pair)
+        poses[f] = geometry.pose_from_axisangle(axisangle, translation, invert=f < 0)
+    return poses
+
+
+def _detached_scalars(values: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().float() for k, v in values.items() if torch.is_tensor(v) and v.numel() == 1}
+
+
+class SemHintModule(L.LightningModule):
+    """Depth (+ segmentation) net and pose net trained with the self-supervised objective."""
+
+    def __init__(self, cfg: Config | dict):
+        super().__init__()
+        from semhint.models import build_depth_net, build_pose_net
+
+        self.cfg = cfg if isinstance(cfg, Config) else from_dict(cfg, "checkpoint config")
+        self.depth_net = build_depth_net(self.cfg.model)
+        self.pose_net = build_pose_net(self.cfg.model)
+        self._val_sums: dict[str, torch.Tensor] = {}
+        self._confusion: torch.Tensor | None = None
+
+    # -- the objective, shared by training_step and benchmarks/bench_step.py -------------------
+    def objective(self, batch: dict) -> tuple[dict, dict, dict]:
+        """One forward pass and every loss term: returns (losses, maps, depth outputs)."""
+        from semhint.losses import self_supervised_objective
+
+        cfg = self.cfg
+        outputs = self.depth_net(batch["image_aug/0"])
+        poses = predict_poses(self.pose_net, batch, cfg.data.frame_ids)
+        losses, maps = self_supervised_objective(batch, outputs, poses, cfg)
+        losses = dict(losses)
+        if cfg.refine.hint or cfg.refine.pseudo_seg:
+            from semhint.refine import refinement_losses
+
+            source_outputs = {}
+            if cfg.refine.pseudo_seg:
+                source_outputs = {f: self.depth_net(batch[f"image_aug/{f}"]) for f in cfg.data.frame_ids[1:]}
+            epoch = self.current_epoch if self._trainer is not None else 0
+            refine_losses, stats = refinement_losses(batch, outputs, maps, poses, source_outputs, cfg, epoch)
+            losses["loss"] = losses["loss"] + refine_losses["loss"]
+            losses.update({f"refine/{k}": v for k, v in refine_losses.items()})
+            losses.update({f"refine/{k}": v for k, v in stats.items()})
+        return losses, maps, outputs
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses, maps, outputs = self.objective(batch)
+        bs = batch["image/0"].shape[0]
+        scalars = _detached_scalars(losses)
+        self.log("train/loss", scalars.pop("loss"), prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
+                 sync_dist=True)
+        self.log_dict({f"train/{k}": v for k, v in scalars.items()}, on_step=True, on_epoch=False, batch_size=bs)
+        every = self.cfg.trainer.image_log_every_n_steps
+        if every > 0 and self.global_step % every == 0:
+            self._log_images(batch, outputs, maps)
+        return losses["loss"]
+
+    def _log_images(self, batch: dict, outputs: dict, maps: dict) -> None:
+        """Input, disparity and automask panels to TensorBoard (rank 0 only; loggers are rank-aware)."""
+        if not self.trainer.is_global_zero:
+            return
+        from semhint.reporting import colorize
+
+        writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
+        if not writers:
+            return
+        image = batch["image/0"][0].detach().float().cpu()
+        disp = outputs["disp/0"][0, 0].detach().float().cpu().numpy()
+        panels = {"input": image, "disparity": torch.from_numpy(colorize(disp)).permute(2, 0, 1)}
+        if "automask/0" in maps:
+            panels["automask"] = maps["automask/0"][0].detach().float().cpu().expand(3, -1, -1)
+        for name, panel in panels.items():
+            for writer in writers:
+                writer.add_image(f"images/{name}", panel, self.global_step)
+
+    # -- validation: depth metrics against GT, mIoU against GT labels --------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+        self._confusion = None
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        outputs = self.depth_net(batch["image/0"])
+        if "depth_gt" in batch:
+            self._accumulate_depth(outputs["disp/0"], batch["depth_gt"])
+        if "seg/0" in outputs and "gt_labels/0" in batch:
+            self._accumulate_confusion(outputs["seg/0"], batch["gt_labels/0"])
+
+    def _accumulate_depth(self, disp: torch.Tensor, depth_gt: torch.Tensor) -> None:
+        """Per-image errors with the protocol of cfg.eval (the same code path as `semhint evaluate`)."""
+        from semhint.evaluation import evaluate_depth
+
+        e = self.cfg.eval
+        scaled_disp, _ = geometry.disp_to_depth(disp.float(), self.cfg.model.min_depth, self.cfg.model.max_depth)
+        for pred, gt in zip(scaled_disp[:, 0].cpu().numpy(), depth_gt[:, 0].float().cpu().numpy()):
+            if not ((gt > e.min_depth) & (gt < e.max_depth)).any():
+                continue  # a frame without measurements says nothing about the model
+            result = evaluate_depth([pred], [gt], min_depth=e.min_depth, max_depth=e.max_depth, crop=e.crop,
+                                    median_scaling=e.median_scaling, pred_is_disp=True)
+            for name, value in result.metrics().items():
+                self._add_sum(name, value)
+            self._add_sum("count", 1.0)
+
+    def _add_sum(self, name: str, value: float) -> None:
+        self._val_sums[name] = self._val_sums.get(name, 0.0) + value
+
+    def _accumulate_confusion(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        c = logits.shape[1]
+        pred = logits.argmax(1).flatten()
+        gt = labels.flatten()
+        valid = gt < c
+        idx = gt[valid] * c + pred[valid]
+        conf = torch.bincount(idx, minlength=c * c).reshape(c, c).double()
+        self._confusion = conf if self._confusion is None else self._confusion + conf
+
+    def on_validation_epoch_end(self) -> None:
+        """Sum per-image metrics and the confusion matrix over ranks, then log exact means."""
+        names = ["count", *METRIC_NAMES]
+        sums = torch.tensor([self._val_sums.get(n, 0.0) for n in names], dtype=torch.float64, device=self.device)
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        count = float(sums[0])
+        if count > 0:
+            metrics = {f"val/{n}": float(s) / count for n, s in zip(METRIC_NAMES, sums[1:].tolist())}
+            self.log_dict(metrics, prog_bar=False, rank_zero_only=True)
+            self.log("val/abs_rel", metrics["val/abs_rel"], prog_bar=True, rank_zero_only=True)
+        if self.depth_net_has_seg():
+            c = self.cfg.model.num_classes
+            conf = self._confusion if self._confusion is not None else torch.zeros(c, c, dtype=torch.float64)
+            conf = self.trainer.strategy.reduce(conf.to(self.device), reduce_op="sum")
+            if conf.sum() > 0:
+                self.log("val/miou", miou_from_confusion(conf), prog_bar=True, rank_zero_only=True)
+
+    def depth_net_has_seg(self) -> bool:
+        return self.cfg.model.num_classes > 0
+
+    # -- optimisation and checkpoint metadata --------------------------------------------------
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
+        optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=o.milestones, gamma=o.gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = to_dict(self.cfg)
+        checkpoint[VERSION_KEY] = __version__
+
+
+def save_model_checkpoint(module: SemHintModule, path: str | Path) -> Path:
+    """Weights + config + version only (no optimizer state): a small file to share a trained model.
+
+    It has the layout of a Lightning checkpoint's model part, so every loader reads both.
+    """
+    from semhint.fileio import atomic_path
+
+    with atomic_path(path, suffix=".ckpt") as tmp:
+        torch.save({"state_dict": module.state_dict(), CONFIG_KEY: to_dict(module.cfg), VERSION_KEY: __version__}, tmp)
+    return Path(path)
+
+
+def miou_from_confusion(conf: torch.Tensor) -> float:
+    """Mean IoU over classes that occur in GT or prediction (rows = GT, columns = prediction)."""
+    inter = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = union > 0
+    return float((inter[present] / union[present]).mean()) if present.any() else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+class DataModule(L.LightningDataModule):
+    """Train / val loaders over ``semhint.data.build_dataset``; Lightning shards them under DDP."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.train_set = None
+        self.val_set = None
+
+    def setup(self, stage: str | None = None) -> None:
+        from semhint.data import build_dataset
+
+        if self.train_set is None:
+            self.train_set = build_dataset(self.cfg.data, "train")
+        if self.val_set is None and self.cfg.data.val_split:
+            self.val_set = build_dataset(self.cfg.data, "val")
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        return DataLoader(dataset, batch_size=self.cfg.optim.batch_size, shuffle=shuffle, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                          drop_last=shuffle and len(dataset) >= 2 * self.cfg.optim.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+
+
+# ----------------------------------------------------------------------------------------------
+# fit
+# ----------------------------------------------------------------------------------------------
+class _RunFolder(Callback):
+    """Writes the resolved config into the run folder, from global rank 0 only."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            save_config(self.cfg, Path(self.cfg.trainer.out_dir) / "config.yaml")
+            _log_parameter_counts(pl_module)
+
+
+def _log_parameter_counts(module: SemHintModule) -> None:
+    try:
+        from semhint.models import parameter_report
+    except ImportError:
+        return
+    print(parameter_report(module.depth_net))
+
+
+def _has_validation_metric(cfg: Config) -> bool:
+    return bool(cfg.data.val_split) and (bool(cfg.data.gt_depth) or cfg.model.num_classes > 0 and bool(cfg.data.gt_labels))
+
+
+def _checkpoint_callbacks(cfg: Config) -> list[ModelCheckpoint]:
+    """last.ckpt every epoch, plus the best by AbsRel (or mIoU, or training loss without GT)."""
+    ckpt_dir = Path(cfg.trainer.out_dir) / "checkpoints"
+    if _has_validation_metric(cfg):
+        monitor, mode = ("val/abs_rel", "min") if cfg.data.gt_depth else ("val/miou", "max")
+    else:
+        monitor, mode = "train/loss_epoch", "min"
+    filename = "best-{epoch:03d}-{step}"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename=filename, monitor=monitor, mode=mode, save_top_k=1,
+                           save_last=True, auto_insert_metric_name=False)
+    return [best]
+
+
+def _resolve_resume(cfg: Config, resume: str | None) -> str | None:
+    if resume is None:
+        return None
+    path = Path(cfg.trainer.out_dir) / "checkpoints" / "last.ckpt" if resume == "auto" else Path(resume)
+    if not path.is_file():
+        from semhint.fileio import InputError
+
+        raise InputError(f"{path}: checkpoint to resume from not found")
+    return str(path)
+
+
+def build_trainer(cfg: Config, extra_callbacks: list[Callback] | None = None) -> L.Trainer:
+    """A Lightning Trainer with every setting taken from ``cfg.trainer`` / ``cfg.optim``."""
+    t, o = cfg.trainer, cfg.optim
+    if t.precision == "16-mixed" and t.accelerator == "cpu":
+        raise ConfigError("trainer.precision: 16-mixed needs a GPU; use bf16-mixed on CPU")
+    out = Path(t.out_dir)
+    loggers = [TensorBoardLogger(save_dir=str(out), name="logs", version="tensorboard", default_hp_metric=False),
+               CSVLogger(save_dir=str(out), name="logs", version="csv")]
+    callbacks = [*_checkpoint_callbacks(cfg), LearningRateMonitor(logging_interval="step"), _RunFolder(cfg)]
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, max_epochs=o.epochs, max_steps=o.max_steps,
+        max_time={"seconds": t.max_minutes * 60} if t.max_minutes > 0 else None,
+        gradient_clip_val=o.grad_clip if o.grad_clip > 0 else None,
+        log_every_n_steps=t.log_every_n_steps, check_val_every_n_epoch=t.val_every_n_epochs,
+        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+        num_sanity_val_steps=0, logger=loggers, callbacks=callbacks + list(extra_callbacks or []),
+        default_root_dir=str(out), deterministic=False, enable_model_summary=False,
+    )
+
+
+def fit(cfg: Config, resume: str | None = None, extra_callbacks: list[Callback] | None = None) -> Path:
+    """Train ``cfg``; ``resume`` = a checkpoint path or "auto" (the run's last.ckpt). Returns the run folder."""
+    if cfg.trainer.num_threads > 0:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    ckpt_path = _resolve_resume(cfg, resume)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    module = SemHintModule(cfg)
+    data = DataModule(cfg)
+    trainer = build_trainer(cfg, extra_callbacks)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    out = Path(cfg.trainer.out_dir)
+    if trainer.is_global_zero:
+        print(f"run folder: {out}  (last checkpoint: {out / 'checkpoints' / 'last.ckpt'})")
+    return out
+
+
+def train_from_config_file(config_path: str | Path, overrides: list[str] | None = None, resume: str | None = None) -> Path:
+    """The `semhint train` command: load + validate the YAML with overrides, then :func:`fit`."""
+    return fit(load_config(config_path, overrides), resume=resume)
