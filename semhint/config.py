@@ -128,6 +128,7 @@ class TrainerConfig:
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    max_minutes: float = 0.0  # wall-clock training budget (the demo uses it); 0 = no limit
 
 
 @dataclass
@@ -221,6 +222,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("optim.grad_clip", "must be >= 0")
     if t.precision not in PRECISIONS:
         fail("trainer.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    if t.max_minutes < 0:
+        fail("trainer.max_minutes", "must be >= 0")
     if t.num_nodes < 1:
         fail("trainer.num_nodes", "must be >= 1")
     if not (t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1)):
