@@ -29,8 +29,8 @@ from semhint.tracking.lift import backproject_points, project_points, sample_dep
 class GraphConfig:
     """Every knob of the graph tracker. ``w_flow`` = 0 is the depth-only preset (mirrors SuPer)."""
 
-    node_spacing: int = 16  # px between graph nodes on the first frame
-    sample_stride: int = 4  # px between surface samples that carry the data terms
+    nodes_across: int = 20  # graph nodes across the image width (spacing = width / this)
+    samples_across: int = 64  # surface samples across the width; they carry the data terms
     k_nodes: int = 4  # nodes each point is skinned to
     k_neighbours: int = 6  # node-node edges for smoothness
     iterations: int = 4  # Gauss-Newton steps (data association refreshed each)
@@ -46,21 +46,31 @@ class GraphConfig:
 
 
 def normal_map(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Per-pixel unit surface normals (H x W x 3, facing the camera) from a depth map; 0 where invalid."""
+    """Per-pixel unit surface normals (H x W x 3, facing the camera) from a depth map; 0 where invalid.
+
+    Central differences of the back-projected points, in float32 (this runs once per frame).
+    """
     h, w = depth.shape
-    ys, xs = np.mgrid[0:h, 0:w]
-    pts = backproject_points(np.stack([xs.ravel(), ys.ravel()], 1), depth.ravel(), K).reshape(h, w, 3)
-    dx = np.gradient(pts, axis=1)
-    dy = np.gradient(pts, axis=0)
-    n = np.cross(dx, dy)
-    norm = np.linalg.norm(n, axis=2, keepdims=True)
-    n = np.where(norm > 1e-12, n / np.maximum(norm, 1e-12), 0.0)
-    n = np.where(n[..., 2:3] > 0, -n, n)  # face the camera (negative z)
-    n[depth <= 0] = 0.0
-    return n.astype(np.float32)
+    z = depth.astype(np.float32)
+    u = (np.arange(w, dtype=np.float32) - np.float32(K[0, 2])) / np.float32(K[0, 0])
+    v = (np.arange(h, dtype=np.float32) - np.float32(K[1, 2])) / np.float32(K[1, 1])
+    X, Y = z * u[None, :], z * v[:, None]
+    pts = np.stack([X, Y, z], -1)
+    dx = np.zeros_like(pts)
+    dy = np.zeros_like(pts)
+    dx[:, 1:-1] = pts[:, 2:] - pts[:, :-2]
+    dy[1:-1] = pts[2:] - pts[:-2]
+    n = np.stack([dx[..., 1] * dy[..., 2] - dx[..., 2] * dy[..., 1],
+                  dx[..., 2] * dy[..., 0] - dx[..., 0] * dy[..., 2],
+                  dx[..., 0] * dy[..., 1] - dx[..., 1] * dy[..., 0]], -1)
+    norm = np.sqrt((n * n).sum(-1, keepdims=True))
+    n = n / np.maximum(norm, 1e-12)
+    n *= -np.sign(n[..., 2:3] + 1e-12)  # face the camera (negative z)
+    n[(depth <= 0) | (norm[..., 0] < 1e-12)] = 0.0
+    return n
 
 
-def grid_pixels(height: int, width: int, stride: int) -> np.ndarray:
+def grid_pixels(height: int, width: int, stride: float) -> np.ndarray:
     """Pixel centres of a regular grid with the given stride, N x 2 (x, y)."""
     off = stride / 2.0 - 0.5
     xs = np.arange(off, width, stride)
@@ -115,7 +125,11 @@ def node_edges(nodes: np.ndarray, k: int) -> np.ndarray:
 
 def _coord_blocks(W: sp.csr_matrix, coeffs: np.ndarray) -> sp.csr_matrix:
     """[diag(c_x) W, diag(c_y) W, diag(c_z) W]: the Jacobian of c . (p0 + W T) w.r.t. [T_x; T_y; T_z]."""
-    return sp.hstack([W.multiply(coeffs[:, c:c + 1]) for c in range(3)]).tocsr()
+    n_rows, n_nodes = W.shape
+    rows = np.repeat(np.arange(n_rows), np.diff(W.indptr))
+    data = np.concatenate([W.data * coeffs[rows, c] for c in range(3)])
+    cols = np.concatenate([W.indices + c * n_nodes for c in range(3)])
+    return sp.csr_matrix((data, (np.tile(rows, 3), cols)), shape=(n_rows, 3 * n_nodes))
 
 
 class DeformationGraph:
@@ -140,8 +154,8 @@ class DeformationGraph:
             usable &= ~np.isin(labels0, cfg.occluder_classes)
         if not usable.any():
             raise ValueError("the first frame has no valid tissue depth: the deformation graph cannot start")
-        node_xy = _on_mask(grid_pixels(h, w, cfg.node_spacing), usable)
-        sample_xy = _on_mask(grid_pixels(h, w, cfg.sample_stride), usable)
+        node_xy = _on_mask(grid_pixels(h, w, w / cfg.nodes_across), usable)
+        sample_xy = _on_mask(grid_pixels(h, w, w / cfg.samples_across), usable)
         if len(node_xy) < 2:
             raise ValueError("too few valid-depth pixels for a deformation graph (need >= 2 nodes)")
         self.nodes = backproject_points(node_xy, sample_depth(depth0, node_xy), self.K)
@@ -163,6 +177,11 @@ class DeformationGraph:
         self.D = sp.csr_matrix((np.r_[np.ones(len(self.edges)), -np.ones(len(self.edges))],
                                 (np.r_[np.arange(len(self.edges)), np.arange(len(self.edges))],
                                  np.r_[self.edges[:, 0], self.edges[:, 1]])), shape=(len(self.edges), n))
+        # constant parts of the normal equations: smoothness (balanced per node-equivalent: each node
+        # carries about M / n sample rows) and the temporal prior
+        w_smooth = cfg.w_smooth * np.sqrt(len(self.samples) / n) / self.z_ref
+        S = sp.block_diag([self.D] * 3, format="csr")
+        self._prior = (w_smooth ** 2 * (S.T @ S) + (cfg.w_temporal / self.z_ref) ** 2 * sp.identity(3 * n)).tocsr()
         self.T = np.zeros((n, 3))
 
     def _classes(self, labels0, node_xy, sample_xy, queries):
@@ -182,27 +201,26 @@ class DeformationGraph:
         return xy, xyz, self._visible(xy, xyz, depth, labels)
 
     def _solve(self, depth, normals, labels, flow_xy, flow_ok) -> np.ndarray:
+        """One Gauss-Newton step: normal equations of the data rows plus the constant prior, solved by
+        Jacobi-preconditioned conjugate gradients warm-started at the current translations."""
         cfg = self.cfg
         n = len(self.nodes)
-        scale = 1.0 / self.z_ref  # residuals in units of the scene depth: weights are scale-free
-        blocks, rhs = [], []
         p = self.samples + self.W_samples @ self.T
         A, b = self._plane_rows(p, depth, normals, labels)
-        blocks.append(A * (cfg.w_plane * scale))
-        rhs.append(b * (cfg.w_plane * scale))
+        scale = cfg.w_plane / self.z_ref  # residuals in units of the scene depth: weights are scale-free
+        lhs = (scale ** 2) * (A.T @ A)
+        rhs = (scale ** 2) * (A.T @ b)
         if cfg.w_flow > 0 and flow_xy is not None:
             A, b = self._flow_rows(p, flow_xy, flow_ok)
-            blocks.append(A * (cfg.w_flow * scale))
-            rhs.append(b * (cfg.w_flow * scale))
-        # per node-equivalent: each node carries about M / n sample rows, so balance against that
-        w_smooth = cfg.w_smooth * np.sqrt(len(self.samples) / n)
-        blocks.append(sp.block_diag([self.D] * 3) * (w_smooth * scale))
-        rhs.append(np.zeros(3 * self.D.shape[0]))
-        blocks.append(sp.identity(3 * n) * (cfg.w_temporal * scale))
-        rhs.append(self.T.T.ravel() * (cfg.w_temporal * scale))
-        A = sp.vstack(blocks).tocsr()
-        b = np.concatenate(rhs)
-        x = spla.spsolve((A.T @ A).tocsc(), A.T @ b)
+            scale = cfg.w_flow / self.z_ref
+            lhs = lhs + (scale ** 2) * (A.T @ A)
+            rhs = rhs + (scale ** 2) * (A.T @ b)
+        x_prev = self.T.T.ravel()
+        lhs = (lhs + self._prior).tocsr()
+        rhs = rhs + (cfg.w_temporal / self.z_ref) ** 2 * x_prev
+        x = pcg(lhs, rhs, x_prev, rtol=1e-6)
+        if x is None:  # did not converge: fall back to a direct sparse solve
+            x = spla.spsolve(lhs.tocsc(), rhs)
         return x.reshape(3, n).T
 
     def _plane_rows(self, p, depth, normals, labels):
@@ -255,6 +273,32 @@ class DeformationGraph:
             lab = sample_field(labels.astype(np.float32)[..., None], xy, nearest=True)[:, 0].astype(np.int64)
             vis &= ~np.isin(lab, self.cfg.occluder_classes)
         return vis
+
+
+def pcg(A: sp.csr_matrix, b: np.ndarray, x0: np.ndarray, rtol: float = 1e-6, maxiter: int | None = None) -> np.ndarray | None:
+    """Jacobi-preconditioned conjugate gradients for a symmetric positive-definite A; None if not converged.
+
+    A plain loop rather than scipy's cg: the systems are small (3 x nodes unknowns), warm-started
+    from the previous frame, and the wrapper overhead per iteration would dominate the solve.
+    """
+    inv_diag = 1.0 / np.maximum(A.diagonal(), 1e-12)
+    x = x0.copy()
+    r = b - A @ x
+    stop = rtol * max(np.linalg.norm(b), 1e-30)
+    z = inv_diag * r
+    p = z.copy()
+    rz = r @ z
+    for _ in range(maxiter or 10 * len(b)):
+        if np.linalg.norm(r) <= stop:
+            return x
+        Ap = A @ p
+        alpha = rz / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        z = inv_diag * r
+        rz, rz_old = r @ z, rz
+        p = z + (rz / rz_old) * p
+    return x if np.linalg.norm(r) <= stop else None
 
 
 def _on_mask(xy: np.ndarray, mask: np.ndarray) -> np.ndarray:

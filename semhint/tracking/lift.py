@@ -39,16 +39,25 @@ def sample_depth(depth: np.ndarray, xy: np.ndarray, edge_rel: float = 0.05, wind
     valid = corners > 0
     cmax, cmin = corners.max(axis=1), np.where(valid, corners, np.inf).min(axis=1)
     unsafe = ~valid.all(axis=1) | (cmax - cmin > edge_rel * np.maximum(cmin, 1e-6))
-    for i in np.flatnonzero(unsafe):
-        out[i] = _window_median(depth, int(round(y[i])), int(round(x[i])), window)
+    if unsafe.any():
+        out[unsafe] = _window_median(depth, np.round(y[unsafe]).astype(int), np.round(x[unsafe]).astype(int), window)
     return out.astype(np.float32)
 
 
-def _window_median(depth: np.ndarray, row: int, col: int, window: int) -> float:
+def _window_median(depth: np.ndarray, rows: np.ndarray, cols: np.ndarray, window: int) -> np.ndarray:
+    """Median of the valid (> 0) pixels in a window around each (row, col); NaN where none is valid."""
+    h, w = depth.shape
     r = window // 2
-    patch = depth[max(row - r, 0): row + r + 1, max(col - r, 0): col + r + 1]
-    vals = patch[patch > 0]
-    return float(np.median(vals)) if vals.size else float("nan")
+    off = np.arange(-r, r + 1)
+    rr = rows[:, None, None] + off[None, :, None]
+    cc = cols[:, None, None] + off[None, None, :]
+    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    vals = depth[np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1)].reshape(len(rows), -1).astype(np.float64)
+    vals[~inside.reshape(len(rows), -1) | (vals <= 0)] = np.nan
+    out = np.full(len(rows), np.nan)
+    some = np.isfinite(vals).any(axis=1)
+    out[some] = np.nanmedian(vals[some], axis=1)
+    return out
 
 
 def backproject_points(xy: np.ndarray, z: np.ndarray, K: np.ndarray) -> np.ndarray:
