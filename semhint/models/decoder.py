@@ -30,18 +30,31 @@ def layer_name(index: int) -> str:
     return f"upconv_{4 - index // 2}_{index % 2}"
 
 
+class ReflectPad(nn.Module):
+    """Pad by 1 pixel with reflection (no dark borders in disparity); replicate on 1-pixel maps.
+
+    Reflection needs at least 2 pixels per side; the stride-32 map of a 32..63-pixel input has 1.
+    A traced (exported) graph always reflects: trace at 64 pixels or more.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tiny = not torch.jit.is_tracing() and min(x.shape[-2:]) < 2
+        mode = "replicate" if tiny else "reflect"
+        return F.pad(x, (1, 1, 1, 1), mode=mode)
+
+
 class ConvBlock(nn.Sequential):
-    """3x3 conv with reflection padding, then ELU (reflection avoids dark borders in disparity)."""
+    """3x3 conv with reflection padding, then ELU."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, 3), nn.ELU(inplace=True))
+        super().__init__(ReflectPad(), nn.Conv2d(c_in, c_out, 3), nn.ELU(inplace=True))
 
 
 class Head(nn.Sequential):
     """3x3 conv (reflection padding) to ``c_out`` maps; sigmoid for disparity, none for logits."""
 
     def __init__(self, c_in: int, c_out: int, sigmoid: bool) -> None:
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, 3)]
+        layers: list[nn.Module] = [ReflectPad(), nn.Conv2d(c_in, c_out, 3)]
         if sigmoid:
             layers.append(nn.Sigmoid())
         super().__init__(*layers)

