@@ -109,13 +109,11 @@ def _checkpoint_depth(path: Path, clip: Clip, device: str) -> DepthFn:
 
 
 def default_occluders() -> tuple[int, ...]:
-    """The instrument class id(s) of the endoscopic class set, from semhint.data.labels when present."""
-    try:
-        from semhint.data import labels
-    except ImportError:
-        return ()
-    ids = getattr(labels, "TISSUE_OCCLUDERS", None)
-    return tuple(int(i) for i in ids) if ids is not None else ()
+    """The instrument class of the endoscopic class set (tissue A, tissue B, instrument) that
+    SynthTissue renders and label maps given with --labels are expected to follow."""
+    from semhint.data.synthetic.tissue import INSTRUMENT
+
+    return (int(INSTRUMENT),)
 
 
 def track(clip: Clip, mode: str = "flow", depth: str | DepthFn = "none", *, flow: str = "dis", scale: str = "auto",

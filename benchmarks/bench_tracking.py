@@ -1,0 +1,161 @@
+"""Tissue-tracking benchmarks.
+
+    python benchmarks/bench_tracking.py speed                  # fps of each mode at 320x240 and 640x480 (key "tracking")
+    python benchmarks/bench_tracking.py synth --data OUT \\
+        [--baseline CKPT] [--semhint CKPT]                     # accuracy table on SynthTissue (key "tracking_synth")
+
+``speed`` renders a small deforming toy clip (semhint.tracking.toy) at each resolution, writes it
+in the SynthTissue layout and times ``track`` per mode (frame decoding and depth reading included,
+set-up on the first frame excluded). ``synth`` scores every sequence under OUT/data against its
+exact tracks: zero motion, flow (DIS, LK), the graph with ground-truth depth (exact, 2 % and 5 %
+smooth relative noise) and, given checkpoints, with baseline and SemHint depth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import numpy as np  # noqa: E402
+from _results import markdown_table, write_section  # noqa: E402
+
+from semhint.tracking import evaluate_tracks, load_clip, track, zero_motion  # noqa: E402
+from semhint.tracking.toy import make_toy_clip, write_toy_clip  # noqa: E402
+
+SPEED_MODES = [("flow", "dis"), ("flow", "lk"), ("flow+lift", "dis"), ("graph", "dis"), ("graph+flow", "dis")]
+
+
+def bench_speed(frames: int, points: int) -> None:
+    import cv2
+    import torch
+
+    torch.set_num_threads(2)
+    rows, data = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for h, w in ((240, 320), (480, 640)):
+            seq = write_toy_clip(make_toy_clip(h, w, frames=frames, points=points, seed=0), tmp, f"toy{w}")
+            clip = load_clip(seq)
+            for mode, flow in SPEED_MODES:
+                result = track(clip, mode, "gt", flow=flow, progress=False)
+                name = f"{mode} ({flow})" if mode != "graph" else mode
+                data.setdefault(name, {})[f"{w}x{h}"] = result.fps
+                print(f"{w}x{h} {name}: {result.fps:.2f} fps", flush=True)
+    for name, by_res in data.items():
+        rows.append({"mode": name, **{f"fps {k}": v for k, v in by_res.items()}})
+    body = (f"Frames per second of `semhint track` on CPU ({frames}-frame toy clip, {points} points, cv2 "
+            f"threads {cv2.getNumThreads()}, frame PNG decoding included; DIS preset 'medium', 4 flows a frame "
+            f"with re-anchoring). The machine was shared with other jobs, so treat these as lower bounds.\n\n"
+            + markdown_table(rows, ["mode", "fps 320x240", "fps 640x480"]))
+    write_section("tracking", "Tissue tracking speed (CPU)", "python benchmarks/bench_tracking.py speed",
+                  body, {"frames": frames, "points": points, "fps": data})
+
+
+def _rows_for(clip, specs) -> list[tuple[str, dict]]:
+    out = []
+    for label, kwargs in specs:
+        if kwargs is None:
+            out.append((label, None))
+            continue
+        result = zero_motion(clip) if kwargs == "zero" else track(clip, progress=False, **kwargs)
+        scores = evaluate_tracks(result, clip)
+        out.append((label, scores["zero_motion"] if kwargs == "zero" else scores["method"]))
+    return out
+
+
+def bench_synth(data_root: Path, baseline: str | None, semhint: str | None, max_sequences: int) -> None:
+    seqs = sorted(p for p in (data_root / "data").iterdir() if (data_root / "tracks" / f"{p.name}.npz").is_file())
+    if not seqs:
+        raise SystemExit(f"{data_root}: no SynthTissue sequences (expected data/SEQ and tracks/SEQ.npz)")
+    seqs = seqs[:max_sequences]
+    specs = [
+        ("zero motion", "zero"),
+        ("flow only (DIS, re-anchored)", dict(mode="flow")),
+        ("flow only (LK)", dict(mode="flow", flow="lk")),
+        ("flow + lift, GT depth", dict(mode="flow+lift", depth="gt")),
+        ("graph, GT depth", dict(mode="graph", depth="gt")),
+        ("graph, GT depth + 2% noise", dict(mode="graph", depth="gt", depth_noise=0.02)),
+        ("graph, GT depth + 5% noise", dict(mode="graph", depth="gt", depth_noise=0.05)),
+        ("graph+flow, GT depth", dict(mode="graph+flow", depth="gt")),
+        ("graph, baseline depth", dict(mode="graph", depth=baseline, scale="first-frame") if baseline else None),
+        ("graph, SemHint depth", dict(mode="graph", depth=semhint, scale="first-frame") if semhint else None),
+    ]
+    per_row: dict[str, list[dict]] = {label: [] for label, _ in specs}
+    for seq in seqs:
+        clip = load_clip(seq)
+        for label, scores in _rows_for(clip, specs):
+            if scores is not None:
+                per_row[label].append(scores)
+        print(f"{seq.name}: done", flush=True)
+    rows = [_table_row(label, runs) for label, runs in per_row.items()]
+    cols = ["method", "2D mean px", "2D median px", "delta_avg 2D", "3D mean mm", "delta_avg 3D", "edge px",
+            "high-motion px", "survival", "fps"]
+    command = f"python benchmarks/bench_tracking.py synth --data {data_root}" + \
+        (f" --baseline {baseline}" if baseline else "") + (f" --semhint {semhint}" if semhint else "")
+    pending = [label for label, runs in per_row.items() if not runs]
+    body = (f"{len(seqs)} SynthTissue sequence(s) from `{data_root}`; each number is the mean over sequences of "
+            "the per-sequence score (2D: per frame, then over frames; visible labelled points only; the query "
+            "frame excluded). Noise rows: smooth relative noise on the ground-truth depth, drawn per frame "
+            "(fixed seed). Depth networks: scale fixed at the first frame against ground truth.\n\n"
+            + markdown_table(rows, cols))
+    if pending:
+        body += ("\n\nRows without numbers await trained checkpoints (pass --baseline / --semhint): "
+                 + ", ".join(pending) + ".")
+    write_section("tracking_synth", "Tissue tracking on SynthTissue", command, body,
+                  {"sequences": [s.name for s in seqs], "rows": rows, "raw": per_row})
+
+
+def _mean(runs, *keys):
+    vals = []
+    for r in runs:
+        for k in keys:
+            r = r.get(k, {}) if isinstance(r, dict) else {}
+        if isinstance(r, (int, float)) and np.isfinite(r):
+            vals.append(float(r))
+    return float(np.mean(vals)) if vals else ""
+
+
+def _table_row(label: str, runs: list[dict]) -> dict:
+    if not runs:
+        return {"method": label}
+    return {
+        "method": label,
+        "2D mean px": _mean(runs, "2d", "mean_px"),
+        "2D median px": _mean(runs, "2d", "median_px"),
+        "delta_avg 2D": _mean(runs, "2d", "delta_avg"),
+        "3D mean mm": _mean(runs, "3d", "mean_mm"),
+        "delta_avg 3D": _mean(runs, "3d", "delta_avg"),
+        "edge px": _mean(runs, "subsets", "edge", "2d", "mean_px"),
+        "high-motion px": _mean(runs, "subsets", "high_motion", "2d", "mean_px"),
+        "survival": _mean(runs, "survival"),
+        "fps": _mean(runs, "fps"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("speed")
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--points", type=int, default=64)
+    p = sub.add_parser("synth")
+    p.add_argument("--data", required=True, type=Path, help="SynthTissue output folder (semhint synth tissue --out)")
+    p.add_argument("--baseline", default=None, help="baseline depth checkpoint trained on SynthTissue")
+    p.add_argument("--semhint", default=None, help="SemHint depth checkpoint trained on SynthTissue (noisy labels)")
+    p.add_argument("--sequences", type=int, default=100, help="use at most this many sequences")
+    args = parser.parse_args()
+    if args.what == "speed":
+        bench_speed(args.frames, args.points)
+    else:
+        bench_synth(args.data, args.baseline, args.semhint, args.sequences)
+
+
+if __name__ == "__main__":
+    main()
