@@ -90,11 +90,8 @@ def hint_loss(depth: torch.Tensor, hint: torch.Tensor, mask: torch.Tensor) -> to
     gives an exact zero that still carries a graph (so DDP sees every parameter used).
     """
     mask = mask.to(depth.dtype).expand_as(depth)
-    count = mask.sum()
     per_pixel = torch.log1p((depth - hint).abs()) * mask
-    if count.item() == 0:
-        return per_pixel.sum() * 0.0
-    return per_pixel.sum() / count
+    return per_pixel.sum() / mask.sum().clamp_min(1)  # no host sync: an empty mask gives 0 / 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,12 +108,9 @@ def _prepare(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> t
     return valid, safe
 
 
-def _masked_mean(per_pixel: torch.Tensor, valid: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """Mean over non-ignored pixels; an all-ignored batch gives 0 that still has a graph."""
-    count = valid.sum()
-    if count.item() == 0:
-        return logits.sum() * 0.0
-    return (per_pixel * valid).sum() / count
+def _masked_mean(per_pixel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over non-ignored pixels; an all-ignored batch gives 0 that still has a graph (no host sync)."""
+    return (per_pixel * valid).sum() / valid.sum().clamp_min(1)
 
 
 def _log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +123,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
     """Plain cross-entropy averaged over non-ignored pixels."""
     valid, safe = _prepare(logits, labels, ignore_index)
     _, log_py = _log_probs(logits, safe)
-    return _masked_mean(-log_py, valid, logits)
+    return _masked_mean(-log_py, valid)
 
 
 def symmetric_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, beta: float = 1.0,
@@ -143,7 +137,7 @@ def symmetric_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, beta: fl
     valid, safe = _prepare(logits, labels, ignore_index)
     _, log_py = _log_probs(logits, safe)
     reverse = -math.log(log_zero) * (1 - log_py.exp())
-    return _masked_mean(-log_py + beta * reverse, valid, logits)
+    return _masked_mean(-log_py + beta * reverse, valid)
 
 
 def generalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, q: float = 0.7,
@@ -153,7 +147,7 @@ def generalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, q: flo
         raise ValueError(f"generalised CE needs 0 < q <= 1, got {q}")
     valid, safe = _prepare(logits, labels, ignore_index)
     _, log_py = _log_probs(logits, safe)
-    return _masked_mean((1 - torch.exp(q * log_py)) / q, valid, logits)
+    return _masked_mean((1 - torch.exp(q * log_py)) / q, valid)
 
 
 def bootstrapped_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, beta: float = 0.8, hard: bool = False,
@@ -172,7 +166,7 @@ def bootstrapped_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, beta:
         self_term = -log_p.gather(1, log_p.argmax(1, keepdim=True)).squeeze(1)
     else:
         self_term = -(log_p.exp() * log_p).sum(1)
-    return _masked_mean(-beta * log_py + (1 - beta) * self_term, valid, logits)
+    return _masked_mean(-beta * log_py + (1 - beta) * self_term, valid)
 
 
 # name -> (function(logits, labels, param), default param); param 0 in the config means the default
@@ -216,14 +210,27 @@ def self_supervised_objective(batch: dict, outputs: dict, poses: dict[int, torch
     Every scale's disparity is upsampled to full resolution before warping (Monodepth2's fix for
     texture-copy artefacts at low resolution); smoothness acts at each scale's own resolution.
 
+    The whole objective runs in float32 even under mixed-precision autocast: in bfloat16 the
+    back-projection would put pixel coordinates several pixels off and SSIM's variances (E[x^2] -
+    mu^2) would cancel to noise.
+
     Returns (losses, maps). losses: ``loss`` (= photo + smooth + seg), ``photo``, ``smooth`` (already
     weighted), ``seg`` (weighted, only with a segmentation branch and labels), ``automask_frac``.
     maps: ``depth/{s}`` (full-res depth of every scale, with graph, for hint losses), ``warped/{f}``,
     ``reproj/0`` (B x 1 x H x W error of the prediction: min, or mean, over sources),
     ``identity_reproj`` (the same for unwarped sources), ``automask/0`` -- all at scale 0, detached.
     """
+    with torch.autocast(batch["image/0"].device.type, enabled=False):
+        return _objective_fp32(batch, outputs, poses, cfg)
+
+
+def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], cfg) -> tuple[
+        dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     model, lo = cfg.model, cfg.loss
     sources = list(cfg.data.frame_ids[1:])
+    batch = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
+    outputs = {k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}
+    poses = {f: T.float() for f, T in poses.items()}
     target = batch["image/0"]
     size = tuple(target.shape[-2:])
     K, inv_K = batch["K"], batch["inv_K"]

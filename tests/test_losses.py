@@ -277,3 +277,17 @@ def test_objective_adds_the_weighted_segmentation_term():
     torch.testing.assert_close(losses["loss"], losses["photo"] + losses["smooth"] + losses["seg"])
     losses["loss"].backward()
     assert outputs["seg/1"].grad is not None
+
+
+def test_objective_stays_float32_under_bfloat16_autocast():
+    """Mixed-precision training must not degrade warping and SSIM to bfloat16."""
+    cfg = _cfg()
+    batch, poses = _textured_plane_batch()
+    # disparities exactly representable in bfloat16, so the network output itself loses nothing
+    outputs = {k: v.bfloat16().float() for k, v in _outputs_for_depth(4.0, cfg).items()}
+    reference, _ = L.self_supervised_objective(batch, outputs, poses, cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half_outputs = {k: v.bfloat16() for k, v in outputs.items()}
+        mixed, maps = L.self_supervised_objective(batch, half_outputs, poses, cfg)
+    assert maps["reproj/0"].dtype == torch.float32
+    torch.testing.assert_close(mixed["photo"], reference["photo"], rtol=1e-6, atol=1e-7)
