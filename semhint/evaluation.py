@@ -132,6 +132,7 @@ def evaluate_depth(
     fixed_scale: float | None = None,
     labels: Sequence[np.ndarray] | None = None,
     class_names: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> DepthEvaluation:
     """Evaluate predictions against sparse or dense ground truth, one image at a time.
 
@@ -158,7 +159,10 @@ def evaluate_depth(
     names = list(class_names) if class_names is not None else []
     class_sum = np.zeros(len(names), dtype=np.float64)
     class_count = np.zeros(len(names), dtype=np.int64)
-    for i, (pred, gt) in enumerate(zip(preds, gt_depths)):
+    from tqdm import tqdm
+
+    pairs = tqdm(zip(preds, gt_depths), total=len(gt_depths), desc="evaluate", unit="img", disable=not progress)
+    for i, (pred, gt) in enumerate(pairs):
         gt = np.asarray(gt)
         if gt.ndim != 2:
             raise InputError(f"ground truth {i}: expected an H x W depth map, got shape {gt.shape}")
@@ -453,9 +457,12 @@ def run_evaluation(
         top = max(int(m[m != 255].max(initial=0)) for m in label_maps)
         class_names = [f"class_{c}" for c in range(top + 1)]
     result = evaluate_depth(preds, gt_depths, pred_is_disp=pred_type == "disp", fixed_scale=fixed_scale,
-                            labels=label_maps, class_names=class_names, **settings)
+                            labels=label_maps, class_names=class_names, progress=True, **settings)
     result.settings["protocol"] = protocol
-    print(format_metrics_table(result, title=f"{protocol} ({len(gt_depths)} images)"))
+    scaling = "median scaling" if settings["median_scaling"] else "no median scaling"
+    title = (f"{protocol}: {len(gt_depths)} images, depth in ({settings['min_depth']:g}, {settings['max_depth']:g}), "
+             f"crop {settings['crop']}, {scaling}")
+    print(format_metrics_table(result, title=title))
     if out:
         write_report(out, result, source=source, gt=str(gt))
         print(f"wrote {out}")
