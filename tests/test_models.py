@@ -22,7 +22,7 @@ from semhint.models.encoders import (
     load_efficientnet_lite0_weights,
     load_torchvision_weights,
 )
-from tests.conftest import ORACLES
+from conftest import ORACLES
 
 R18_CHANNELS = [64, 64, 128, 256, 512]
 

@@ -195,7 +195,7 @@ def _first(items: list[str], n: int = 5) -> str:
 
 
 def _check_keys_and_shapes(
-    path: Path, expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], adapt: set[str] = frozenset()
+    path: Path, expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], adapt: frozenset[str] = frozenset()
 ) -> None:
     """Raise InputError naming the first missing, unexpected or mis-shaped keys.
 
@@ -237,7 +237,7 @@ def load_torchvision_weights(model: ResNetEncoder, path: str | Path) -> None:
     state = _load_state_dict_file(path, f"torchvision {model.name}", f"download it from {url} and pass its path")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     expected = model.state_dict()
-    _check_keys_and_shapes(path, expected, state, adapt={"conv1.weight"} if model.num_input_images > 1 else set())
+    _check_keys_and_shapes(path, expected, state, adapt=frozenset({"conv1.weight"} if model.num_input_images > 1 else ()))
     stem = state["conv1.weight"]
     if model.num_input_images > 1:
         if tuple(stem.shape) != (64, 3, 7, 7):
@@ -403,7 +403,7 @@ def load_efficientnet_lite0_weights(model: EfficientNetLite0Encoder, path: str |
         if new is not None:
             state[new] = value
     multi = model.num_input_images > 1
-    _check_keys_and_shapes(path, model.state_dict(), state, adapt={"stem_conv.weight"} if multi else set())
+    _check_keys_and_shapes(path, model.state_dict(), state, adapt=frozenset({"stem_conv.weight"} if multi else ()))
     if multi:
         state["stem_conv.weight"] = tile_stem_kernel(state["stem_conv.weight"], model.num_input_images)
     model.load_state_dict(state, strict=True)
