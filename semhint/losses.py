@@ -228,6 +228,8 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
         dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     model, lo = cfg.model, cfg.loss
     sources = list(cfg.data.frame_ids[1:])
+    if not sources:
+        raise ValueError("the self-supervised objective needs at least one source frame (data.frame_ids)")
     batch = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
     outputs = {k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}
     poses = {f: T.float() for f, T in poses.items()}
@@ -235,8 +237,6 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
     size = tuple(target.shape[-2:])
     K, inv_K = batch["K"], batch["inv_K"]
 
-    if not sources:
-        raise ValueError("the self-supervised objective needs at least one source frame (data.frame_ids)")
     identity = _reduce_sources(
         torch.cat([photometric_error(batch[f"image/{f}"], target, lo.ssim_weight) for f in sources], 1),
         lo.min_reprojection)
