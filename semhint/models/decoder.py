@@ -33,8 +33,8 @@ def layer_name(index: int) -> str:
 class ReflectPad(nn.Module):
     """Pad by 1 pixel with reflection (no dark borders in disparity); replicate on 1-pixel maps.
 
-    Reflection needs at least 2 pixels per side; the stride-32 map of a 32..63-pixel input has 1.
-    A traced (exported) graph always reflects: trace at 64 pixels or more.
+    Reflection needs at least 2 pixels per side; the stride-32 map of an input of 32 pixels or
+    fewer has 1. A traced (exported) graph always reflects: trace with more than 32 pixels a side.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
