@@ -30,7 +30,8 @@ from _results import markdown_table, write_section  # noqa: E402
 from semhint.tracking import evaluate_tracks, load_clip, track, zero_motion  # noqa: E402
 from semhint.tracking.toy import make_toy_clip, write_toy_clip  # noqa: E402
 
-SPEED_MODES = [("flow", "dis"), ("flow", "lk"), ("flow+lift", "dis"), ("graph", "dis"), ("graph+flow", "dis")]
+SPEED_MODES = [("flow", "dis", None), ("flow", "dis", 320), ("flow", "lk", None), ("flow+lift", "dis", None),
+               ("graph", "dis", None), ("graph+flow", "dis", None), ("graph+flow", "dis", 320)]
 
 
 def bench_speed(frames: int, points: int) -> None:
@@ -43,9 +44,9 @@ def bench_speed(frames: int, points: int) -> None:
         for h, w in ((240, 320), (480, 640)):
             seq = write_toy_clip(make_toy_clip(h, w, frames=frames, points=points, seed=0), tmp, f"toy{w}")
             clip = load_clip(seq)
-            for mode, flow in SPEED_MODES:
-                result = track(clip, mode, "gt", flow=flow, progress=False)
-                name = f"{mode} ({flow})" if mode != "graph" else mode
+            for mode, flow, flow_width in SPEED_MODES:
+                result = track(clip, mode, "gt", flow=flow, flow_width=flow_width, progress=False)
+                name = mode if mode == "graph" else f"{mode} ({flow}{f', flow at width {flow_width}' if flow_width else ''})"
                 data.setdefault(name, {})[f"{w}x{h}"] = result.fps
                 print(f"{w}x{h} {name}: {result.fps:.2f} fps", flush=True)
     for name, by_res in data.items():

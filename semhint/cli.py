@@ -169,6 +169,8 @@ def _add_track(sub) -> None:
                    help="depth scale policy (auto: metric for gt, first-frame for a network when GT depth exists)")
     p.add_argument("--no-video", action="store_true", help="skip the overlay video")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--flow-width", type=int, default=None, help="compute DIS flow at this image width (faster on large frames)")
+    p.add_argument("--semantic", action="store_true", help="graph modes: skin within one class, drop data that changed class")
     p.set_defaults(func=_run_track)
 
 
@@ -176,7 +178,7 @@ def _run_track(args) -> None:
     from semhint.tracking import track_command
 
     track_command(args.source, args.points, args.depth, args.mode, args.out, args.intrinsics, args.labels,
-                  args.flow, args.scale, not args.no_video, args.device)
+                  args.flow, args.scale, not args.no_video, args.device, args.flow_width, args.semantic)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,7 +52,7 @@ def test_flow_recovers_known_translation(tracker):
     assert _err(pred, gt) < 0.5
 
 
-@pytest.mark.parametrize("tracker", [DISTracker(), LKTracker()], ids=["dis", "lk"])
+@pytest.mark.parametrize("tracker", [DISTracker(), DISTracker(work_width=96), LKTracker()], ids=["dis", "dis-96", "lk"])
 def test_flow_follows_smooth_deformation(toy, tracker):
     pred = _run_flow(tracker, toy.frames, toy.queries)
     zero = _err(np.repeat(toy.queries[None], len(toy.frames), 0), toy.xy)

@@ -127,7 +127,8 @@ def test_cli_track_writes_tracks_json_video_scores(toy_seq, tmp_path):
 
     toy, seq = toy_seq
     out = tmp_path / "out"
-    assert main(["track", str(seq), "--mode", "graph+flow", "--depth", "gt", "--out", str(out)]) == 0
+    assert main(["track", str(seq), "--mode", "graph+flow", "--depth", "gt", "--out", str(out), "--semantic",
+                 "--flow-width", "64"]) == 0
     arrays = load_npz(out / "tracks.npz")
     assert arrays["tracks_2d"].shape == (6, 16, 2) and arrays["tracks_3d"].shape == (6, 16, 3)
     doc = json.loads((out / "tracks.json").read_text())

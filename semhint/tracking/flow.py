@@ -65,8 +65,10 @@ class DISTracker:
     """
 
     preset: str = "medium"
-    fb_threshold: float = 1.0
+    fb_threshold: float = 1.0  # px at the working resolution
     reanchor: bool = True
+    work_width: int | None = None  # compute flow on frames downsized to this width (None: native)
+    _scale: float = field(default=1.0, repr=False)
     _dis: object = field(default=None, repr=False)
     _first: np.ndarray | None = field(default=None, repr=False)
     _prev: np.ndarray | None = field(default=None, repr=False)
@@ -77,12 +79,22 @@ class DISTracker:
         if self.preset not in DIS_PRESETS:
             raise ValueError(f"DIS preset must be one of {sorted(DIS_PRESETS)}, got {self.preset!r}")
         self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
-        self._first = self._prev = to_gray(frame)
-        self._queries = np.asarray(queries, dtype=np.float32).reshape(-1, 2)
+        width = frame.shape[1]
+        self._scale = min(1.0, self.work_width / width) if self.work_width else 1.0
+        self._first = self._prev = self._gray(frame)
+        # internal positions live at the working resolution (pixel-edge model: x -> (x + 0.5) s - 0.5)
+        self._queries = ((np.asarray(queries, dtype=np.float32).reshape(-1, 2) + 0.5) * self._scale - 0.5)
         self._xy = self._queries.copy()
 
-    def step(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _gray(self, frame: np.ndarray) -> np.ndarray:
         gray = to_gray(frame)
+        if self._scale < 1.0:
+            h, w = gray.shape
+            gray = cv2.resize(gray, (round(w * self._scale), round(h * self._scale)), interpolation=cv2.INTER_AREA)
+        return gray
+
+    def step(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gray = self._gray(frame)
         fwd = self._dis.calc(self._prev, gray, None)
         bwd = self._dis.calc(gray, self._prev, None)
         xy, err = fb_error(fwd, bwd, self._xy)
@@ -95,7 +107,7 @@ class DISTracker:
             xy[anchored] = direct[anchored]
             reliable |= anchored
         self._prev, self._xy = gray, xy
-        return xy.copy(), reliable
+        return (xy + 0.5) / self._scale - 0.5, reliable
 
 
 @dataclass
