@@ -77,7 +77,7 @@ class LossConfig:
     automask: bool = True
     min_reprojection: bool = True  # per-pixel min over sources (False = average)
     seg_weight: float = 0.3
-    seg_loss: str = "ce"  # ce | sce | gce | bootstrap
+    seg_loss: str = "ce"  # ce | sce | gce | bootstrap | bootstrap_hard
     seg_loss_param: float = 0.0  # gce: q (0 = 0.7); bootstrap: beta (0 = 0.8); sce: beta (0 = 1.0)
 
 
@@ -156,7 +156,7 @@ class Config:
 # allowed values (checked by validate)
 # ----------------------------------------------------------------------------------------------
 ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
-SEG_LOSSES = ("ce", "sce", "gce", "bootstrap")
+SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
 HINT_OPERATORS = ("smooth", "surface", "border")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
 

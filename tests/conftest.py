@@ -13,7 +13,8 @@ SHARED = Path(os.environ.get("SEMHINT_SHARED", REPO.parent / "shared"))
 ORACLES = SHARED / "oracles"
 KITTI_SAMPLE = SHARED / "data" / "kitti_sample"
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: tests use tiny tensors, where thread start-up costs more than it saves, and CI has 2 cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
