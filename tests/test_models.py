@@ -37,6 +37,12 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
+def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Float comparison; torch.testing.assert_close would import torch.distributed (seconds) here."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert torch.allclose(actual, expected, rtol=1e-5, atol=1e-6), (actual - expected).abs().max()
+
+
 def fake_features(batch: int, height: int, width: int, channels=R18_CHANNELS, grad: bool = False) -> list[torch.Tensor]:
     """Random encoder features with the sizes a stride-2 conv stack gives: ceil(size / 2^(i+1))."""
     return [
@@ -127,12 +133,12 @@ def test_seg_gradient_is_scaled_at_the_fork_only():
                 "branch": decoder.seg.layers["upconv_2_1"][1].weight.grad.clone() if task == "seg" else None,
             }
     seg1, seg_q = grads[1.0, "seg"], grads[0.25, "seg"]
-    torch.testing.assert_close(seg_q["trunk"], 0.25 * seg1["trunk"])
+    assert_close(seg_q["trunk"], 0.25 * seg1["trunk"])
     for g1, gq in zip(seg1["features"], seg_q["features"]):
         assert g1.abs().sum() > 0
-        torch.testing.assert_close(gq, 0.25 * g1)
-    torch.testing.assert_close(seg_q["branch"], seg1["branch"])  # inside the seg branch: untouched
-    torch.testing.assert_close(grads[0.25, "disp"]["trunk"], grads[1.0, "disp"]["trunk"])  # depth: untouched
+        assert_close(gq, 0.25 * g1)
+    assert_close(seg_q["branch"], seg1["branch"])  # inside the seg branch: untouched
+    assert_close(grads[0.25, "disp"]["trunk"], grads[1.0, "disp"]["trunk"])  # depth: untouched
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,14 +182,14 @@ def test_fabricated_torchvision_file_round_trips(tmp_path):
     encoder = ResNetEncoder(18)
     load_torchvision_weights(encoder, path)
     for key, value in encoder.state_dict().items():
-        torch.testing.assert_close(value, state[key])
+        assert_close(value, state[key])
 
     pose_encoder = ResNetEncoder(18, num_input_images=2)
     load_torchvision_weights(pose_encoder, path)
     stem = pose_encoder.conv1.weight.detach()
     assert stem.shape == (64, 6, 7, 7)
-    torch.testing.assert_close(stem[:, :3], state["conv1.weight"] / 2)
-    torch.testing.assert_close(stem[:, 3:], state["conv1.weight"] / 2)
+    assert_close(stem[:, :3], state["conv1.weight"] / 2)
+    assert_close(stem[:, 3:], state["conv1.weight"] / 2)
 
     no_head = tmp_path / "no_fc.pth"  # the classifier is optional
     torch.save({k: v for k, v in state.items() if not k.startswith("fc.")}, no_head)
@@ -259,9 +265,9 @@ def test_efficientnet_lite0_loads_package_weights():
     raw = torch.load(efficientnet_lite0_package_path(), map_location="cpu", weights_only=True)
     encoder = EfficientNetLite0Encoder()
     load_efficientnet_lite0_weights(encoder)
-    torch.testing.assert_close(encoder.stem_conv.weight.detach(), raw["_conv_stem.weight"])
-    torch.testing.assert_close(encoder.blocks[15].project_conv.weight.detach(), raw["_blocks.15._project_conv.weight"])
-    torch.testing.assert_close(encoder.blocks[4].depthwise_bn.running_var, raw["_blocks.4._bn1.running_var"])
+    assert_close(encoder.stem_conv.weight.detach(), raw["_conv_stem.weight"])
+    assert_close(encoder.blocks[15].project_conv.weight.detach(), raw["_blocks.15._project_conv.weight"])
+    assert_close(encoder.blocks[4].depthwise_bn.running_var, raw["_blocks.4._bn1.running_var"])
     with torch.no_grad():
         features = encoder.eval()(torch.rand(1, 3, 70, 102))
     assert [tuple(f.shape[1:]) for f in features] == [
@@ -281,8 +287,8 @@ def test_pose_shapes_and_scale():
         axisangle, translation = net(torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96))
     assert axisangle.shape == (2, 1, 3) and translation.shape == (2, 1, 3)
     expected = 0.01 * raw["out"].mean(dim=(2, 3))
-    torch.testing.assert_close(axisangle[:, 0], expected[:, :3])
-    torch.testing.assert_close(translation[:, 0], expected[:, 3:])
+    assert_close(axisangle[:, 0], expected[:, :3])
+    assert_close(translation[:, 0], expected[:, 3:])
     assert net.encoder.conv1.in_channels == 6
 
 
@@ -297,7 +303,7 @@ def test_depth_net_traces_without_baking_the_batch_size():
         eager, scripted = net(images), traced(images)
     assert set(scripted) == set(eager)
     for key in eager:
-        torch.testing.assert_close(scripted[key], eager[key])
+        assert_close(scripted[key], eager[key])
 
 
 def test_decoder_channels_are_monodepth2s():
