@@ -96,11 +96,14 @@ def segment_aware_smoothing(depth: torch.Tensor, seg_labels: torch.Tensor, image
     lab_p = F.pad(labels.unsqueeze(1), (pad,) * 4, value=-1)
     img_p = F.pad(image, (pad,) * 4, mode="replicate")
 
+    colour_scale = 1.0 / (2 * sigma_color ** 2 * image.shape[1])  # mean over channels, folded into one scale
+    lab = labels.unsqueeze(1)
+
     def kernel(dy: int, dx: int, i: int, j: int) -> torch.Tensor:
-        k = math.exp(-(i * i + j * j) / (2 * sigma_space ** 2))
-        colour = (image - _shifted(img_p, pad, dy, dx, h, w)).pow(2).mean(1, keepdim=True)
-        same = (_shifted(lab_p, pad, dy, dx, h, w) == labels.unsqueeze(1)) & known
-        return same * torch.exp(-colour / (2 * sigma_color ** 2)) * k
+        space = (i * i + j * j) / (2 * sigma_space ** 2)
+        colour = (image - _shifted(img_p, pad, dy, dx, h, w)).square_().sum(1, keepdim=True)
+        k = colour.mul_(-colour_scale).sub_(space).exp_()
+        return k.mul_((_shifted(lab_p, pad, dy, dx, h, w) == lab) & known)
 
     offsets = list(_offsets(radius, dilation))
     # the colour * class * space kernel is fixed across iterations: cache it only when iterating
@@ -113,10 +116,10 @@ def segment_aware_smoothing(depth: torch.Tensor, seg_labels: torch.Tensor, image
         kden = torch.zeros_like(log_d)
         for n, (dy, dx, i, j) in enumerate(offsets):
             kern = cached[n] if cached is not None else kernel(dy, dx, i, j)
-            ws = kern * _shifted(w_p, pad, dy, dx, h, w)
-            num += ws * _shifted(x_p, pad, dy, dx, h, w)
-            den += ws
             kden += kern
+            ws = kern * _shifted(w_p, pad, dy, dx, h, w)
+            den += ws
+            num.addcmul_(ws, _shifted(x_p, pad, dy, dx, h, w))
         filtered = num / den.clamp_min(_EPS)
         log_d = torch.where(known & (den > _EPS), filtered, log_d)
         weight = torch.maximum(weight, den / kden.clamp_min(_EPS))
@@ -388,20 +391,26 @@ def snap_borders(labels: torch.Tensor, depth: torch.Tensor, band: int = 2, sigma
 def _snap_once(labels: torch.Tensor, depth: torch.Tensor, band: int, sigma_depth: float) -> torch.Tensor:
     b, h, w = labels.shape
     known = labels != IGNORE
-    n_cls = int(labels[known].max().item()) + 1 if known.any() else 0
-    if n_cls == 0:
+    if not known.any():
         return labels
-    onehot = F.one_hot(torch.where(known, labels, 0), n_cls).permute(0, 3, 1, 2).to(depth.dtype) * known.unsqueeze(1)
+    n_cls = int(labels[known].max().item()) + 1
     log_d = depth.clamp_min(_EPS).log()
-    votes_p = F.pad(onehot, (band,) * 4)
+    # votes are scattered into the voter's class (one channel per offset, not one per class)
+    lab_p = F.pad(torch.where(known, labels, 0).unsqueeze(1), (band,) * 4)
+    ok_p = F.pad(known.unsqueeze(1), (band,) * 4)
     x_p = F.pad(log_d, (band,) * 4)
-    votes = torch.zeros_like(onehot)
+    votes = torch.zeros(b, n_cls, h, w, dtype=depth.dtype, device=depth.device)
+    # window min / max of the known labels (ignored pixels set to values that never win)
+    lo, hi = torch.where(known, labels, n_cls), torch.where(known, labels, -1)
+    lo_p, hi_p = F.pad(lo, (band,) * 4, value=n_cls), F.pad(hi, (band,) * 4, value=-1)
+    lo_min, hi_max = lo, hi
     for dy, dx, _, _ in _offsets(band):
         sim = torch.exp(-(log_d - _shifted(x_p, band, dy, dx, h, w)).pow(2) / (2 * sigma_depth ** 2))
-        votes += sim * _shifted(votes_p, band, dy, dx, h, w)
-    has_other = (F.max_pool2d(onehot, 2 * band + 1, stride=1, padding=band) > onehot).any(1)
-    snapped = votes.argmax(1)
-    return torch.where(known & has_other, snapped, labels)
+        votes.scatter_add_(1, _shifted(lab_p, band, dy, dx, h, w), sim * _shifted(ok_p, band, dy, dx, h, w))
+        lo_min = torch.minimum(lo_min, _shifted(lo_p, band, dy, dx, h, w))
+        hi_max = torch.maximum(hi_max, _shifted(hi_p, band, dy, dx, h, w))
+    near_border = lo_min != hi_max  # some other known class within the window
+    return torch.where(known & near_border, votes.argmax(1), labels)
 
 
 # ----------------------------------------------------------------------------------------------
