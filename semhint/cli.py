@@ -181,6 +181,58 @@ def _run_track(args) -> None:
                   args.flow, args.scale, not args.no_video, args.device, args.flow_width, args.semantic)
 
 
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="render a built-in synthetic world with exact depth, poses, semantics (and tracks)")
+    worlds = p.add_subparsers(dest="world", metavar="WORLD", required=True)
+    for world, text in (("drive", "driving video in the KITTI raw layout (Cityscapes train ids)"),
+                        ("tissue", "endoscopic video of deforming tissue, with 2D/3D point tracks (mm)")):
+        w = worlds.add_parser(world, help=text)
+        w.add_argument("--out", required=True, help="output folder (data/, gt_depth/, gt_labels/, poses/, splits/, meta.json)")
+        w.add_argument("--preset", default="demo", choices=["tiny", "demo", "bench"], help="size preset (default demo)")
+        w.add_argument("--sequences", type=int, default=None, help="number of sequences (overrides the preset)")
+        w.add_argument("--frames", type=int, default=None, help="frames per sequence (overrides the preset)")
+        w.add_argument("--size", default=None, help="HEIGHTxWIDTH, e.g. 192x640 (overrides the preset)")
+        w.add_argument("--seed", type=int, default=0)
+        w.add_argument("--preview", action="store_true", help="also write OUT/preview.png (image, depth, semantics, tracks)")
+        if world == "drive":
+            w.add_argument("--static-cars", action="store_true", help="no moving cars (by default a lead car moves with the camera)")
+            w.add_argument("--no-stops", action="store_true", help="the camera never stands still")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_synth(args) -> None:
+    from semhint.data.synthetic import synth_command
+
+    synth_command(args.world, args.out, args.preset, args.seed, args.sequences, args.frames, args.size, args.preview,
+                  getattr(args, "static_cars", False), getattr(args, "no_stops", False))
+
+
+def _add_labels_corrupt(labels_sub) -> None:
+    p = labels_sub.add_parser("corrupt", help="make noisy label maps from ground truth and report their mIoU")
+    p.add_argument("--gt", required=True, help="folder of ground-truth label PNGs (e.g. OUT/gt_labels of `semhint synth`)")
+    p.add_argument("--out", required=True, help="output folder (mirrors --gt; corruption.json holds the mIoU)")
+    p.add_argument("--strength", type=float, default=0.5, help="noise strength in [0, 1] (0 = ground truth)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", default="cityscapes", help="class set: cityscapes or tissue")
+    p.set_defaults(func=_run_labels_corrupt)
+
+
+def _run_labels_corrupt(args) -> None:
+    from semhint.data.synthetic.corrupt import corrupt_command
+
+    corrupt_command(args.gt, args.out, args.strength, args.seed, args.classes)
+
+
+_LABELS_COMMANDS = [_add_labels_corrupt]  # `semhint labels X` sub-commands: append an _add_labels_X here
+
+
+def _add_labels(sub) -> None:
+    p = sub.add_parser("labels", help="label maps: make noisy labels from ground truth (corrupt), and more")
+    labels_sub = p.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    for add in _LABELS_COMMANDS:
+        add(labels_sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semhint", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -190,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = [_add_train, _add_kitti, _add_split, _add_evaluate, _add_predict, _add_export, _add_demo, _add_track]
+_COMMANDS = [_add_train, _add_kitti, _add_split, _add_evaluate, _add_predict, _add_export, _add_demo, _add_track, _add_synth, _add_labels]
 
 
 def main(argv: list[str] | None = None) -> int:

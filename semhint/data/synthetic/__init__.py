@@ -1,0 +1,184 @@
+"""Built-in synthetic worlds with exact ground truth: SynthDrive (street video) and SynthTissue
+(endoscopic video), plus controlled label noise. No download needed: `semhint synth drive --out DIR`.
+
+The output layout is described in :mod:`semhint.data.synthetic.writer`; drive data is the KITTI raw
+layout (read by ``semhint.data.kitti``), tissue data one folder per sequence with intrinsics.yaml
+(read by ``semhint.data.folder``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from semhint.fileio import InputError
+
+PRESETS = {
+    "drive": {
+        "tiny": dict(sequences=2, frames=8, height=64, width=208),  # tests: seconds
+        "demo": dict(sequences=5, frames=80, height=96, width=320),  # a few minutes of CPU training
+        "bench": dict(sequences=4, frames=100, height=192, width=640),  # KITTI network resolution
+    },
+    "tissue": {
+        "tiny": dict(sequences=2, frames=8, height=48, width=64),
+        "demo": dict(sequences=4, frames=60, height=192, width=256),
+        "bench": dict(sequences=3, frames=60, height=240, width=320),
+    },
+}
+
+__all__ = ["PRESETS", "render_drive", "render_tissue", "resolve_preset", "parse_size", "synth_command"]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'HxW' (e.g. '192x640') to (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise InputError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 192x640")
+    h, w = int(parts[0]), int(parts[1])
+    if h < 8 or w < 8:
+        raise InputError(f"--size {text!r}: height and width must be at least 8 pixels")
+    return h, w
+
+
+def resolve_preset(kind: str, preset: str, **overrides) -> dict:
+    """A preset's settings with every non-None override applied (``size`` may be 'HxW')."""
+    if preset not in PRESETS[kind]:
+        raise InputError(f"unknown {kind} preset {preset!r} (choose from: {', '.join(PRESETS[kind])})")
+    settings = dict(PRESETS[kind][preset])
+    size = overrides.pop("size", None)
+    if size:
+        settings["height"], settings["width"] = parse_size(size) if isinstance(size, str) else size
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if settings["sequences"] < 1:
+        raise InputError(f"--sequences must be at least 1, got {settings['sequences']}")
+    if settings["frames"] < 3:
+        raise InputError(f"--frames must be at least 3 (a target needs both neighbours), got {settings['frames']}")
+    return settings
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame")
+
+
+def _preview_picks(n_frames: int, count: int = 4) -> list[int]:
+    return sorted(set(int(round(x)) for x in np.linspace(0, n_frames - 1, count)))
+
+
+def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences: int | None = None,
+                 frames: int | None = None, size: str | tuple[int, int] | None = None, moving_cars: bool | None = None,
+                 stops: bool | None = None, preview: bool = False, progress: bool = True) -> Path:
+    """Render SynthDrive into ``out`` (KITTI raw layout + GT depth, labels, poses, splits); returns ``out``."""
+    from semhint import __version__
+    from semhint.data.labels import CITYSCAPES
+    from semhint.data.synthetic import drive, writer
+
+    s = resolve_preset("drive", preset, sequences=sequences, frames=frames, size=size, moving_cars=moving_cars,
+                       stops=stops)
+    out = Path(out)
+    fields = {f.name for f in dataclasses.fields(drive.DriveConfig)}
+    cfg = drive.DriveConfig(seed=seed, **{k: v for k, v in s.items() if k in fields})
+    K = drive.intrinsics(cfg)
+    writer.write_drive_static(out, K, cfg.width, cfg.height, s["sequences"], cfg.frames)
+    bar = _progress(s["sequences"] * cfg.frames, "synth drive") if progress else None
+    picks, sheet = _preview_picks(cfg.frames), []
+    for seq in range(s["sequences"]):
+        scene = drive.build_scene(cfg, seed * 1000 + seq)
+        for i in range(cfg.frames):
+            rendered = drive.render_frame(scene, cfg, i)
+            writer.write_drive_frame(out, seq, i, rendered)
+            if preview and seq == 0 and i in picks:
+                sheet.append(dict(rendered, frame=i))
+            if bar is not None:
+                bar.update(1)
+        writer.write_poses(out / "poses" / writer.DATE / f"{writer.drive_name(seq)}.txt", scene.poses)
+    if bar is not None:
+        bar.close()
+    writer.write_meta(out, {
+        "generator": "semhint synth drive", "version": __version__, "seed": seed, "preset": preset, "settings": s,
+        "layout": "kitti_raw", "date": writer.DATE, "sequences": [f"{writer.DATE}/{writer.drive_name(q)}" for q in range(s["sequences"])],
+        "units": "m", "depth_png_scale": 256, "depth_invalid": "0 (sky, or beyond 255.99 m)",
+        "class_set": "cityscapes", "num_classes": CITYSCAPES.num_classes, "ignore_index": 255,
+        "intrinsics": {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "width": cfg.width, "height": cfg.height},
+        "camera_height_m": cfg.camera_height,
+        "poses": "poses/DATE/DRIVE.txt: per frame the 3x4 camera-to-world matrix, row-major (KITTI odometry format); "
+                 "world x right, y down, z forward; T(target->source) = inv(P_source) @ P_target",
+    })
+    if preview:
+        from semhint.data.synthetic.preview import contact_sheet
+
+        contact_sheet(out / "preview.png", sheet, CITYSCAPES, f"SynthDrive {cfg.height}x{cfg.width}, seed {seed}")
+    return out
+
+
+def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequences: int | None = None,
+                  frames: int | None = None, size: str | tuple[int, int] | None = None, queries: int | None = None,
+                  preview: bool = False, progress: bool = True) -> Path:
+    """Render SynthTissue into ``out`` (folder layout + GT depth in mm, labels, poses, tracks, splits)."""
+    from semhint import __version__
+    from semhint.data.labels import TISSUE
+    from semhint.data.synthetic import tissue, writer
+    from semhint.fileio import save_npz
+
+    s = resolve_preset("tissue", preset, sequences=sequences, frames=frames, size=size, queries=queries)
+    out = Path(out)
+    fields = {f.name for f in dataclasses.fields(tissue.TissueConfig)}
+    cfg = tissue.TissueConfig(seed=seed, **{k: v for k, v in s.items() if k in fields})
+    K = tissue.intrinsics(cfg)
+    writer.write_tissue_static(out, K, cfg.width, cfg.height, s["sequences"], cfg.frames)
+    bar = _progress(s["sequences"] * cfg.frames, "synth tissue") if progress else None
+    picks, sheet = _preview_picks(cfg.frames), []
+    for seq in range(s["sequences"]):
+        scene = tissue.build_scene(cfg, seed * 1000 + seq)
+        xy, xyz, vis, queries_uv = [], [], [], None
+        for i, rendered in tissue.render_sequence(cfg, seed * 1000 + seq, scene=scene):
+            writer.write_tissue_frame(out, seq, i, rendered)
+            queries_uv = rendered["queries"]
+            xy.append(rendered["tracks"]["xy"])
+            xyz.append(rendered["tracks"]["xyz"])
+            vis.append(rendered["tracks"]["visible"])
+            if preview and seq == 0 and i in picks:
+                sheet.append(dict(rendered, frame=i, trail=np.stack(xy)))
+            if bar is not None:
+                bar.update(1)
+        name = writer.tissue_name(seq)
+        save_npz(out / "tracks" / f"{name}.npz", queries=queries_uv.astype(np.float32), query_frame=np.int64(0),
+                 tracks_2d=np.stack(xy).astype(np.float32), tracks_3d=np.stack(xyz).astype(np.float32),
+                 visibility=np.stack(vis).astype(bool))
+        writer.write_poses(out / "poses" / f"{name}.txt", scene.poses)
+    if bar is not None:
+        bar.close()
+    writer.write_meta(out, {
+        "generator": "semhint synth tissue", "version": __version__, "seed": seed, "preset": preset, "settings": s,
+        "layout": "folder", "sequences": [writer.tissue_name(q) for q in range(s["sequences"])],
+        "units": "mm", "depth_png_scale": 256, "depth_invalid": "0",
+        "class_set": "tissue", "num_classes": TISSUE.num_classes, "ignore_index": 255,
+        "intrinsics": {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "width": cfg.width, "height": cfg.height},
+        "fps": cfg.fps,
+        "poses": "poses/SEQUENCE.txt: per frame the 3x4 camera-to-world matrix (mm), row-major; world = first camera; "
+                 "T(target->source) = inv(P_source) @ P_target",
+        "tracks": "tracks/SEQUENCE.npz: queries (N x 2 material coordinates, mm), query_frame, tracks_2d (T x N x 2 px), "
+                  "tracks_3d (T x N x 3 mm, camera frame), visibility (T x N bool: in view, not hidden by the instrument)",
+    })
+    if preview:
+        from semhint.data.synthetic.preview import contact_sheet
+
+        contact_sheet(out / "preview.png", sheet, TISSUE, f"SynthTissue {cfg.height}x{cfg.width}, seed {seed}", tracks=True)
+    return out
+
+
+def synth_command(kind: str, out: str, preset: str, seed: int, sequences: int | None, frames: int | None,
+                  size: str | None, preview: bool, static_cars: bool = False, no_stops: bool = False) -> None:
+    """`semhint synth drive|tissue`: render a world and say where it went."""
+    if kind == "drive":
+        path = render_drive(out, preset, seed, sequences, frames, size, moving_cars=False if static_cars else None,
+                            stops=False if no_stops else None, preview=preview)
+    elif kind == "tissue":
+        path = render_tissue(out, preset, seed, sequences, frames, size, preview=preview)
+    else:
+        raise InputError(f"unknown synthetic world {kind!r} (choose drive or tissue)")
+    print(f"wrote {path} (data/, gt_depth/, gt_labels/, poses/, splits/{', tracks/' if kind == 'tissue' else ''}, meta.json)"
+          + (f"; preview: {path / 'preview.png'}" if preview else ""))
