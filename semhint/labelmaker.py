@@ -23,7 +23,8 @@ from PIL import Image
 
 from semhint.config import ModelConfig
 from semhint.data import IMAGE_SUFFIXES, mirrored_path
-from semhint.fileio import InputError, atomic_path, read_label_png, read_rgb, save_image, write_json
+from semhint.data.labels import write_label_png
+from semhint.fileio import InputError, atomic_path, read_label_png, read_rgb, write_json
 from semhint.models.labeler import Labeler, labeler_model_config
 
 IGNORE = 255
@@ -315,7 +316,7 @@ def predict_labels(model_path: str | Path, data_path: str | Path, out: str | Pat
     bar = tqdm(total=len(paths), desc="labels predict", unit="frame", disable=not progress, dynamic_ncols=True)
     for chunk, batch, sizes in _iterate_batches(paths, size, batch_size):
         for img, pred in zip(chunk, predict_batch(model, batch, sizes)):
-            save_image(mirrored_path(out, img, data_path), pred)
+            write_label_png(mirrored_path(out, img, data_path), pred)
             if acc is not None:
                 gt = mirrored_path(gt_labels, img, data_path)
                 if gt.is_file():

@@ -81,6 +81,9 @@ def test_clear_errors(tmp_path):
         labelmaker.load_labeler(tmp_path / "junk.ckpt")
     with pytest.raises(InputError, match="HEIGHTxWIDTH"):
         labelmaker.parse_size("96by320")
+    assert labelmaker.class_names("tissue") == ["tissue A", "tissue B", "instrument"]
+    with pytest.raises(InputError, match="unknown class set"):
+        labelmaker.class_names("pascal")
     assert not (tmp_path / "x.ckpt").exists()
 
 
