@@ -35,10 +35,11 @@ def corrupt_labels(labels: np.ndarray, class_set: ClassSet, strength: float, rng
 
 
 def _fill_from_outside(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Relabel ``region`` with the label of the nearest pixel outside it (what a model would guess)."""
-    if not region.any() or region.all():
+    """Relabel ``region`` with the label of the nearest labelled pixel outside it (what a model would guess)."""
+    blocked = region | (labels == IGNORE_INDEX)  # never copy 'ignore' into a labelled pixel
+    if not region.any() or blocked.all():
         return labels
-    _, (iy, ix) = ndimage.distance_transform_edt(region, return_indices=True)
+    _, (iy, ix) = ndimage.distance_transform_edt(blocked, return_indices=True)
     out = labels.copy()
     out[region] = labels[iy[region], ix[region]]
     return out
