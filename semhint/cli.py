@@ -223,7 +223,49 @@ def _run_labels_corrupt(args) -> None:
     corrupt_command(args.gt, args.out, args.strength, args.seed, args.classes)
 
 
-_LABELS_COMMANDS = [_add_labels_corrupt]  # `semhint labels X` sub-commands: append an _add_labels_X here
+def _add_labels_train(labels_sub) -> None:
+    p = labels_sub.add_parser("train", help="fit a small segmentation model on a handful of labelled frames")
+    p.add_argument("--images", required=True, help="image root (e.g. OUT/data of `semhint synth`)")
+    p.add_argument("--labels", required=True, help="label root mirroring --images (same relative path, .png)")
+    p.add_argument("--out", required=True, help="checkpoint to write (e.g. labeler.ckpt)")
+    p.add_argument("--classes", default="cityscapes", help="cityscapes | tissue | comma-separated names | a count")
+    p.add_argument("--size", default="96x320", help="network input HEIGHTxWIDTH (default 96x320)")
+    p.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
+    p.add_argument("--frames", type=int, default=16, help="labelled frames to use, spread evenly (0 = all; default 16)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--encoder", default="resnet18", help="resnet18 | resnet34 | resnet50 | efficientnet_lite0")
+    p.add_argument("--pretrained", default="", help="encoder weights: a torchvision file, or 'package' for efficientnet_lite0")
+    p.add_argument("--gt-labels", default=None, help="ground-truth label root: report mIoU on held-out frames")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_labels_train)
+
+
+def _run_labels_train(args) -> None:
+    from semhint.labelmaker import labels_train_command
+
+    labels_train_command(args.images, args.labels, args.out, args.classes, args.size, args.steps, args.frames,
+                         args.batch_size, args.lr, args.encoder, args.pretrained, args.gt_labels, args.seed)
+
+
+def _add_labels_predict(labels_sub) -> None:
+    p = labels_sub.add_parser("predict", help="write a label map for every frame with a `labels train` model")
+    p.add_argument("--model", required=True, help="checkpoint from `semhint labels train`")
+    p.add_argument("--data-path", required=True, help="image root; every image below it gets a label map")
+    p.add_argument("--out", required=True, help="label root to write (mirrors --data-path; labels_info.json summary)")
+    p.add_argument("--gt-labels", default=None, help="ground-truth label root mirroring --data-path: report mIoU")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.set_defaults(func=_run_labels_predict)
+
+
+def _run_labels_predict(args) -> None:
+    from semhint.labelmaker import labels_predict_command
+
+    labels_predict_command(args.model, args.data_path, args.out, args.gt_labels, args.batch_size)
+
+
+# `semhint labels X` sub-commands: append an _add_labels_X here
+_LABELS_COMMANDS = [_add_labels_corrupt, _add_labels_train, _add_labels_predict]
 
 
 def _add_labels(sub) -> None:
