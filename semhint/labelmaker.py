@@ -260,6 +260,9 @@ def train_labeler(images: str | Path, labels: str | Path, out: str | Path, class
         raise InputError(f"labels train: --steps and --batch-size must be >= 1, got {steps}, {batch_size}")
     if size[0] < 32 or size[1] < 32:
         raise InputError(f"labels train: --size must be at least 32x32, got {size[0]}x{size[1]}")
+    if batch_size * (size[0] // 32) * (size[1] // 32) < 2:  # batch norm needs two values at the stride-32 bottleneck
+        raise InputError(f"labels train: --size {size[0]}x{size[1]} with --batch-size {batch_size} is too small "
+                         "(use a larger size or batch)")
     images, out = Path(images), Path(out)
     names = class_names(classes)
     pairs = pick_evenly(labelled_pairs(images, labels), frames)

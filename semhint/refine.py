@@ -286,7 +286,10 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
                                            sigma_space=refine_cfg.bilateral_sigma_space,
                                            source_weight=texture_weight(image))
         elif op == "surface":
-            hint, _ = segment_surface_fit(hint, labels, K, refine_cfg.stuff_classes, generator=generator)
+            # plane (1) for driving; a curved surface (2) suits tissue. RefineConfig has no
+            # surface_order field yet, so the plane is the default until the config grows one.
+            order = getattr(refine_cfg, "surface_order", 1)
+            hint, _ = segment_surface_fit(hint, labels, K, refine_cfg.stuff_classes, order=order, generator=generator)
         elif op == "border":
             hint = border_morphing(hint, labels)
         else:
@@ -419,10 +422,10 @@ def _snap_once(labels: torch.Tensor, depth: torch.Tensor, band: int, sigma_depth
 def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tuple[torch.Tensor, dict[str, float]]:
     from semhint import losses
 
-    image = batch["image/0"]
-    with torch.no_grad():
-        depth = maps["depth/0"].detach()
-        hint = make_depth_hint(depth, outputs["seg/0"], image, batch["K"], cfg.refine)
+    image = batch["image/0"].float()
+    with torch.no_grad():  # float32 throughout: log/exp and the surface solve need it under AMP
+        depth = maps["depth/0"].detach().float()
+        hint = make_depth_hint(depth, outputs["seg/0"], image, batch["K"].float(), cfg.refine)
         if cfg.refine.hint_gate:
             hint_err = reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
             gate = hint_gate(hint_err, maps["reproj/0"].detach(), maps.get("automask/0"))
@@ -448,16 +451,17 @@ def _pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source
 
     logits = outputs["seg/0"]
     with torch.no_grad():
-        depth = maps["depth/0"].detach()
-        K, inv_K = batch["K"], batch.get("inv_K")
+        depth = maps["depth/0"].detach().float()
+        K, inv_K = batch["K"].float(), batch.get("inv_K")
+        inv_K = None if inv_K is None else inv_K.float()
         warped, valid = [], []
         for f, src in sorted(source_outputs.items()):
             if f == 0 or f not in poses:
                 continue
-            p, ok = warp_probabilities(src["seg/0"].detach().softmax(1), depth, poses[f].detach(), K, inv_K)
+            p, ok = warp_probabilities(src["seg/0"].detach().float().softmax(1), depth, poses[f].detach().float(), K, inv_K)
             warped.append(p)
             valid.append(ok)
-        fused = fuse_probabilities(logits.detach().softmax(1), warped, valid)
+        fused = fuse_probabilities(logits.detach().float().softmax(1), warped, valid)
         noisy = batch.get("labels/0")
         photo = maps.get("reproj/0")
         pseudo = select_pseudo_labels(fused, noisy, None if photo is None else photo.detach(),

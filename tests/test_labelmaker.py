@@ -97,3 +97,18 @@ def test_augment_keeps_labels_aligned_with_pixels():
     assert out_img.shape == img.shape and out_lab.shape == lab.shape
     bright = out_img.mean(1) > 0.5
     assert (bright == (out_lab == 1)).float().mean() > 0.97  # only interpolation rims may differ
+
+
+def test_cli_train_then_predict(tmp_path, capsys):
+    from semhint.cli import main
+
+    data, gt = _make_frames(tmp_path, count=2)
+    ckpt = tmp_path / "m.ckpt"
+    assert main(["labels", "train", "--images", str(data), "--labels", str(gt), "--out", str(ckpt), "--classes", "2",
+                 "--size", "32x64", "--steps", "1", "--frames", "1", "--batch-size", "1"]) == 0
+    assert main(["labels", "predict", "--model", str(ckpt), "--data-path", str(data), "--out", str(tmp_path / "lab"),
+                 "--gt-labels", str(gt)]) == 0
+    assert "mIoU vs ground truth" in capsys.readouterr().out
+    assert (tmp_path / "lab" / "seq" / "0001.png").is_file()
+    assert main(["labels", "predict", "--model", str(tmp_path / "none.ckpt"), "--data-path", str(data),
+                 "--out", str(tmp_path / "x")]) == 2
