@@ -471,9 +471,9 @@ def _pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source
     kept = pseudo != IGNORE
     loss = losses.cross_entropy(logits, pseudo, IGNORE)  # an exact zero (with graph) when all are ignored
     stats = {"pseudo_label_rate": kept.float().mean().item(), "pseudo_sources": float(len(warped))}
-    if noisy is not None:
-        both = kept & (noisy != IGNORE)
-        stats["pseudo_label_agreement"] = (pseudo == noisy)[both].float().mean().item() if both.any() else float("nan")
+    both = kept & (noisy != IGNORE) if noisy is not None else None
+    if both is not None and both.any():  # left out (not NaN) when undefined, so step averages stay finite
+        stats["pseudo_label_agreement"] = (pseudo == noisy)[both].float().mean().item()
     return loss, stats
 
 
