@@ -27,15 +27,28 @@ def colorize(values: np.ndarray, cmap: str = "magma", vmin: float | None = None,
     return (rgba[..., :3] * 255).astype(np.uint8)
 
 
-def colorize_depth(depth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Depth shown as disparity (1 / depth) in magma; pixels without a value are black."""
+def colorize_depth(depth: np.ndarray, valid: np.ndarray | None = None, disp_max: float | None = None) -> np.ndarray:
+    """Depth shown as disparity (1 / depth) in magma; pixels without a value are black.
+
+    ``disp_max`` fixes the colour scale (to compare maps of one scene); default: this map's 95th percentile.
+    """
     depth = np.asarray(depth, dtype=np.float32)
     valid = depth > 0 if valid is None else valid
     disp = np.zeros_like(depth)
     disp[valid] = 1.0 / depth[valid]
-    out = colorize(disp, vmin=0.0, vmax=float(np.percentile(disp[valid], 95)) if valid.any() else 1.0)
+    if disp_max is None:
+        disp_max = float(np.percentile(disp[valid], 95)) if valid.any() else 1.0
+    out = colorize(disp, vmin=0.0, vmax=disp_max)
     out[~valid] = 0
     return out
+
+
+def _row_disp_max(row: dict[str, np.ndarray]) -> float | None:
+    """The colour scale of a panel row: the 95th percentile disparity of its first depth map."""
+    for image in row.values():
+        if image.ndim == 2 and (image > 0).any():
+            return float(np.percentile(1.0 / image[image > 0], 95))
+    return None
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
@@ -50,7 +63,9 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
 def depth_panels(rows: list[dict[str, np.ndarray]], path: str | Path, titles: list[str] | None = None) -> None:
     """A grid: one row per frame, one column per named image (RGB uint8 or depth float maps).
 
-    Float 2-D maps are drawn as depth (magma on inverse depth); uint8 H x W x 3 arrays as they are.
+    Float 2-D maps are drawn as depth (magma on inverse depth) with one colour scale per row, taken
+    from the row's first depth map (the ground truth), so depths of one frame compare by colour;
+    uint8 H x W x 3 arrays are drawn as they are.
     """
     import matplotlib
 
@@ -62,9 +77,10 @@ def depth_panels(rows: list[dict[str, np.ndarray]], path: str | Path, titles: li
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(3.2 * len(columns), 3.2 * h / w * len(rows) + 0.4),
                              squeeze=False)
     for r, row in enumerate(rows):
+        disp_max = _row_disp_max(row)
         for c, name in enumerate(columns):
             image = row[name]
-            shown = image if image.ndim == 3 else colorize_depth(image)
+            shown = image if image.ndim == 3 else colorize_depth(image, disp_max=disp_max)
             axes[r, c].imshow(shown)
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])

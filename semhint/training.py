@@ -165,14 +165,15 @@ class SemHintModule(L.LightningModule):
         count = float(sums[0])
         if count > 0:
             metrics = {f"val/{n}": float(s) / count for n, s in zip(METRIC_NAMES, sums[1:].tolist())}
-            self.log_dict(metrics, prog_bar=False, rank_zero_only=True)
-            self.log("val/abs_rel", metrics["val/abs_rel"], prog_bar=True, rank_zero_only=True)
+            # identical on every rank after the reduce: log everywhere so callbacks on all ranks see it
+            self.log("val/abs_rel", metrics.pop("val/abs_rel"), prog_bar=True)
+            self.log_dict(metrics)
         if self.depth_net_has_seg():
             c = self.cfg.model.num_classes
             conf = self._confusion if self._confusion is not None else torch.zeros(c, c, dtype=torch.float64)
             conf = self.trainer.strategy.reduce(conf.to(self.device), reduce_op="sum")
             if conf.sum() > 0:
-                self.log("val/miou", miou_from_confusion(conf), prog_bar=True, rank_zero_only=True)
+                self.log("val/miou", miou_from_confusion(conf), prog_bar=True)
 
     def depth_net_has_seg(self) -> bool:
         return self.cfg.model.num_classes > 0
@@ -223,7 +224,7 @@ class DataModule(L.LightningDataModule):
         self.val_set = None
 
     def setup(self, stage: str | None = None) -> None:
-        from semhint.data import build_dataset
+        from semhint.data.snippets import build_dataset
 
         if self.train_set is None:
             self.train_set = build_dataset(self.cfg.data, "train")

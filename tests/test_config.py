@@ -1,0 +1,89 @@
+"""Config loading: every shipped YAML is valid, and bad files fail at load with the key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from semhint.config import Config, ConfigError, load_config, save_config, to_dict
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+
+
+def test_shipped_configs_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"kitti_eigen_zhou.yaml", "synth_drive.yaml", "kitti_sample.yaml", "synth_tissue.yaml"} <= names
+
+
+def test_monodepth2_recipe():
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "kitti_eigen_zhou.yaml")
+    assert (cfg.model.encoder, cfg.data.height, cfg.data.width) == ("resnet18", 192, 640)
+    assert (cfg.optim.lr, cfg.optim.epochs, cfg.optim.milestones, cfg.optim.gamma, cfg.optim.batch_size) == (
+        1e-4, 20, [15], 0.1, 12)
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = _write(tmp_path, "optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'optim.learning_rate'"):
+        load_config(path)
+
+
+def test_unknown_section_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'optimiser'"):
+        load_config(_write(tmp_path, "optimiser:\n  lr: 0.1\n"))
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"optim.batch_size: expected an integer"):
+        load_config(_write(tmp_path, "optim:\n  batch_size: twelve\n"))
+    with pytest.raises(ConfigError, match=r"data.augment: expected true/false"):
+        load_config(_write(tmp_path, "data:\n  augment: 3\n"))
+
+
+@pytest.mark.parametrize("override,key", [
+    ("optim.lr=-1", "optim.lr"),
+    ("data.frame_ids=[-1,0,1]", "data.frame_ids"),
+    ("model.shared_layers=11", "model.shared_layers"),
+    ("trainer.precision=fp8", "trainer.precision"),
+    ("trainer.devices=0", "trainer.devices"),
+    ("model.encoder=vgg16", "model.encoder"),
+])
+def test_impossible_values_are_named(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_overrides_apply_with_yaml_types(tmp_path):
+    path = _write(tmp_path, "optim:\n  lr: 0.001\n")
+    cfg = load_config(path, ["optim.lr=2.0e-4", "data.frame_ids=[0,-2,2]", "trainer.devices=auto"])
+    assert cfg.optim.lr == pytest.approx(2e-4)
+    assert cfg.data.frame_ids == [0, -2, 2]
+    assert cfg.trainer.devices == "auto"
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(None, ["optim.lr"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "optim: [unclosed\n"))
+
+
+def test_save_then_load_round_trips(tmp_path):
+    cfg = load_config(None, ["optim.lr=3.0e-4", "model.num_classes=5", "refine.hint=true"])
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert to_dict(load_config(tmp_path / "saved.yaml")) == to_dict(cfg)

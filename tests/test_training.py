@@ -1,0 +1,157 @@
+"""Training: pose conventions, a few real steps on a tiny SynthDrive set, exact resume, DDP over gloo."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from semhint import geometry
+from semhint.config import from_dict, load_config
+from semhint.training import CONFIG_KEY, SemHintModule, fit, predict_poses
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# unit: the pose convention
+# ----------------------------------------------------------------------------------------------
+class _RecordingPoseNet(torch.nn.Module):
+    """Returns a fixed motion and records which frames it was fed, in which order."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, a, b):
+        self.calls.append((float(a.mean()), float(b.mean())))
+        axisangle = torch.tensor([[[0.0, 0.1, 0.0]]]).expand(a.shape[0], 1, 3)
+        translation = torch.tensor([[[0.0, 0.0, 0.5]]]).expand(a.shape[0], 1, 3)
+        return axisangle, translation
+
+
+def test_poses_fed_in_time_order_and_inverted_for_past_frames():
+    batch = {f"image_aug/{f}": torch.full((2, 3, 4, 4), float(v)) for f, v in ((0, 0.5), (-1, 0.1), (1, 0.9))}
+    net = _RecordingPoseNet()
+    poses = predict_poses(net, batch, [0, -1, 1])
+    assert net.calls == [(pytest.approx(0.1), pytest.approx(0.5)), (pytest.approx(0.5), pytest.approx(0.9))]
+    # the same motion between (past, target) and (target, future): T_{-1} is the inverse of T_{+1}
+    assert poses[1].shape == (2, 4, 4)
+    torch.testing.assert_close(poses[-1] @ poses[1], torch.eye(4).expand(2, 4, 4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(poses[-1], geometry.invert_pose(poses[1]), atol=1e-6, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# integration: a few steps on a tiny rendered drive
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_drive(tmp_path_factory) -> Path:
+    from semhint.data.synthetic import render_drive
+
+    root = tmp_path_factory.mktemp("drive")
+    render_drive(root, preset="tiny", seed=0, progress=False)
+    return root
+
+
+def tiny_overrides(root: Path, out: Path, **extra) -> list[str]:
+    values = {
+        "data.path": root / "data", "data.train_split": root / "splits" / "train.txt",
+        "data.val_split": root / "splits" / "val.txt", "data.gt_depth": root / "gt_depth",
+        "data.height": 32, "data.width": 96, "data.num_workers": 0,
+        "optim.batch_size": 2, "optim.epochs": 1, "optim.grad_clip": 1.0,
+        "trainer.out_dir": out, "trainer.accelerator": "cpu", "trainer.limit_train_batches": 2,
+        "trainer.limit_val_batches": 1, "trainer.log_every_n_steps": 1, "trainer.image_log_every_n_steps": 1,
+        "trainer.num_threads": 1, "eval.protocol": "generic", "eval.crop": "none",
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+class _StartState(Callback):
+    """What the loop holds when training (re)starts: proves what resume restored."""
+
+    def on_train_start(self, trainer, pl_module):
+        opt = trainer.optimizers[0]
+        self.global_step = trainer.global_step
+        self.epoch = trainer.current_epoch
+        self.adam_steps = {float(s["step"]) for s in opt.state.values()}
+        self.lr = opt.param_groups[0]["lr"]
+
+
+def _csv_columns(path: Path) -> set[str]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {k for row in rows for k, v in row.items() if v not in ("", None)}
+
+
+def test_train_logs_checkpoints_and_resumes_exactly(tiny_drive, tmp_path):
+    out = tmp_path / "run"
+    cfg = load_config(REPO / "configs" / "synth_drive.yaml", tiny_overrides(tiny_drive, out))
+    fit(cfg)
+    last = out / "checkpoints" / "last.ckpt"
+    assert last.is_file() and (out / "config.yaml").is_file()
+    assert any(p.name.startswith("best") for p in (out / "checkpoints").iterdir())
+    assert list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    columns = _csv_columns(out / "logs" / "csv" / "metrics.csv")
+    assert {"train/loss_step", "train/photo", "val/abs_rel", "val/a1"} <= columns
+    assert any(c.startswith("lr-") for c in columns)
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved[CONFIG_KEY]["data"]["height"] == 32 and saved["global_step"] == 2
+    saved_adam = {float(s["step"]) for s in saved["optimizer_states"][0]["state"].values()}
+
+    start = _StartState()
+    cfg2 = load_config(REPO / "configs" / "synth_drive.yaml", tiny_overrides(tiny_drive, out, **{"optim.epochs": 2}))
+    fit(cfg2, resume="auto", extra_callbacks=[start])
+    assert (start.global_step, start.epoch) == (2, 1)
+    assert start.adam_steps == saved_adam == {2.0}
+    assert start.lr == pytest.approx(cfg.optim.lr)
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 4
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    from semhint.fileio import InputError
+
+    cfg = from_dict({"trainer": {"out_dir": str(tmp_path / "nothing")}})
+    with pytest.raises(InputError, match="last.ckpt: checkpoint to resume from not found"):
+        fit(cfg, resume="auto")
+
+
+def test_objective_returns_the_documented_terms():
+    cfg = from_dict({"data": {"height": 32, "width": 96}, "optim": {"batch_size": 2}})
+    module = SemHintModule(cfg)
+    g = torch.Generator().manual_seed(0)
+    batch = {}
+    for f in (0, -1, 1):
+        batch[f"image/{f}"] = batch[f"image_aug/{f}"] = torch.rand(2, 3, 32, 96, generator=g)
+    K = geometry.intrinsics_matrix(50.0, 50.0, 47.5, 15.5).expand(2, 4, 4)
+    batch["K"], batch["inv_K"] = K, torch.linalg.inv(K)
+    losses, maps, outputs = module.objective(batch)
+    assert {"loss", "photo", "smooth", "automask_frac"} <= set(losses)
+    assert outputs["disp/0"].shape == (2, 1, 32, 96) and maps["automask/0"].shape == (2, 1, 32, 96)
+    losses["loss"].backward()
+    assert module.pose_net.parameters().__next__().grad is not None
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_over_gloo(tiny_drive, tmp_path):
+    """`semhint train` with 2 processes: trains, reduces val metrics, rank 0 writes, resumes."""
+    out = tmp_path / "ddp"
+    base = [sys.executable, "-m", "semhint.cli", "train", str(REPO / "configs" / "synth_drive.yaml"),
+            *tiny_overrides(tiny_drive, out, **{"trainer.devices": 2, "trainer.strategy": "ddp",
+                                                "trainer.image_log_every_n_steps": 0})]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    subprocess.run(base, check=True, env=env, cwd=tmp_path, timeout=120, capture_output=True)
+    last = out / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2
+    assert "val/abs_rel" in _csv_columns(out / "logs" / "csv" / "metrics.csv")
+    assert len(list((out / "logs" / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 only
+    subprocess.run([*base, "optim.epochs=2", "--resume", "auto"], check=True, env=env, cwd=tmp_path, timeout=120,
+                   capture_output=True)
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
