@@ -106,6 +106,9 @@ def test_jitter_operations():
     torch.testing.assert_close(shift_hue(img, 1.0), img, atol=1e-5, rtol=0)  # a full turn
     red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)
     torch.testing.assert_close(shift_hue(red, 1 / 3), torch.tensor([0.0, 1.0, 0.0]).view(3, 1, 1), atol=1e-5, rtol=0)
+    orange = torch.tensor([1.0, 0.5, 0.25]).view(3, 1, 1)  # hue 1/18 turn, S 0.75, V 1
+    torch.testing.assert_close(shift_hue(orange, -1 / 18), torch.tensor([1.0, 0.25, 0.25]).view(3, 1, 1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(shift_hue(torch.full((3, 1, 1), 0.4), 0.3), torch.full((3, 1, 1), 0.4))  # grey stays
     grey = apply_jitter(img, {**identity, "saturation": 0.0})
     torch.testing.assert_close(grey[0], grey[1])
     torch.testing.assert_close(grey[1], grey[2])
@@ -122,7 +125,7 @@ def test_resize_cache_is_used_and_invalidated(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = load_resized(src, (NH, NW), cache)
     assert len(list(cache.rglob("*.npy"))) == 1
-    monkeypatch.setattr(snippets, "read_rgb", lambda p: (_ for _ in ()).throw(AssertionError("decoded again")))
+    monkeypatch.setattr(snippets, "decode_rgb", lambda p: (_ for _ in ()).throw(AssertionError("decoded again")))
     np.testing.assert_array_equal(load_resized(src, (NH, NW), cache), first)
     monkeypatch.undo()
     save_image(src, np.zeros((H, W, 3), dtype=np.uint8))

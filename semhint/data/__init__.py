@@ -9,7 +9,7 @@ format. Everything else lives in ``kitti.py``, ``folder.py`` and ``snippets.py``
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,6 @@ class FrameRef:
     K: np.ndarray  # 3 x 3 float64
     K_hw: tuple[int, int]
     data_root: Path  # what mirrored per-frame maps (labels, depth) are relative to
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def target(self) -> Path:

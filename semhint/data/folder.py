@@ -163,7 +163,8 @@ def _video_intrinsics(video: Path) -> str:
     for cand in [video.with_suffix(s) for s in (".yaml", ".yml", ".json")] + [video.parent / n for n in INTRINSICS_NAMES]:
         if cand.is_file():
             return str(cand)
-    raise InputError(f"{video}: no intrinsics file (put {video.stem}.yaml with fx fy cx cy beside it, or set data.intrinsics)")
+    raise InputError(f"{video}: no intrinsics file (put {video.stem}.yaml with fx fy cx cy beside it, "
+                     "or set data.intrinsics)")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -91,14 +91,16 @@ def read_velodyne(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: velodyne scan not found")
     raw = np.fromfile(path, dtype=np.float32)
     if raw.size == 0 or raw.size % 4:
-        raise InputError(f"{path}: corrupt velodyne scan ({path.stat().st_size} bytes is not a whole number of 16-byte points)")
+        size = path.stat().st_size
+        raise InputError(f"{path}: corrupt velodyne scan ({size} bytes is not a whole number of 16-byte points)")
     points = raw.reshape(-1, 4)
     if not np.isfinite(points[:, :3]).all():
         raise InputError(f"{path}: corrupt velodyne scan (non-finite coordinates)")
     return points
 
 
-def project_velodyne(points: np.ndarray, P_velo_to_im: np.ndarray, hw: tuple[int, int], camera_z: bool = False) -> np.ndarray:
+def project_velodyne(points: np.ndarray, P_velo_to_im: np.ndarray, hw: tuple[int, int],
+                     camera_z: bool = False) -> np.ndarray:
     """Sparse H x W float32 depth from LiDAR points, the way the Eigen protocol's ground truth is made.
 
     Points behind the scanner (x < 0) are dropped; pixel = round(u) - 1, round(v) - 1 (the
