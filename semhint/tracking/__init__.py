@@ -28,6 +28,10 @@ from semhint.tracking.lift import SCALE_POLICIES, ScaledDepth, backproject_point
 from semhint.tracking.metrics import edge_points, high_motion_frames, score
 
 MODES = ("flow", "flow+lift", "graph", "graph+flow")
+# Flow residual weight of the graph+flow preset. Low enough that depth still decides the normal
+# direction and shows in the 2D error (on SynthTissue-like clips 2D error rises with depth noise),
+# high enough that flow pins down the sliding that point-to-plane cannot see.
+GRAPH_FLOW_WEIGHT = 0.2
 DepthFn = Callable[[int], np.ndarray]
 
 
@@ -109,11 +113,11 @@ def _checkpoint_depth(path: Path, clip: Clip, device: str) -> DepthFn:
 
 
 def default_occluders() -> tuple[int, ...]:
-    """The instrument class of the endoscopic class set (tissue A, tissue B, instrument) that
+    """The instrument class(es) of the endoscopic class set (semhint.data.labels.TISSUE), which
     SynthTissue renders and label maps given with --labels are expected to follow."""
-    from semhint.data.synthetic.tissue import INSTRUMENT
+    from semhint.data.labels import TISSUE
 
-    return (int(INSTRUMENT),)
+    return tuple(int(c) for c in TISSUE.groups["instrument"])
 
 
 def track(clip: Clip, mode: str = "flow", depth: str | DepthFn = "none", *, flow: str = "dis", scale: str = "auto",
@@ -142,7 +146,7 @@ def track(clip: Clip, mode: str = "flow", depth: str | DepthFn = "none", *, flow
     cfg = graph or GraphConfig()
     cfg = replace(cfg, occluder_classes=occluders, w_flow=cfg.w_flow if mode == "graph+flow" else 0.0)
     if mode == "graph+flow" and cfg.w_flow <= 0:
-        cfg = replace(cfg, w_flow=1.0)
+        cfg = replace(cfg, w_flow=GRAPH_FLOW_WEIGHT)
     flow_kwargs = {"work_width": flow_width} if flow == "dis" and flow_width else {}
     return _run(clip, mode, depth_at, labels_at, make_flow_tracker(flow, **flow_kwargs), cfg, progress)
 

@@ -34,10 +34,12 @@ class GraphConfig:
     k_nodes: int = 4  # nodes each point is skinned to
     k_neighbours: int = 6  # node-node edges for smoothness
     iterations: int = 4  # Gauss-Newton steps (data association refreshed each)
+    rigid_iterations: int = 1  # global rigid point-to-plane steps before the non-rigid solve (0 = off)
     w_plane: float = 1.0
     w_flow: float = 0.0
     w_smooth: float = 0.1
-    w_temporal: float = 0.05  # pulls nodes without data towards their previous translation
+    w_temporal: float = 0.05  # damping: pulls each step towards the current estimate
+    w_slide: float = 0.0  # prior against tangential sliding of nodes from their rest position
     max_dist_rel: float = 0.1  # reject correspondences farther than this fraction of the depth
     huber_rel: float = 0.01  # robust kernel width, as a fraction of the first frame's median depth
     occlusion_rel: float = 0.03  # a query is occluded if it lies this much behind the observed surface
@@ -181,8 +183,28 @@ class DeformationGraph:
         # carries about M / n sample rows) and the temporal prior
         w_smooth = cfg.w_smooth * np.sqrt(len(self.samples) / n) / self.z_ref
         S = sp.block_diag([self.D] * 3, format="csr")
-        self._prior = (w_smooth ** 2 * (S.T @ S) + (cfg.w_temporal / self.z_ref) ** 2 * sp.identity(3 * n)).tocsr()
+        self._prior = (w_smooth ** 2 * (S.T @ S) + (cfg.w_temporal / self.z_ref) ** 2 * sp.identity(3 * n)
+                       + (cfg.w_slide * np.sqrt(len(self.samples) / n) / self.z_ref) ** 2
+                       * self._tangent_projector(depth0, node_xy)).tocsr()
         self.T = np.zeros((n, 3))
+
+    def _tangent_projector(self, depth0: np.ndarray, node_xy: np.ndarray) -> sp.csr_matrix:
+        """Block matrix of I - n n^T per node (rest normals), in the [T_x; T_y; T_z] unknown order.
+
+        Depth alone cannot see tissue slide along its own surface (point-to-plane only measures
+        n . motion); without a prior, each frame's tangential slack accumulates into drift. This
+        prior says "absent evidence, tissue does not slide": only surface shape (bumps, edges)
+        moving in the depth maps can overcome it, which is exactly where depth quality matters.
+        """
+        nrm = sample_field(normal_map(depth0, self.K), node_xy).astype(np.float64)
+        nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-9)
+        n = len(nrm)
+        proj = np.eye(3)[None] - nrm[:, :, None] * nrm[:, None, :]
+        idx = np.arange(n)
+        rows = np.concatenate([c * n + idx for c in range(3) for _ in range(3)])
+        cols = np.concatenate([d * n + idx for _ in range(3) for d in range(3)])
+        data = np.concatenate([proj[:, c, d] for c in range(3) for d in range(3)])
+        return sp.csr_matrix((data, (rows, cols)), shape=(3 * n, 3 * n))
 
     def _classes(self, labels0, node_xy, sample_xy, queries):
         if labels0 is None or not self.cfg.semantic:
@@ -194,6 +216,8 @@ class DeformationGraph:
     def step(self, depth: np.ndarray, labels: np.ndarray | None = None,
              flow_xy: np.ndarray | None = None, flow_ok: np.ndarray | None = None):
         normals = normal_map(depth, self.K)
+        for _ in range(self.cfg.rigid_iterations):
+            self._rigid_step(depth, normals, labels)
         for _ in range(self.cfg.iterations):
             self.T = self._solve(depth, normals, labels, flow_xy, flow_ok)
         xyz = self.queries + self.W_queries @ self.T
@@ -223,8 +247,26 @@ class DeformationGraph:
             x = spla.spsolve(lhs.tocsc(), rhs)
         return x.reshape(3, n).T
 
-    def _plane_rows(self, p, depth, normals, labels):
-        """Point-to-plane rows n . (p0 + W T) = n . q with projective association and a Huber weight."""
+    def _rigid_step(self, depth, normals, labels) -> None:
+        """One point-to-plane step of a global small rigid motion (omega, v), applied to every node.
+
+        Camera drift and bulk tissue motion move the whole surface at once; solving them with all
+        samples together (6 unknowns) is far better conditioned than letting each node find its
+        share, and leaves the graph only the non-rigid remainder.
+        """
+        p = self.samples + self.W_samples @ self.T
+        nrm, q, weight = self._associate(p, depth, normals, labels)
+        if weight.sum() < 6:
+            return
+        J = np.concatenate([np.cross(p, nrm), nrm], axis=1) * weight[:, None]
+        r = np.einsum("ij,ij->i", nrm, q - p) * weight
+        damping = 1e-6 * np.trace(J.T @ J) / 6
+        x = np.linalg.solve(J.T @ J + damping * np.eye(6), J.T @ r)
+        omega, v = x[:3], x[3:]
+        self.T = self.T + np.cross(omega, self.nodes + self.T) + v
+
+    def _associate(self, p, depth, normals, labels):
+        """Projective data association: per sample its surface normal, surface point and robust weight."""
         h, w = depth.shape
         uv = project_points(p, self.K)
         z = sample_depth(depth, uv)
@@ -242,7 +284,11 @@ class DeformationGraph:
         q = np.nan_to_num(q)
         resid = np.einsum("ij,ij->i", nrm, p - q)
         delta = self.cfg.huber_rel * self.z_ref
-        weight = ok / np.maximum(1.0, np.abs(resid) / delta)
+        return nrm, q, ok / np.maximum(1.0, np.abs(resid) / delta)
+
+    def _plane_rows(self, p, depth, normals, labels):
+        """Point-to-plane rows n . (p0 + W T) = n . q with projective association and a Huber weight."""
+        nrm, q, weight = self._associate(p, depth, normals, labels)
         A = _coord_blocks(self.W_samples, nrm * weight[:, None])
         b = weight * (np.einsum("ij,ij->i", nrm, q) - np.einsum("ij,ij->i", nrm, self.samples))
         return A, b

@@ -168,11 +168,15 @@ def load_synth_tissue(seq_dir: str | Path) -> Clip:
         raise InputError(f"{track_file}: {n_frames} frames of tracks but {len(frames)} frames in {seq_dir}")
     vis = _key(tracks, track_file, "visibility", 2).astype(bool)
     xyz = _key(tracks, track_file, "tracks_3d", 3)
-    truth = PointTruth(np.arange(n_frames), np.where(vis[..., None], xy, np.nan), vis, np.where(vis[..., None], xyz, np.nan))
+    start = int(tracks.get("query_frame", 0))  # 'queries' holds material coordinates (mm), not pixels
+    if not 0 <= start < n_frames or not vis[start].all():
+        raise InputError(f"{track_file}: query_frame {start} must be a frame where every query is visible")
+    frames, xy, vis, xyz = frames[start:], xy[start:], vis[start:], xyz[start:]
+    truth = PointTruth(np.arange(len(frames)), np.where(vis[..., None], xy, np.nan), vis,
+                       np.where(vis[..., None], xyz, np.nan))
     depth = [out / "gt_depth" / name / f"{p.stem}.png" for p in frames]
     labels = [out / "gt_labels" / name / f"{p.stem}.png" for p in frames]
-    queries = tracks["queries"][:, -2:].astype(np.float64) if "queries" in tracks else xy[0]
-    return Clip(name, frames, queries, K, truth, depth if depth[0].is_file() else None,
+    return Clip(name, frames, xy[0].copy(), K, truth, depth if depth[0].is_file() else None,
                 labels if labels[0].is_file() else None, {"source": "synth_tissue"})
 
 

@@ -130,6 +130,6 @@ def write_toy_clip(clip: ToyClip, out: str | Path, name: str = "toy") -> Path:
         save_image(seq / f"{i:06d}.png", img)
         write_depth_png(out / "gt_depth" / name / f"{i:06d}.png", depth)
         save_image(out / "gt_labels" / name / f"{i:06d}.png", labels)
-    save_npz(out / "tracks" / f"{name}.npz", queries=clip.queries.astype(np.float32),
+    save_npz(out / "tracks" / f"{name}.npz", queries=clip.queries.astype(np.float32), query_frame=np.int64(0),
              tracks_2d=clip.xy.astype(np.float32), tracks_3d=clip.xyz.astype(np.float32), visibility=clip.visible)
     return seq
