@@ -194,6 +194,7 @@ def _add_synth(sub) -> None:
         w.add_argument("--size", default=None, help="HEIGHTxWIDTH, e.g. 192x640 (overrides the preset)")
         w.add_argument("--seed", type=int, default=0)
         w.add_argument("--preview", action="store_true", help="also write OUT/preview.png (image, depth, semantics, tracks)")
+        w.add_argument("--workers", type=int, default=None, help="parallel render processes (default: up to 2, 1 for tiny jobs)")
         if world == "drive":
             w.add_argument("--static-cars", action="store_true", help="no moving cars (by default a lead car moves with the camera)")
             w.add_argument("--no-stops", action="store_true", help="the camera never stands still")
@@ -204,7 +205,7 @@ def _run_synth(args) -> None:
     from semhint.data.synthetic import synth_command
 
     synth_command(args.world, args.out, args.preset, args.seed, args.sequences, args.frames, args.size, args.preview,
-                  getattr(args, "static_cars", False), getattr(args, "no_stops", False))
+                  getattr(args, "static_cars", False), getattr(args, "no_stops", False), args.workers)
 
 
 def _add_labels_corrupt(labels_sub) -> None:

@@ -9,6 +9,7 @@ layout (read by ``semhint.data.kitti``), tissue data one folder per sequence wit
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +69,103 @@ def _preview_picks(n_frames: int, count: int = 4) -> list[int]:
     return sorted(set(int(round(x)) for x in np.linspace(0, n_frames - 1, count)))
 
 
+def default_workers(sequences: int, frames: int) -> int:
+    """Render sequences in parallel processes (one thread each) unless the job is tiny.
+
+    Separate processes scale with cores without the thread-synchronisation cost that tensor
+    threading pays on small per-primitive operations.
+    """
+    if sequences * frames <= 32:
+        return 1
+    return max(1, min(2, sequences, os.cpu_count() or 1))
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_jobs(fn, jobs: list, workers: int | None, frames: int, desc: str | None) -> list[dict]:
+    """Run per-sequence render jobs (in ``workers`` processes when > 1); returns the preview frames."""
+    workers = default_workers(len(jobs), frames) if workers is None else max(1, int(workers))
+    bar = _progress(len(jobs) * frames, desc) if desc else None
+    sheet: list[dict] = []
+    if workers == 1:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # per-primitive ops are small: extra threads only add synchronisation
+        try:
+            for job in jobs:
+                sheet += fn(job, bar)
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+            for frames_done in pool.imap_unordered(_job_in_worker, [(fn, job) for job in jobs]):
+                sheet += frames_done
+                if bar is not None:
+                    bar.update(frames)
+    if bar is not None:
+        bar.close()
+    return sorted(sheet, key=lambda f: f["frame"])
+
+
+def _job_in_worker(item) -> list[dict]:
+    fn, job = item
+    return fn(job, None)
+
+
+def _drive_sequence(job, bar=None) -> list[dict]:
+    """Render and write one drive; returns the frames picked for the preview."""
+    from semhint.data.synthetic import drive, writer
+
+    out, cfg, seq, seq_seed, picks = job
+    scene = drive.build_scene(cfg, seq_seed)
+    sheet = []
+    for i in range(cfg.frames):
+        rendered = drive.render_frame(scene, cfg, i)
+        writer.write_drive_frame(out, seq, i, rendered)
+        if i in picks:
+            sheet.append(dict(rendered, frame=i))
+        if bar is not None:
+            bar.update(1)
+    writer.write_poses(out / "poses" / writer.DATE / f"{writer.drive_name(seq)}.txt", scene.poses)
+    return sheet
+
+
+def _tissue_sequence(job, bar=None) -> list[dict]:
+    """Render and write one tissue sequence with its tracks; returns the frames picked for the preview."""
+    from semhint.data.synthetic import tissue, writer
+    from semhint.fileio import save_npz
+
+    out, cfg, seq, seq_seed, picks = job
+    scene = tissue.build_scene(cfg, seq_seed)
+    xy, xyz, vis, queries_uv, sheet = [], [], [], None, []
+    for i, rendered in tissue.render_sequence(cfg, seq_seed, scene=scene):
+        writer.write_tissue_frame(out, seq, i, rendered)
+        queries_uv = rendered["queries"]
+        xy.append(rendered["tracks"]["xy"])
+        xyz.append(rendered["tracks"]["xyz"])
+        vis.append(rendered["tracks"]["visible"])
+        if i in picks:
+            sheet.append(dict(rendered, frame=i, trail=np.stack(xy)))
+        if bar is not None:
+            bar.update(1)
+    name = writer.tissue_name(seq)
+    save_npz(out / "tracks" / f"{name}.npz", queries=queries_uv.astype(np.float32), query_frame=np.int64(0),
+             tracks_2d=np.stack(xy).astype(np.float32), tracks_3d=np.stack(xyz).astype(np.float32),
+             visibility=np.stack(vis).astype(bool))
+    writer.write_poses(out / "poses" / f"{name}.txt", scene.poses)
+    return sheet
+
+
 def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences: int | None = None,
                  frames: int | None = None, size: str | tuple[int, int] | None = None, moving_cars: bool | None = None,
-                 stops: bool | None = None, preview: bool = False, progress: bool = True) -> Path:
+                 stops: bool | None = None, preview: bool = False, progress: bool = True, workers: int | None = None) -> Path:
     """Render SynthDrive into ``out`` (KITTI raw layout + GT depth, labels, poses, splits); returns ``out``."""
     from semhint import __version__
     from semhint.data.labels import CITYSCAPES
@@ -83,20 +178,9 @@ def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences
     cfg = drive.DriveConfig(seed=seed, **{k: v for k, v in s.items() if k in fields})
     K = drive.intrinsics(cfg)
     writer.write_drive_static(out, K, cfg.width, cfg.height, s["sequences"], cfg.frames)
-    bar = _progress(s["sequences"] * cfg.frames, "synth drive") if progress else None
-    picks, sheet = _preview_picks(cfg.frames), []
-    for seq in range(s["sequences"]):
-        scene = drive.build_scene(cfg, seed * 1000 + seq)
-        for i in range(cfg.frames):
-            rendered = drive.render_frame(scene, cfg, i)
-            writer.write_drive_frame(out, seq, i, rendered)
-            if preview and seq == 0 and i in picks:
-                sheet.append(dict(rendered, frame=i))
-            if bar is not None:
-                bar.update(1)
-        writer.write_poses(out / "poses" / writer.DATE / f"{writer.drive_name(seq)}.txt", scene.poses)
-    if bar is not None:
-        bar.close()
+    picks = _preview_picks(cfg.frames) if preview else []
+    jobs = [(out, cfg, seq, seed * 1000 + seq, picks if seq == 0 else []) for seq in range(s["sequences"])]
+    sheet = _run_jobs(_drive_sequence, jobs, workers, cfg.frames, "synth drive" if progress else None)
     writer.write_meta(out, {
         "generator": "semhint synth drive", "version": __version__, "seed": seed, "preset": preset, "settings": s,
         "layout": "kitti_raw", "date": writer.DATE, "sequences": [f"{writer.DATE}/{writer.drive_name(q)}" for q in range(s["sequences"])],
@@ -116,12 +200,11 @@ def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences
 
 def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequences: int | None = None,
                   frames: int | None = None, size: str | tuple[int, int] | None = None, queries: int | None = None,
-                  preview: bool = False, progress: bool = True) -> Path:
+                  preview: bool = False, progress: bool = True, workers: int | None = None) -> Path:
     """Render SynthTissue into ``out`` (folder layout + GT depth in mm, labels, poses, tracks, splits)."""
     from semhint import __version__
     from semhint.data.labels import TISSUE
     from semhint.data.synthetic import tissue, writer
-    from semhint.fileio import save_npz
 
     s = resolve_preset("tissue", preset, sequences=sequences, frames=frames, size=size, queries=queries)
     out = Path(out)
@@ -129,28 +212,9 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
     cfg = tissue.TissueConfig(seed=seed, **{k: v for k, v in s.items() if k in fields})
     K = tissue.intrinsics(cfg)
     writer.write_tissue_static(out, K, cfg.width, cfg.height, s["sequences"], cfg.frames)
-    bar = _progress(s["sequences"] * cfg.frames, "synth tissue") if progress else None
-    picks, sheet = _preview_picks(cfg.frames), []
-    for seq in range(s["sequences"]):
-        scene = tissue.build_scene(cfg, seed * 1000 + seq)
-        xy, xyz, vis, queries_uv = [], [], [], None
-        for i, rendered in tissue.render_sequence(cfg, seed * 1000 + seq, scene=scene):
-            writer.write_tissue_frame(out, seq, i, rendered)
-            queries_uv = rendered["queries"]
-            xy.append(rendered["tracks"]["xy"])
-            xyz.append(rendered["tracks"]["xyz"])
-            vis.append(rendered["tracks"]["visible"])
-            if preview and seq == 0 and i in picks:
-                sheet.append(dict(rendered, frame=i, trail=np.stack(xy)))
-            if bar is not None:
-                bar.update(1)
-        name = writer.tissue_name(seq)
-        save_npz(out / "tracks" / f"{name}.npz", queries=queries_uv.astype(np.float32), query_frame=np.int64(0),
-                 tracks_2d=np.stack(xy).astype(np.float32), tracks_3d=np.stack(xyz).astype(np.float32),
-                 visibility=np.stack(vis).astype(bool))
-        writer.write_poses(out / "poses" / f"{name}.txt", scene.poses)
-    if bar is not None:
-        bar.close()
+    picks = _preview_picks(cfg.frames) if preview else []
+    jobs = [(out, cfg, seq, seed * 1000 + seq, picks if seq == 0 else []) for seq in range(s["sequences"])]
+    sheet = _run_jobs(_tissue_sequence, jobs, workers, cfg.frames, "synth tissue" if progress else None)
     writer.write_meta(out, {
         "generator": "semhint synth tissue", "version": __version__, "seed": seed, "preset": preset, "settings": s,
         "layout": "folder", "sequences": [writer.tissue_name(q) for q in range(s["sequences"])],
@@ -171,13 +235,14 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
 
 
 def synth_command(kind: str, out: str, preset: str, seed: int, sequences: int | None, frames: int | None,
-                  size: str | None, preview: bool, static_cars: bool = False, no_stops: bool = False) -> None:
+                  size: str | None, preview: bool, static_cars: bool = False, no_stops: bool = False,
+                  workers: int | None = None) -> None:
     """`semhint synth drive|tissue`: render a world and say where it went."""
     if kind == "drive":
         path = render_drive(out, preset, seed, sequences, frames, size, moving_cars=False if static_cars else None,
-                            stops=False if no_stops else None, preview=preview)
+                            stops=False if no_stops else None, preview=preview, workers=workers)
     elif kind == "tissue":
-        path = render_tissue(out, preset, seed, sequences, frames, size, preview=preview)
+        path = render_tissue(out, preset, seed, sequences, frames, size, preview=preview, workers=workers)
     else:
         raise InputError(f"unknown synthetic world {kind!r} (choose drive or tissue)")
     print(f"wrote {path} (data/, gt_depth/, gt_labels/, poses/, splits/{', tracks/' if kind == 'tissue' else ''}, meta.json)"

@@ -56,8 +56,9 @@ _EDGES = [(m, m | (1 << i)) for m in range(8) for i in range(3) if not m >> i & 
 
 
 def screen_boxes(lo: torch.Tensor, hi: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, shape: tuple[int, int],
-                 max_dist: torch.Tensor) -> list[tuple[int, int, int, int] | None]:
-    """Per primitive, the sample rectangle (y0, y1, x0, x1) its bounds can cover, or None if unseen.
+                 max_dist: torch.Tensor) -> list[tuple[int, int, int, int, float] | None]:
+    """Per primitive, the sample rectangle (y0, y1, x0, x1) its bounds can cover and the nearest
+    depth any of its points can have, or None if unseen.
 
     ``K`` maps camera points to *sample-grid* coordinates. Bounds crossing the camera plane are
     clipped at the near plane first (the clipped box's vertices are the corners in front plus the
@@ -85,8 +86,9 @@ def screen_boxes(lo: torch.Tensor, hi: torch.Tensor, w2c: torch.Tensor, K: torch
     y0 = torch.where(valid, v, inf).amin(1).floor().clamp(0, hs).long()
     y1 = (torch.where(valid, v, -inf).amax(1).ceil() + 1).clamp(0, hs).long()
     keep = (valid.any(1) & (cam[..., 2].amin(1) < max_dist) & (x1 > x0) & (y1 > y0)).tolist()
+    near = cam[..., 2].amin(1).clamp_min(NEAR)
     rows = torch.stack([y0, y1, x0, x1], 1).tolist()
-    return [tuple(r) if k else None for r, k in zip(rows, keep)]
+    return [(*r, z) if k else None for r, k, z in zip(rows, keep, near.tolist())]
 
 
 def cast(prims: Prims, boxes: list, origin: torch.Tensor, d: torch.Tensor, inv_d: torch.Tensor, dxz2: torch.Tensor,
@@ -99,11 +101,13 @@ def cast(prims: Prims, boxes: list, origin: torch.Tensor, d: torch.Tensor, inv_d
     o = origin.tolist()
     kinds = prims.kind.tolist()
     a_all, b_all, r_all = prims.a.tolist(), prims.b.tolist(), prims.r.tolist()
-    for k, box in enumerate(boxes):
-        if box is None:
-            continue
-        y0, y1, x0, x1 = box
+    # front to back, so that objects hidden behind nearer ones are skipped with one reduction
+    order = sorted((box[4], k) for k, box in enumerate(boxes) if box is not None)
+    for z_near, k in order:
+        y0, y1, x0, x1, _ = boxes[k]
         sl = (slice(y0, y1), slice(x0, x1))
+        if float(t[sl].max()) <= z_near:
+            continue  # every ray of its rectangle already hit something nearer than its nearest point
         if kinds[k] == BOX:
             th = _box(a_all[k], b_all[k], o, inv_d[:, y0:y1, x0:x1])
         elif kinds[k] == CYLINDER:

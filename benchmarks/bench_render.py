@@ -1,0 +1,85 @@
+"""Rendering speed of the built-in synthetic worlds (SynthDrive, SynthTissue).
+
+Two numbers per world and size:
+- render-only: frames per CPU-second of one single-threaded process (``time.process_time``), i.e.
+  the rate of one core, insensitive to other jobs sharing the machine;
+- end to end: `render_drive` / `render_tissue` writing every PNG with 2 worker processes (one per
+  core), frames per wall-clock second. On a shared machine this is a lower bound; the load average
+  at the time is recorded beside it.
+
+    python benchmarks/bench_render.py [--frames 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks._results import markdown_table, write_section  # noqa: E402
+
+
+def render_only(kind: str, height: int, width: int, frames: int) -> float:
+    """Frames per CPU-second of one thread (scene building excluded, one warm-up frame)."""
+    from semhint.data.synthetic import drive, tissue
+
+    torch.set_num_threads(1)
+    if kind == "drive":
+        cfg = drive.DriveConfig(height=height, width=width, frames=frames + 1, seed=0)
+        scene = drive.build_scene(cfg, 0)
+        render = drive.render_frame
+    else:
+        cfg = tissue.TissueConfig(height=height, width=width, frames=frames + 1, seed=0)
+        scene = tissue.build_scene(cfg, 0)
+        render = tissue.render_frame
+    render(scene, cfg, 0)
+    start = time.process_time()
+    for i in range(1, frames + 1):
+        render(scene, cfg, i)
+    return frames / (time.process_time() - start)
+
+
+def end_to_end(kind: str, height: int, width: int, frames: int) -> float:
+    """Frames per wall-clock second of the full writer (2 processes, PNG output included)."""
+    from semhint.data.synthetic import render_drive, render_tissue
+
+    fn = render_drive if kind == "drive" else render_tissue
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        fn(tmp, preset="bench", sequences=2, frames=frames, size=(height, width), progress=False, workers=2)
+        return 2 * frames / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=20, help="frames per measurement")
+    args = parser.parse_args()
+    cases = [("drive", 192, 640), ("tissue", 240, 320), ("tissue", 480, 640)]
+    rows = []
+    for kind, h, w in cases:
+        load = os.getloadavg()[0]
+        one = render_only(kind, h, w, args.frames)
+        e2e = end_to_end(kind, h, w, args.frames)
+        rows.append({"world": kind, "size (HxW)": f"{h}x{w}", "render-only fps, 1 core": one,
+                     "render-only fps, 2 cores (2 x 1 core)": 2 * one,
+                     "end-to-end fps, 2 processes, wall": e2e, "load average (1 min)": round(load, 2)})
+        print(rows[-1], flush=True)
+    cols = list(rows[0])
+    body = (markdown_table(rows, cols) + "\n\nRender-only: frames per CPU-second of one single-threaded process "
+            "(sequences are independent, so 2 cores render 2 sequences at twice that rate, which is what "
+            "`--workers 2` does). End to end: `render_drive`/`render_tissue` with 2 worker processes writing "
+            "all PNGs, frames per wall-clock second; on a shared machine (see the load average) this is a "
+            "lower bound.")
+    write_section("render", "Synthetic world rendering speed", f"python benchmarks/bench_render.py --frames {args.frames}",
+                  body, {"rows": rows, "frames": args.frames})
+
+
+if __name__ == "__main__":
+    main()
