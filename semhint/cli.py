@@ -214,7 +214,7 @@ def _add_labels_corrupt(labels_sub) -> None:
     p.add_argument("--out", required=True, help="output folder (mirrors --gt; corruption.json holds the mIoU)")
     p.add_argument("--strength", type=float, default=0.5, help="noise strength in [0, 1] (0 = ground truth)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--classes", default="cityscapes", help="class set: cityscapes or tissue")
+    p.add_argument("--classes", default=None, help="class set: cityscapes or tissue (default: from ../meta.json of --gt, else cityscapes)")
     p.set_defaults(func=_run_labels_corrupt)
 
 

@@ -98,3 +98,18 @@ def test_cli_labels_corrupt(tmp_path, capsys):
     assert main(["labels", "corrupt", "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "n"), "--strength", "0"]) == 0
     assert "mIoU vs ground truth = 1.0000" in capsys.readouterr().out
     assert main(["labels", "corrupt", "--gt", str(tmp_path / "missing"), "--out", str(tmp_path / "n2")]) == 2
+
+
+def test_cli_labels_corrupt_takes_the_class_set_from_synth_meta(tmp_path, capsys):
+    from semhint.cli import main
+
+    (tmp_path / "meta.json").write_text(json.dumps({"class_set": "tissue"}))
+    lab = np.zeros((40, 60), dtype=np.uint8)
+    lab[:, 30:] = 1
+    lab[10:20, 5:50] = 2
+    L.write_label_png(tmp_path / "gt_labels" / "tissue_01" / "000000.png", lab)
+    assert main(["labels", "corrupt", "--gt", str(tmp_path / "gt_labels"), "--out", str(tmp_path / "noisy"),
+                 "--strength", "0.5"]) == 0
+    assert "noisy tissue label maps" in capsys.readouterr().out
+    noisy = L.read_label_png(tmp_path / "noisy" / "tissue_01" / "000000.png")
+    assert noisy.max() <= 2

@@ -166,7 +166,11 @@ def _tissue_sequence(job, bar=None) -> list[dict]:
 def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences: int | None = None,
                  frames: int | None = None, size: str | tuple[int, int] | None = None, moving_cars: bool | None = None,
                  stops: bool | None = None, preview: bool = False, progress: bool = True, workers: int | None = None) -> Path:
-    """Render SynthDrive into ``out`` (KITTI raw layout + GT depth, labels, poses, splits); returns ``out``."""
+    """Render SynthDrive into ``out`` (KITTI raw layout + GT depth, labels, poses, splits); returns ``out``.
+
+    ``workers`` > 1 renders sequences in spawned processes (results are identical to ``workers=1``);
+    a script that calls this with workers needs the usual ``if __name__ == "__main__":`` guard.
+    """
     from semhint import __version__
     from semhint.data.labels import CITYSCAPES
     from semhint.data.synthetic import drive, writer

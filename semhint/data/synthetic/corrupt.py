@@ -8,6 +8,7 @@ truth itself), so experiments can sweep the noise level and report it as mIoU.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -140,8 +141,18 @@ def corrupt_label_dir(gt_root: str | Path, out_root: str | Path, strength: float
     return report
 
 
-def corrupt_command(gt: str, out: str, strength: float, seed: int, classes: str) -> None:
+def default_class_set(gt_root: str | Path) -> str:
+    """The class set named in ``gt_root/../meta.json`` (a `semhint synth` output), else cityscapes."""
+    meta = Path(gt_root).parent / "meta.json"
+    try:
+        return str(json.loads(meta.read_text())["class_set"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "cityscapes"
+
+
+def corrupt_command(gt: str, out: str, strength: float, seed: int, classes: str | None = None) -> None:
     """`semhint labels corrupt`: corrupt a label folder and print the resulting mIoU."""
+    classes = classes or default_class_set(gt)
     report = corrupt_label_dir(gt, out, strength, seed, classes)
-    print(f"wrote {report['files']} noisy label maps to {out} (strength {strength}, seed {seed}): "
+    print(f"wrote {report['files']} noisy {classes} label maps to {out} (strength {strength}, seed {seed}): "
           f"mIoU vs ground truth = {report['miou']:.4f}")
