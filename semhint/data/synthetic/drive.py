@@ -398,8 +398,8 @@ def _shade(scene: DriveScene, prims: Prims, origin: torch.Tensor, d: torch.Tenso
     cos_o = ((n * do).sum(0).abs() / ray_len.index_select(0, obj)).clamp_min(0.2)
     footprint = dist / focal / cos_o
     freq = prims.tex_freq.index_select(0, k)
-    tex = fbm((p * freq).T.contiguous(), scene.table, octaves=2, footprint=footprint * freq)
-    albedo = prims.colour.index_select(0, k).T * (1 + prims.tex_amp.index_select(0, k) * (2 * tex - 1))
+    tex = fbm(p * freq, scene.table, octaves=2, footprint=footprint * freq)
+    albedo = prims.colour.T.contiguous().index_select(1, k) * (1 + prims.tex_amp.index_select(0, k) * (2 * tex - 1))
     albedo = _patterns(albedo, prims.pattern.index_select(0, k), p, n, h, footprint)
     shade = 0.38 + 0.62 * (n * scene.sun[:, None]).sum(0).clamp_min(0)
     colour[:, obj] = albedo * shade
@@ -426,7 +426,7 @@ def _sky(d: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     horizon = torch.tensor([0.78, 0.84, 0.92])[:, None]
     zenith = torch.tensor([0.32, 0.52, 0.85])[:, None]
     g = torch.lerp(horizon, zenith, (elev * 2.5).clamp(0, 1)[None])
-    clouds = fbm((u * 4.0).T.contiguous() + 11.0, table, octaves=2)
+    clouds = fbm(u * 4.0 + 11.0, table, octaves=2)
     return torch.lerp(g, torch.full_like(g, 0.95), ((clouds - 0.55) * 3).clamp(0, 0.6)[None])
 
 
@@ -434,7 +434,7 @@ def _ground(p: torch.Tensor, scene: DriveScene, footprint: torch.Tensor):
     """Road (faint texture, lane markings) inside the kerbs; terrain (grass) beyond the sidewalks."""
     x, z = p[0], p[2]
     road = x.abs() < ROAD_HALF
-    tex = fbm(torch.stack([x * 1.3, z * 1.3, torch.zeros_like(x)], 1), scene.table, octaves=3, footprint=footprint * 1.3)
+    tex = fbm(torch.stack([x * 1.3, z * 1.3, torch.zeros_like(x)]), scene.table, octaves=3, footprint=footprint * 1.3)
     road_col = 0.36 * (1 + 0.08 * (2 * tex - 1))
     dash = _stripe(z, 9.0, 1.5 / 9.0, 1.5 / 9.0, footprint) * _coverage(0.08 - x.abs(), footprint)
     edge = _coverage(0.07 - (x.abs() - (ROAD_HALF - 2.0)).abs(), footprint)

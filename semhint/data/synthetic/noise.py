@@ -26,7 +26,7 @@ def _smooth(t: torch.Tensor) -> torch.Tensor:
 
 
 def value_noise(p: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Trilinear value noise in [0, 1] at points ``p`` (N x 3), lattice spacing 1.
+    """Trilinear value noise in [0, 1] at points ``p`` (3 x N: rows stay contiguous), lattice spacing 1.
 
     Smoothstep interpolation hides the lattice; the 32-cell period is far larger than any
     feature the textures need once the caller scales ``p``.
@@ -34,8 +34,8 @@ def value_noise(p: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     fl = torch.floor(p)
     f = _smooth(p - fl)
     i = fl.to(torch.int64) % _N
-    base = (i[:, 0] * _P + i[:, 1]) * _P + i[:, 2]
-    fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
+    base = (i[0] * _P + i[1]) * _P + i[2]
+    fx, fy, fz = f[0], f[1], f[2]
 
     def at(offset: int) -> torch.Tensor:
         return table.index_select(0, base + offset if offset else base)  # index_select: the fast gather
@@ -50,12 +50,12 @@ def value_noise(p: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 def fbm(p: torch.Tensor, table: torch.Tensor, octaves: int = 3, footprint: torch.Tensor | None = None,
         lacunarity: float = 2.03, gain: float = 0.5) -> torch.Tensor:
-    """Fractal sum of value noise at points ``p`` (N x 3), normalised to about [0, 1].
+    """Fractal sum of value noise at points ``p`` (3 x N), normalised to about [0, 1].
 
     ``footprint`` (N, in the units of ``p``) is the size of a pixel on the surface; octaves finer
     than a pixel fade out (a cheap mip-map), so distant texture does not alias.
     """
-    total = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
+    total = torch.zeros(p.shape[1], dtype=p.dtype, device=p.device)
     amp, norm = 1.0, 0.0
     for k in range(octaves):
         freq = lacunarity**k

@@ -162,8 +162,8 @@ def length3(v: torch.Tensor) -> torch.Tensor:
 def normals(prims: Prims, idx: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Unit surface normals (3 x N) at hit points ``p`` (3 x N) of primitives ``idx`` (N, all >= 0)."""
     kind = prims.kind.index_select(0, idx)
-    a = prims.a.index_select(0, idx).T
-    b = prims.b.index_select(0, idx).T
+    a = prims.a.T.contiguous().index_select(1, idx)  # 3 x N contiguous: row-wise ops stay fast
+    b = prims.b.T.contiguous().index_select(1, idx)
     r = prims.r.index_select(0, idx)
     # box: the face whose slab the point sits on, i.e. the largest normalised offset from the centre
     centre = 0.5 * (a + b)

@@ -305,7 +305,7 @@ def _surface_normals(scene: TissueScene, cfg: TissueConfig, frame: int, u: torch
 
 def _tissue_albedo(scene: TissueScene, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Texture-poor reddish albedo with low-frequency mottling and thin darker vessels."""
-    uv0 = torch.stack([u, v, torch.zeros_like(u)], 1).nan_to_num(0)
+    uv0 = torch.stack([u, v, torch.zeros_like(u)]).nan_to_num(0)
     mottle = fbm(uv0 / 9.0, scene.table, octaves=3)
     vessel_field = fbm(uv0 / 22.0 + 5.0, scene.table, octaves=2)
     vessel = (1 - ((vessel_field - 0.5).abs() / 0.012)).clamp(0, 1)
