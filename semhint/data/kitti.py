@@ -155,22 +155,20 @@ def export_gt(data_path: str | Path, split: str | Path, output: str | Path, came
     root = Path(data_path)
     entries = [parse_split_line(text, i, Path(split)) for i, text in read_split_lines(split)]
     projections: dict[tuple[Path, int], tuple[np.ndarray, tuple[int, int]]] = {}
-    depths, lines = [], []
-    for folder, frame, side in tqdm(entries, desc="export-gt", unit="frame", disable=not progress):
-        drive = root / folder
-        cam = _CAMERA_INDEX[side]
-        if (drive.parent, cam) not in projections:
-            projections[(drive.parent, cam)] = velodyne_to_image(drive.parent, cam)
-        P, hw = projections[(drive.parent, cam)]
-        scan = drive / "velodyne_points" / "data" / f"{frame:010d}.bin"
+    for folder, _, side in entries:  # calibration first: a bad file fails before any work, and sizes are known
+        key = ((root / folder).parent, _CAMERA_INDEX[side])
+        if key not in projections:
+            projections[key] = velodyne_to_image(*key)
+    sizes = np.array([projections[((root / f).parent, _CAMERA_INDEX[s])][1] for f, _, s in entries], dtype=np.int32)
+    stacked = np.zeros((len(entries), *sizes.max(axis=0)), dtype=np.float32)  # filled in place: one copy in memory
+    lines = []
+    for i, (folder, frame, side) in enumerate(tqdm(entries, desc="export-gt", unit="frame", disable=not progress)):
+        P, hw = projections[((root / folder).parent, _CAMERA_INDEX[side])]
+        scan = root / folder / "velodyne_points" / "data" / f"{frame:010d}.bin"
         if not scan.is_file():
             raise InputError(f"{scan}: velodyne scan not found (split line '{folder} {frame} {side}')")
-        depths.append(project_velodyne(read_velodyne(scan), P, hw, camera_z=camera_z))
+        stacked[i, : hw[0], : hw[1]] = project_velodyne(read_velodyne(scan), P, hw, camera_z=camera_z)
         lines.append(f"{folder} {frame} {side}")
-    sizes = np.array([d.shape for d in depths], dtype=np.int32)
-    stacked = np.zeros((len(depths), *sizes.max(axis=0)), dtype=np.float32)
-    for i, d in enumerate(depths):
-        stacked[i, : d.shape[0], : d.shape[1]] = d
     save_npz(output, gt_depths=stacked, sizes=sizes, frames=np.array(lines))
     return Path(output)
 
