@@ -144,7 +144,7 @@ def test_ddp_two_cpu_processes_over_gloo(tiny_drive, tmp_path):
     """`semhint train` with 2 processes: trains, reduces val metrics, rank 0 writes, resumes."""
     out = tmp_path / "ddp"
     base = [sys.executable, "-m", "semhint.cli", "train", str(REPO / "configs" / "synth_drive.yaml"),
-            *tiny_overrides(tiny_drive, out, **{"trainer.devices": 2, "trainer.strategy": "ddp",
+            *tiny_overrides(tiny_drive, out, **{"trainer.devices": 2, "trainer.strategy": "ddp", "optim.batch_size": 1,
                                                 "trainer.image_log_every_n_steps": 0})]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
     subprocess.run(base, check=True, env=env, cwd=tmp_path, timeout=120, capture_output=True)
