@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-BOX, CYLINDER, SPHERE, PLANE = 0, 1, 2, 3
+BOX, CYLINDER, SPHERE = 0, 1, 2
 NEAR = 0.05
 
 

@@ -14,7 +14,6 @@ OUT/
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -145,10 +144,6 @@ def write_tissue_static(out: Path, K: np.ndarray, width: int, height: int, n_seq
         write_text(out / "data" / tissue_name(s) / "intrinsics.yaml", text)
     for name, pairs in split_frames(n_sequences, n_frames).items():
         write_split(out / "splits" / f"{name}.txt", [f"{tissue_name(s)} {f}" for s, f in pairs])
-
-
-def hfov_deg(K: np.ndarray, width: int) -> float:
-    return math.degrees(2 * math.atan(width / 2 / K[0, 0]))
 
 
 def write_meta(out: Path, meta: dict) -> None:
