@@ -101,23 +101,34 @@ def cast(prims: Prims, boxes: list, origin: torch.Tensor, d: torch.Tensor, inv_d
     o = origin.tolist()
     kinds = prims.kind.tolist()
     a_all, b_all, r_all = prims.a.tolist(), prims.b.tolist(), prims.r.tolist()
-    # front to back, so that objects hidden behind nearer ones are skipped with one reduction
+    # front to back, so that the parts of objects hidden behind nearer ones are skipped
     order = sorted((box[4], k) for k, box in enumerate(boxes) if box is not None)
     for z_near, k in order:
-        y0, y1, x0, x1, _ = boxes[k]
-        sl = (slice(y0, y1), slice(x0, x1))
-        if float(t[sl].max()) <= z_near:
-            continue  # every ray of its rectangle already hit something nearer than its nearest point
-        if kinds[k] == BOX:
-            th = _box(a_all[k], b_all[k], o, inv_d[:, y0:y1, x0:x1])
-        elif kinds[k] == CYLINDER:
-            th = _cylinder(a_all[k], b_all[k], r_all[k], o, d[:, y0:y1, x0:x1], dxz2[sl])
-        else:
-            th = _sphere(a_all[k], r_all[k], o, d[:, y0:y1, x0:x1], dd[sl])
-        tb = t[sl]
-        hit = th < tb
-        tb.copy_(torch.where(hit, th, tb))
-        idx[sl].masked_fill_(hit, k)
+        for y0, y1, x0, x1 in _tiles(*boxes[k][:4]):
+            sl = (slice(y0, y1), slice(x0, x1))
+            tb = t[sl]
+            if float(tb.max()) <= z_near:
+                continue  # every ray here already hit something nearer than the object's nearest point
+            if kinds[k] == BOX:
+                th = _box(a_all[k], b_all[k], o, inv_d[:, y0:y1, x0:x1])
+            elif kinds[k] == CYLINDER:
+                th = _cylinder(a_all[k], b_all[k], r_all[k], o, d[:, y0:y1, x0:x1], dxz2[sl])
+            else:
+                th = _sphere(a_all[k], r_all[k], o, d[:, y0:y1, x0:x1], dd[sl])
+            hit = th < tb
+            tb.copy_(torch.where(hit, th, tb))
+            idx[sl].masked_fill_(hit, k)
+
+
+_TILE = (96, 160)  # rows, columns of the sample grid
+
+
+def _tiles(y0: int, y1: int, x0: int, x1: int):
+    """Split a large rectangle into tiles, so occlusion can skip the hidden ones; small ones stay whole."""
+    if (y1 - y0) * (x1 - x0) <= 2 * _TILE[0] * _TILE[1]:
+        return [(y0, y1, x0, x1)]
+    return [(ya, min(ya + _TILE[0], y1), xa, min(xa + _TILE[1], x1))
+            for ya in range(y0, y1, _TILE[0]) for xa in range(x0, x1, _TILE[1])]
 
 
 def _box(lo, hi, o, inv_d):
