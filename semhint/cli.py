@@ -236,7 +236,8 @@ def _add_labels_train(labels_sub) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--encoder", default="resnet18", help="resnet18 | resnet34 | resnet50 | efficientnet_lite0")
-    p.add_argument("--pretrained", default="", help="encoder weights: a torchvision file, or 'package' for efficientnet_lite0")
+    p.add_argument("--pretrained", default="", help="encoder weights: a torchvision file, or 'package' for "
+                   "efficientnet_lite0 (ImageNet weights help most when only a few frames are labelled)")
     p.add_argument("--gt-labels", default=None, help="ground-truth label root: report mIoU on held-out frames")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_labels_train)
