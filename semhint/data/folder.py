@@ -333,7 +333,8 @@ def frame_motion(snippets: list[dict[int, Path]], measure: str = "flow", work_wi
                 grey.pop(next(iter(grey)))
             rgb = read_rgb(path)
             scale = min(1.0, work_width / rgb.shape[1])
-            small = resize_array(rgb, (max(8, int(round(rgb.shape[0] * scale))), max(8, int(round(rgb.shape[1] * scale)))))
+            small_hw = (max(8, round(rgb.shape[0] * scale)), max(8, round(rgb.shape[1] * scale)))
+            small = resize_array(rgb, small_hw)
             grey[path] = (cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), scale)
         return grey[path]
 

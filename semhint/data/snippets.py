@@ -24,6 +24,7 @@ from semhint import geometry
 from semhint.data import DirListing, FrameRef, mirrored_path, read_depth_png
 from semhint.fileio import InputError, read_label_png, read_rgb, save_npy
 
+
 # ----------------------------------------------------------------------------------------------
 # decoding, resizing and the on-disk cache
 # ----------------------------------------------------------------------------------------------
@@ -151,7 +152,8 @@ class SnippetDataset(Dataset):
     """
 
     def __init__(self, frames: Sequence[FrameRef], height: int, width: int, frame_ids: Sequence[int],
-                 augment: bool = False, flip: bool = True, jitter: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.1),
+                 augment: bool = False, flip: bool = True,
+                 jitter: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.1),
                  labels: str | Path = "", gt_labels: str | Path = "", gt_depth_root: str | Path = "",
                  gt_depths: Sequence[np.ndarray] | None = None, cache_dir: str | Path = "") -> None:
         if not frames:
