@@ -257,13 +257,14 @@ def _add_labels_predict(labels_sub) -> None:
     p.add_argument("--out", required=True, help="label root to write (mirrors --data-path; labels_info.json summary)")
     p.add_argument("--gt-labels", default=None, help="ground-truth label root mirroring --data-path: report mIoU")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--preview", default=None, help="also write this PNG: four frames, image | labels | ground truth")
     p.set_defaults(func=_run_labels_predict)
 
 
 def _run_labels_predict(args) -> None:
     from semhint.labelmaker import labels_predict_command
 
-    labels_predict_command(args.model, args.data_path, args.out, args.gt_labels, args.batch_size)
+    labels_predict_command(args.model, args.data_path, args.out, args.gt_labels, args.batch_size, args.preview)
 
 
 # `semhint labels X` sub-commands: append an _add_labels_X here

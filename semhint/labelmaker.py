@@ -24,7 +24,7 @@ from PIL import Image
 from semhint.config import ModelConfig
 from semhint.data import IMAGE_SUFFIXES, mirrored_path
 from semhint.data.labels import write_label_png
-from semhint.fileio import InputError, atomic_path, read_label_png, read_rgb, write_json
+from semhint.fileio import InputError, atomic_path, read_label_png, read_rgb, save_image, write_json
 from semhint.models.labeler import Labeler, labeler_model_config
 
 IGNORE = 255
@@ -299,13 +299,41 @@ def train_labeler(images: str | Path, labels: str | Path, out: str | Path, class
     return summary
 
 
+def colour_labels(labels: np.ndarray, classes: str, num_classes: int) -> np.ndarray:
+    """H x W x 3 uint8: the named class set's palette, or matplotlib's tab20 for ad-hoc class lists."""
+    from semhint.data.labels import colorize, get_class_set
+
+    try:
+        return colorize(labels, get_class_set(classes))
+    except InputError:
+        import matplotlib
+
+        lut = np.zeros((256, 3), np.uint8)
+        lut[:num_classes] = (255 * matplotlib.colormaps["tab20"](np.arange(num_classes) % 20)[:, :3]).astype(np.uint8)
+        return lut[labels]
+
+
+def write_preview(path: str | Path, rows: list[list[np.ndarray]]) -> None:
+    """A PNG grid: one row per frame (image | predicted labels | ground truth when present)."""
+    h, w = rows[0][0].shape[:2]
+    width = max(len(r) for r in rows) * w
+    lines = []
+    for r in rows:
+        tiles = [np.asarray(Image.fromarray(t).resize((w, h), Image.NEAREST)) for t in r]
+        line = np.concatenate(tiles, axis=1)
+        lines.append(np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0))))
+    save_image(path, np.concatenate(lines, axis=0))
+
+
 def predict_labels(model_path: str | Path, data_path: str | Path, out: str | Path,
-                   gt_labels: str | Path | None = None, batch_size: int = 4, progress: bool = True) -> dict:
+                   gt_labels: str | Path | None = None, batch_size: int = 4, progress: bool = True,
+                   preview: str | Path | None = None) -> dict:
     """Write a label PNG for every image under ``data_path`` into ``out`` (mirrored layout).
 
     With ``gt_labels`` (a root mirroring ``data_path``), also report mIoU over the frames that
     have ground truth. A summary (including the checkpoint and the mIoU) is written to
-    ``out/labels_info.json`` so the label folder records where it came from.
+    ``out/labels_info.json`` so the label folder records where it came from. ``preview`` writes
+    a PNG of four frames spread over the data: image | labels (| ground truth).
     """
     from tqdm import tqdm
 
@@ -315,17 +343,23 @@ def predict_labels(model_path: str | Path, data_path: str | Path, out: str | Pat
     names = list(meta["class_names"])
     paths = list_images(data_path)
     acc = ConfusionAccumulator(names) if gt_labels else None
+    shown, preview_rows = set(pick_evenly(paths, 4)) if preview else set(), []
     start = time.time()
     bar = tqdm(total=len(paths), desc="labels predict", unit="frame", disable=not progress, dynamic_ncols=True)
     for chunk, batch, sizes in _iterate_batches(paths, size, batch_size):
         for img, pred in zip(chunk, predict_batch(model, batch, sizes)):
             write_label_png(mirrored_path(out, img, data_path), pred)
-            if acc is not None:
-                gt = mirrored_path(gt_labels, img, data_path)
-                if gt.is_file():
-                    acc.add(_load_labels(gt, None, len(names)).numpy(), pred)
+            gt = mirrored_path(gt_labels, img, data_path) if gt_labels else None
+            gt_map = _load_labels(gt, None, len(names)).numpy().astype(np.uint8) if gt and gt.is_file() else None
+            if acc is not None and gt_map is not None:
+                acc.add(gt_map, pred)
+            if img in shown:
+                preview_rows.append([read_rgb(img), colour_labels(pred, meta["classes"], len(names))]
+                                    + ([] if gt_map is None else [colour_labels(gt_map, meta["classes"], len(names))]))
         bar.update(len(chunk))
     bar.close()
+    if preview_rows:
+        write_preview(preview, preview_rows)
     summary = {"model": str(model_path), "classes": meta["classes"], "frames": len(paths),
                "seconds": round(time.time() - start, 1)}
     if acc is not None:
@@ -367,6 +401,9 @@ def labels_train_command(images: str, labels: str, out: str, classes: str, size:
         print(format_summary({**summary, "frames": summary["eval"]["frames"]}).splitlines()[-1])
 
 
-def labels_predict_command(model: str, data_path: str, out: str, gt_labels: str | None, batch_size: int) -> None:
-    summary = predict_labels(model, data_path, out, gt_labels, batch_size)
+def labels_predict_command(model: str, data_path: str, out: str, gt_labels: str | None, batch_size: int,
+                           preview: str | None = None) -> None:
+    summary = predict_labels(model, data_path, out, gt_labels, batch_size, preview=preview)
     print(f"labels written to {out}: " + format_summary(summary).replace("\n", "; "))
+    if preview:
+        print(f"preview: {preview}")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from semhint import labelmaker
-from semhint.fileio import InputError, read_label_png, save_image
+from semhint.fileio import InputError, read_label_png, read_rgb, save_image
 
 H, W = 64, 64
 
@@ -107,8 +107,10 @@ def test_cli_train_then_predict(tmp_path, capsys):
     assert main(["labels", "train", "--images", str(data), "--labels", str(gt), "--out", str(ckpt), "--classes", "2",
                  "--size", "32x64", "--steps", "1", "--frames", "1", "--batch-size", "1"]) == 0
     assert main(["labels", "predict", "--model", str(ckpt), "--data-path", str(data), "--out", str(tmp_path / "lab"),
-                 "--gt-labels", str(gt)]) == 0
+                 "--gt-labels", str(gt), "--preview", str(tmp_path / "preview.png")]) == 0
     assert "mIoU vs ground truth" in capsys.readouterr().out
+    sheet = read_rgb(tmp_path / "preview.png")
+    assert sheet.shape == (2 * H, 3 * W, 3)  # two frames: image | labels | ground truth
     assert (tmp_path / "lab" / "seq" / "0001.png").is_file()
     assert main(["labels", "predict", "--model", str(tmp_path / "none.ckpt"), "--data-path", str(data),
                  "--out", str(tmp_path / "x")]) == 2
