@@ -442,7 +442,38 @@ def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tupl
     stats = {"hint_accept_rate": gate.float().mean().item(),  # fraction of all pixels the hint trains
              "hint_changed_rate": n_changed / changed.numel(),  # fraction the operators changed
              "hint_accept_of_changed": gate.float().sum().item() / max(1.0, n_changed)}
+    if "depth_gt" in batch:
+        stats.update(hint_gt_stats(depth, hint, gate, batch["depth_gt"]))
     return loss, stats
+
+
+def hint_gt_stats(depth: torch.Tensor, hint: torch.Tensor, gate: torch.Tensor, depth_gt: torch.Tensor
+                  ) -> dict[str, float]:
+    """Where ground truth exists: are the accepted hints better than the predictions they replace?
+
+    Both maps are resized to the GT resolution and scaled by one per-image median ratio (the
+    prediction's, so the comparison is fair to it); AbsRel is taken over accepted pixels with GT.
+    Empty when no accepted pixel has ground truth.
+    """
+    size = depth_gt.shape[-2:]
+    if depth.shape[-2:] != size:
+        depth = F.interpolate(depth, size=size, mode="bilinear", align_corners=False)
+        hint = F.interpolate(hint, size=size, mode="bilinear", align_corners=False)
+        gate = F.interpolate(gate.float(), size=size, mode="nearest") > 0.5
+    gt = depth_gt.to(depth)
+    valid = gt > 0
+    sel = valid & gate
+    if not sel.any():
+        return {}
+    pred_err, hint_err = [], []
+    for b in range(gt.shape[0]):  # per image: median scaling is per image in the Eigen protocol
+        v, sb = valid[b], sel[b]
+        if not sb.any():
+            continue
+        scale = gt[b][v].median() / depth[b][v].median().clamp_min(_EPS)
+        pred_err.append(((depth[b][sb] * scale - gt[b][sb]).abs() / gt[b][sb]))
+        hint_err.append(((hint[b][sb] * scale - gt[b][sb]).abs() / gt[b][sb]))
+    return {"hint_gt_absrel": torch.cat(hint_err).mean().item(), "pred_gt_absrel": torch.cat(pred_err).mean().item()}
 
 
 def _pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source_outputs: dict, cfg
@@ -474,6 +505,12 @@ def _pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source
     both = kept & (noisy != IGNORE) if noisy is not None else None
     if both is not None and both.any():  # left out (not NaN) when undefined, so step averages stay finite
         stats["pseudo_label_agreement"] = (pseudo == noisy)[both].float().mean().item()
+    gt = batch.get("gt_labels/0")
+    if gt is not None:  # does the refinement denoise? accuracy of pseudo vs noisy labels against ground truth
+        for name, lab in (("pseudo", pseudo), ("noisy", noisy)):
+            sel = (lab != IGNORE) & (gt != IGNORE) if lab is not None else None
+            if sel is not None and sel.any():
+                stats[f"{name}_label_gt_accuracy"] = (lab == gt)[sel].float().mean().item()
     return loss, stats
 
 

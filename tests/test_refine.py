@@ -220,6 +220,7 @@ def _step_inputs():
         "seg/0": torch.randn(1, 3, H, W, generator=g).requires_grad_(True),
     }
     batch["labels/0"] = outputs["seg/0"].detach().argmax(1)
+    batch["gt_labels/0"] = torch.randint(0, 3, (1, H, W), generator=g)
     _, maps = losses.self_supervised_objective(batch, outputs, poses, cfg)
     source_outputs = {1: {"seg/0": torch.randn(1, 3, H, W, generator=g)}}
     return batch, outputs, maps, poses, source_outputs, cfg
@@ -240,7 +241,8 @@ def test_refinement_losses_finite_and_differentiable_after_warmup():
     losses["loss"].backward()
     assert outputs["disp/0"].grad.abs().sum() > 0 and outputs["disp/1"].grad.abs().sum() > 0
     assert outputs["seg/0"].grad.abs().sum() > 0
-    for key in ("hint_accept_rate", "pseudo_label_rate", "pseudo_label_agreement"):
+    for key in ("hint_accept_rate", "pseudo_label_rate", "pseudo_label_agreement", "pseudo_label_gt_accuracy",
+                "noisy_label_gt_accuracy"):
         assert 0.0 <= stats[key] <= 1.0
 
 
@@ -269,8 +271,10 @@ def test_hint_is_accepted_where_it_fixes_a_wrong_patch():
     outputs = {"disp/0": geometry.depth_to_disp(wrong, 0.1, 100.0).requires_grad_(True),
                "seg/0": torch.zeros(1, 1, H, W)}
     _, maps = losses.self_supervised_objective(batch, outputs, poses, cfg)
+    batch["depth_gt"] = torch.nn.functional.interpolate(depth, scale_factor=2.0)  # GT at its own resolution
     terms, stats = refine.refinement_losses(batch, outputs, maps, poses, {}, cfg, epoch=0)
     assert float(terms["hint"].detach()) > 0
+    assert stats["hint_gt_absrel"] < 0.01 < 0.3 < stats["pred_gt_absrel"]  # the accepted hints are right
     assert 0.05 < stats["hint_accept_rate"] < 0.2  # about the patch (64 of 768 pixels), not the rest
     assert stats["hint_accept_of_changed"] > 0.8
     terms["loss"].backward()
