@@ -68,17 +68,22 @@ def main() -> None:
         one = render_only(kind, h, w, args.frames)
         e2e = end_to_end(kind, h, w, args.frames)
         rows.append({"world": kind, "size (HxW)": f"{h}x{w}", "render-only fps, 1 core": one,
-                     "render-only fps, 2 cores (2 x 1 core)": 2 * one,
+                     "render-only fps, 2 cores (2 x 1-core rate, extrapolated)": 2 * one,
                      "end-to-end fps, 2 processes, wall": e2e, "load average (1 min)": round(load, 2)})
         print(rows[-1], flush=True)
+    write_results(rows, args.frames)
+
+
+def write_results(rows: list[dict], frames: int) -> None:
     cols = list(rows[0])
     body = (markdown_table(rows, cols) + "\n\nRender-only: frames per CPU-second of one single-threaded process "
-            "(sequences are independent, so 2 cores render 2 sequences at twice that rate, which is what "
-            "`--workers 2` does). End to end: `render_drive`/`render_tissue` with 2 worker processes writing "
-            "all PNGs, frames per wall-clock second; on a shared machine (see the load average) this is a "
-            "lower bound.")
-    write_section("render", "Synthetic world rendering speed", f"python benchmarks/bench_render.py --frames {args.frames}",
-                  body, {"rows": rows, "frames": args.frames})
+            "(`time.process_time`). Sequences are independent, so two cores render two sequences at twice that "
+            "rate, which is what `--workers 2` does; that column is this extrapolation, not a measurement. End to "
+            "end: `render_drive`/`render_tissue` with 2 spawned worker processes (start-up included) writing all "
+            "PNGs, frames per wall-clock second, measured on a machine shared with other jobs (load average "
+            "beside it, on 2 cores), so it is a lower bound.")
+    write_section("render", "Synthetic world rendering speed", f"python benchmarks/bench_render.py --frames {frames}",
+                  body, {"rows": rows, "frames": frames})
 
 
 if __name__ == "__main__":
