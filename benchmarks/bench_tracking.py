@@ -85,9 +85,12 @@ def bench_synth(data_root: Path, baseline: str | None, semhint: str | None, max_
         ("graph, GT depth + 2% noise", dict(mode="graph", depth="gt", depth_noise=0.02)),
         ("graph, GT depth + 5% noise", dict(mode="graph", depth="gt", depth_noise=0.05)),
         ("graph+flow, GT depth", dict(mode="graph+flow", depth="gt")),
-        ("graph, baseline depth", dict(mode="graph", depth=baseline, scale="first-frame") if baseline else None),
-        ("graph, SemHint depth", dict(mode="graph", depth=semhint, scale="first-frame") if semhint else None),
+        ("graph+flow, GT depth + 2% noise", dict(mode="graph+flow", depth="gt", depth_noise=0.02)),
+        ("graph+flow, GT depth + 5% noise", dict(mode="graph+flow", depth="gt", depth_noise=0.05)),
     ]
+    for name, ckpt in (("baseline", baseline), ("SemHint", semhint)):
+        for mode in ("graph", "graph+flow"):
+            specs.append((f"{mode}, {name} depth", dict(mode=mode, depth=ckpt, scale="first-frame") if ckpt else None))
     per_row: dict[str, list[dict]] = {label: [] for label, _ in specs}
     for seq in seqs:
         clip = load_clip(seq)
@@ -101,7 +104,7 @@ def bench_synth(data_root: Path, baseline: str | None, semhint: str | None, max_
     command = f"python benchmarks/bench_tracking.py synth --data {data_root}" + \
         (f" --baseline {baseline}" if baseline else "") + (f" --semhint {semhint}" if semhint else "")
     pending = [label for label, runs in per_row.items() if not runs]
-    body = (f"{len(seqs)} SynthTissue sequence(s) from `{data_root}`; each number is the mean over sequences of "
+    body = (f"{len(seqs)} SynthTissue sequence(s) from `{data_root}` ({_provenance(data_root)}); each number is the mean over sequences of "
             "the per-sequence score (2D: per frame, then over frames; visible labelled points only; the query "
             "frame excluded). Noise rows: smooth relative noise on the ground-truth depth, drawn per frame "
             "(fixed seed). Depth networks: scale fixed at the first frame against ground truth.\n\n"
@@ -111,6 +114,19 @@ def bench_synth(data_root: Path, baseline: str | None, semhint: str | None, max_
                  + ", ".join(pending) + ".")
     write_section("tracking_synth", "Tissue tracking on SynthTissue", command, body,
                   {"sequences": [s.name for s in seqs], "rows": rows, "raw": per_row})
+
+
+def _provenance(data_root: Path) -> str:
+    """How the data was made, from its meta.json (so the table can be regenerated)."""
+    import json
+
+    meta_file = data_root / "meta.json"
+    if not meta_file.is_file():
+        return "no meta.json"
+    meta = json.loads(meta_file.read_text())
+    st = meta.get("settings", {})
+    return (f"made by `{meta.get('generator', '?')} --out OUT --preset {meta.get('preset', '?')} --seed {meta.get('seed', '?')}`: "
+            f"{st.get('sequences', '?')} x {st.get('frames', '?')} frames at {st.get('width', '?')}x{st.get('height', '?')}")
 
 
 def _mean(runs, *keys):

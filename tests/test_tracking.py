@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from semhint.tracking import GRAPH_PRESETS
 from semhint.tracking import graph as G
 from semhint.tracking.flow import DISTracker, LKTracker, sample_field
 from semhint.tracking.lift import (ScaledDepth, backproject_points, corrupt_depth, lift_tracks, median_scale,
@@ -137,7 +140,7 @@ def test_lift_tracks_matches_ground_truth_3d(toy):
 # ---- deformation graph --------------------------------------------------------------------------
 def _graph_error(clip, noise: float, **cfg) -> float:
     rng = np.random.default_rng(0)
-    tracker = G.DeformationGraph(G.GraphConfig(**cfg))
+    tracker = G.DeformationGraph(replace(GRAPH_PRESETS["graph"], **cfg))  # what `--mode graph` runs
     tracker.start(clip.depth[0], clip.K, clip.queries)
     pred = [clip.queries] + [tracker.step(corrupt_depth(d, noise, rng))[0] for d in clip.depth[1:]]
     return _err(np.array(pred), clip.xy)

@@ -152,3 +152,26 @@ def test_cli_track_errors_exit_nonzero(toy_seq, generic, tmp_path, capsys):
     assert "needs camera intrinsics" in capsys.readouterr().err
     assert main(["track", str(generic), "--points", str(points), "--out", str(tmp_path / "o2"), "--no-video"]) == 0
     assert (tmp_path / "o2" / "tracks.npz").is_file() and not (tmp_path / "o2" / "overlay.mp4").exists()
+
+
+@pytest.mark.slow
+def test_track_with_a_depth_checkpoint_fixes_scale_at_first_frame(toy_seq, tmp_path):
+    import torch
+
+    from semhint.config import from_dict
+    from semhint.tracking import depth_source, resolve_scale
+    from semhint.training import SemHintModule, save_model_checkpoint
+
+    torch.manual_seed(0)
+    cfg = from_dict({"data": {"height": 32, "width": 48}, "model": {"min_depth": 0.1, "max_depth": 100.0}}, "test")
+    ckpt = save_model_checkpoint(SemHintModule(cfg), tmp_path / "model.ckpt")
+    _, seq = toy_seq
+    clip = load_clip(seq)
+    assert resolve_scale(clip, str(ckpt), "auto") == "first-frame"
+    depth = depth_source(clip, str(ckpt), "auto")
+    gt0 = clip.gt_depth(0)
+    assert np.median(depth(0)) == pytest.approx(np.median(gt0), rel=1e-3)  # one factor, fixed at frame 0
+    result = track(clip, "graph", str(ckpt), progress=False)
+    assert np.isfinite(result.xy).all() and np.isfinite(result.xyz).all()
+    with pytest.raises(InputError, match="checkpoint"):
+        track(clip, "graph", str(tmp_path / "missing.ckpt"), progress=False)

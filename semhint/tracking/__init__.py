@@ -28,10 +28,11 @@ from semhint.tracking.lift import SCALE_POLICIES, ScaledDepth, backproject_point
 from semhint.tracking.metrics import edge_points, high_motion_frames, score
 
 MODES = ("flow", "flow+lift", "graph", "graph+flow")
-# Flow residual weight of the graph+flow preset. Low enough that depth still decides the normal
-# direction and shows in the 2D error (on SynthTissue-like clips 2D error rises with depth noise),
-# high enough that flow pins down the sliding that point-to-plane cannot see.
-GRAPH_FLOW_WEIGHT = 0.2
+# The two graph presets. Depth only (mirrors SuPer) gets a weak prior against sliding, because
+# point-to-plane cannot see tissue slide along its own surface and would otherwise drift. Depth +
+# flow needs no such prior (flow sees the sliding); its flow weight is low enough that depth still
+# decides the motion along the normals and shows in the 2D error.
+GRAPH_PRESETS = {"graph": GraphConfig(w_slide=0.02), "graph+flow": GraphConfig(w_flow=0.2)}
 DepthFn = Callable[[int], np.ndarray]
 
 
@@ -127,8 +128,9 @@ def track(clip: Clip, mode: str = "flow", depth: str | DepthFn = "none", *, flow
     """Track the clip's query points through all its frames (see the module docstring for modes).
 
     ``flow_width`` computes DIS flow on frames downsized to that width (about 4x faster at 640 x 480
-    for 320, at some sub-pixel accuracy); ``graph`` configures the deformation graph (its
-    ``semantic`` switch uses the clip's label maps to keep skinning within one class).
+    for 320, at some sub-pixel accuracy); ``graph`` replaces the mode's preset (GRAPH_PRESETS) of
+    the deformation graph (its ``semantic`` switch uses the clip's label maps to keep skinning
+    within one class).
     """
     if mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -143,10 +145,11 @@ def track(clip: Clip, mode: str = "flow", depth: str | DepthFn = "none", *, flow
     depth_at = depth_source(clip, depth, scale, depth_noise, seed, device) if needs_depth else None
     occluders = default_occluders() if occluder_classes is None else tuple(occluder_classes)
     labels_at = clip.labels if use_labels and clip.label_paths is not None else (lambda t: None)
-    cfg = graph or GraphConfig()
-    cfg = replace(cfg, occluder_classes=occluders, w_flow=cfg.w_flow if mode == "graph+flow" else 0.0)
+    cfg = replace(graph or GRAPH_PRESETS.get(mode, GraphConfig()), occluder_classes=occluders)
+    if mode == "graph":
+        cfg = replace(cfg, w_flow=0.0)
     if mode == "graph+flow" and cfg.w_flow <= 0:
-        cfg = replace(cfg, w_flow=GRAPH_FLOW_WEIGHT)
+        raise InputError("mode 'graph+flow' needs a graph config with w_flow > 0")
     flow_kwargs = {"work_width": flow_width} if flow == "dis" and flow_width else {}
     return _run(clip, mode, depth_at, labels_at, make_flow_tracker(flow, **flow_kwargs), cfg, progress)
 
@@ -237,7 +240,7 @@ def track_command(source: str, points: str | None = None, depth: str = "none", m
     """What ``semhint track`` does: load, track, save NPZ + JSON (+ overlay), and score if labels exist."""
     clip = load_clip(source, points, intrinsics, labels)
     result = track(clip, mode, depth, flow=flow, scale=scale, device=device, flow_width=flow_width,
-                   graph=GraphConfig(semantic=semantic))
+                   graph=replace(GRAPH_PRESETS.get(mode, GraphConfig()), semantic=semantic))
     out_dir = Path(out)
     meta = {"source": str(source), "mode": mode, "depth": str(depth), "flow": flow,
             "scale": resolve_scale(clip, depth, scale) if mode != "flow" else None,
@@ -259,5 +262,5 @@ def track_command(source: str, points: str | None = None, depth: str = "none", m
     return report
 
 
-__all__ = ["MODES", "TrackResult", "GraphConfig", "Clip", "load_clip", "track", "evaluate_tracks", "zero_motion",
+__all__ = ["MODES", "GRAPH_PRESETS", "TrackResult", "GraphConfig", "Clip", "load_clip", "track", "evaluate_tracks", "zero_motion", "resolve_scale",
            "depth_source", "track_command"]

@@ -27,7 +27,8 @@ from semhint.tracking.lift import backproject_points, project_points, sample_dep
 
 @dataclass
 class GraphConfig:
-    """Every knob of the graph tracker. ``w_flow`` = 0 is the depth-only preset (mirrors SuPer)."""
+    """Every knob of the graph tracker (the presets of the two graph modes live in
+    semhint.tracking.GRAPH_PRESETS). ``w_flow`` = 0 is depth only, as in SuPer."""
 
     nodes_across: int = 20  # graph nodes across the image width (spacing = width / this)
     samples_across: int = 64  # surface samples across the width; they carry the data terms
