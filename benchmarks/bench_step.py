@@ -116,8 +116,8 @@ def run(args) -> tuple[list[dict], list[dict]]:
         threads_list = args.threads if device.type == "cpu" else [torch.get_num_threads()]
         for threads in threads_list:
             torch.set_num_threads(threads)
-            for (h, w) in ((96, 320), (192, 640)):
-                for bf16 in (False, True):
+            for (h, w) in args.sizes:
+                for bf16 in args.bf16:
                     for cl in (False, True):
                         if args.quick and cl:
                             continue
@@ -129,7 +129,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
                         row["vs_reference"] = ref / s if ref else ""
                         step_rows.append(row)
                         print(row, flush=True)
-            for bf16 in (False, True):
+            for bf16 in args.bf16:
                 for cl in (False, True):
                     for mode in ("inference_mode", "no_grad"):
                         if args.quick and (cl or mode == "no_grad"):
@@ -148,9 +148,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one repeat, fewer variants (smoke check)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                        help="bf16 = torch.autocast(bfloat16); slow on CPUs without native bf16 (no AVX512-BF16/AMX)")
+    parser.add_argument("--sizes", nargs="+", default=["96x320", "192x640"], help="training step sizes HxW")
     parser.add_argument("--load", default="", help="a note on machine load at measurement time")
     parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/RESULTS.md")
     args = parser.parse_args()
+    args.bf16 = [p == "bf16" for p in args.precisions]
+    args.sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     step_rows, infer_rows = run(args)
     if args.no_write:
         return
@@ -165,7 +170,7 @@ def main() -> None:
     md += "\n\nDepth inference, batch 1:\n\n"
     md += markdown_table(infer_rows, ["device", "threads", "size", "precision", "channels_last", "mode", "ms",
                                       "vs_reference"])
-    command = "OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_step.py" + (" --quick" if args.quick else "")
+    command = "OMP_NUM_THREADS=2 .venv/bin/python " + " ".join(sys.argv)
     write_section("step", "Training step and inference time", command, md,
                   {"steps": step_rows, "inference": infer_rows, "reference": REFERENCE, "load": args.load})
 

@@ -40,7 +40,7 @@ def base_config(data_root: Path, run_dir: Path, minutes: float, steps: int, seed
             "kind": "kitti", "path": str(data_root / "data"),
             "train_split": str(data_root / "splits" / "train.txt"), "val_split": str(data_root / "splits" / "val.txt"),
             "gt_depth": str(data_root / "gt_depth"),
-            "height": 96, "width": 320, "frame_ids": [0, -1, 1], "num_workers": 0,
+            "height": 64, "width": 208, "frame_ids": [0, -1, 1], "num_workers": 0,
         },
         "model": {"encoder": "efficientnet_lite0", "pretrained": "package", "num_classes": 0,
                   "min_depth": 0.1, "max_depth": 100.0},

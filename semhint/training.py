@@ -130,13 +130,14 @@ class SemHintModule(L.LightningModule):
         if "seg/0" in outputs and "gt_labels/0" in batch:
             self._accumulate_confusion(outputs["seg/0"], batch["gt_labels/0"])
 
-    def _accumulate_depth(self, disp: torch.Tensor, depth_gt: torch.Tensor) -> None:
+    def _accumulate_depth(self, disp: torch.Tensor, depth_gt: torch.Tensor | list[torch.Tensor]) -> None:
         """Per-image errors with the protocol of cfg.eval (the same code path as `semhint evaluate`)."""
         from semhint.evaluation import evaluate_depth
 
         e = self.cfg.eval
         scaled_disp, _ = geometry.disp_to_depth(disp.float(), self.cfg.model.min_depth, self.cfg.model.max_depth)
-        for pred, gt in zip(scaled_disp[:, 0].cpu().numpy(), depth_gt[:, 0].float().cpu().numpy()):
+        for pred, gt in zip(scaled_disp[:, 0].cpu().numpy(), depth_gt):
+            gt = gt[0].float().cpu().numpy()
             if not ((gt > e.min_depth) & (gt < e.max_depth)).any():
                 continue  # a frame without measurements says nothing about the model
             result = evaluate_depth([pred], [gt], min_depth=e.min_depth, max_depth=e.max_depth, crop=e.crop,
@@ -214,6 +215,22 @@ def miou_from_confusion(conf: torch.Tensor) -> float:
 # ----------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------
+def collate_snippets(samples: list[dict]) -> dict:
+    """Default collation, except ground-truth depth of different sizes stays a list.
+
+    KITTI dates differ in image size (1242x375, 1224x370, ...), so an Eigen validation batch can
+    hold LiDAR maps that cannot be stacked; everything at network resolution stacks as usual.
+    """
+    from torch.utils.data import default_collate
+
+    gts = [s.pop("depth_gt") for s in samples if "depth_gt" in s]
+    batch = default_collate(samples)
+    if gts:
+        same = all(g.shape == gts[0].shape for g in gts)
+        batch["depth_gt"] = torch.stack(gts) if same else gts
+    return batch
+
+
 class DataModule(L.LightningDataModule):
     """Train / val loaders over ``semhint.data.build_dataset``; Lightning shards them under DDP."""
 
@@ -234,6 +251,7 @@ class DataModule(L.LightningDataModule):
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         workers = self.cfg.data.num_workers
         return DataLoader(dataset, batch_size=self.cfg.optim.batch_size, shuffle=shuffle, num_workers=workers,
+                          collate_fn=collate_snippets,
                           persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
                           drop_last=shuffle and len(dataset) >= 2 * self.cfg.optim.batch_size)
 

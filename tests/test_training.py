@@ -155,3 +155,14 @@ def test_ddp_two_cpu_processes_over_gloo(tiny_drive, tmp_path):
     subprocess.run([*base, "optim.epochs=2", "--resume", "auto"], check=True, env=env, cwd=tmp_path, timeout=120,
                    capture_output=True)
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
+
+
+def test_collate_keeps_ground_truth_of_different_sizes_as_a_list():
+    from semhint.training import collate_snippets
+
+    a = {"image/0": torch.zeros(3, 8, 8), "depth_gt": torch.ones(1, 5, 7)}
+    b = {"image/0": torch.ones(3, 8, 8), "depth_gt": torch.ones(1, 6, 7)}
+    batch = collate_snippets([dict(a), dict(b)])
+    assert batch["image/0"].shape == (2, 3, 8, 8)
+    assert [g.shape for g in batch["depth_gt"]] == [(1, 5, 7), (1, 6, 7)]
+    assert collate_snippets([dict(a), dict(a)])["depth_gt"].shape == (2, 1, 5, 7)
