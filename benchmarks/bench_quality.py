@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +38,14 @@ def kitti(args) -> None:
     gt_path = Path(cfg.data.gt_depth)
     if not gt_path.is_file():
         export_gt(cfg.data.path, SPLIT, gt_path, progress=False)
-    t0 = time.perf_counter()
-    fit(cfg)
-    minutes = (time.perf_counter() - t0) / 60
-    ckpt = Path(cfg.trainer.out_dir) / "checkpoints" / "last.ckpt"
+    run_dir = Path(cfg.trainer.out_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not args.no_train:
+        fit(cfg)
+    # wall time of the run: config.yaml is written when training starts, last.ckpt at its end
+    minutes = (ckpt.stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60
     model = run_evaluation(gt_path, checkpoint=ckpt, split=SPLIT, data_path=cfg.data.path, protocol="kitti-eigen")
-    gts = load_gt_depths(gt_path)
+    gts, _ = load_gt_depths(gt_path)
     constant = evaluate_depth([np.ones_like(g) for g in gts], gts, crop="garg", median_scaling=True, pred_is_disp=True)
     rows = [{"model": "constant depth, median-scaled", **constant.metrics()},
             {"model": f"{cfg.model.encoder} trained {minutes:.1f} min", **model.metrics()}]
@@ -88,6 +89,7 @@ def main() -> None:
     k = sub.add_parser("kitti")
     k.add_argument("overrides", nargs="*")
     k.add_argument("--load", default="")
+    k.add_argument("--no-train", action="store_true", help="evaluate the run folder's last.ckpt without training")
     d = sub.add_parser("demo")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--minutes", type=float, default=3.0)
