@@ -107,7 +107,11 @@ def bench_synth(data_root: Path, baseline: str | None, semhint: str | None, max_
     body = (f"{len(seqs)} SynthTissue sequence(s) from `{data_root}` ({_provenance(data_root)}); each number is the mean over sequences of "
             "the per-sequence score (2D: per frame, then over frames; visible labelled points only; the query "
             "frame excluded). Noise rows: smooth relative noise on the ground-truth depth, drawn per frame "
-            "(fixed seed). Depth networks: scale fixed at the first frame against ground truth.\n\n"
+            "(fixed seed). Depth networks: scale fixed at the first frame against ground truth. How to read it: "
+            "zero motion is the floor every tracker must beat; 'flow + lift' has the 2D error of flow by "
+            "construction (depth only shows in its 3D error); the graph rows move points with depth, so there "
+            "depth quality reaches the 2D error too. 'graph' is depth only (point-to-plane, as SuPer); "
+            "'graph+flow' adds flow residuals.\n\n"
             + markdown_table(rows, cols))
     if pending:
         body += ("\n\nRows without numbers await trained checkpoints (pass --baseline / --semhint): "
