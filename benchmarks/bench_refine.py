@@ -83,9 +83,12 @@ def bench_size(h: int, w: int, batch: int, repeats: int) -> list[dict]:
         return refine.fuse_probabilities(probs, [p for p, _ in warped], [v for _, v in warped])
 
     cases = {
-        "A smooth (r=4)": lambda: refine.segment_aware_smoothing(depth, labels, image, r.bilateral_radius,
-                                                                 r.bilateral_sigma_color, r.bilateral_sigma_space,
-                                                                 refine.texture_weight(image)),
+        "A smooth (r=4, mean)": lambda: refine.segment_aware_smoothing(depth, labels, image, r.bilateral_radius,
+                                                                       r.bilateral_sigma_color, r.bilateral_sigma_space,
+                                                                       refine.texture_weight(image)),
+        "A smooth (r=4, local-linear: make_depth_hint)": lambda: refine.segment_aware_smoothing(
+            depth, labels, image, r.bilateral_radius, r.bilateral_sigma_color, r.bilateral_sigma_space,
+            refine.texture_weight(image), local_linear=True),
         "B surface (RANSAC plane, 2 classes)": lambda: refine.segment_surface_fit(depth, labels, b["K"], r.stuff_classes),
         "C border (band 3)": lambda: refine.border_morphing(depth, labels),
         "gate: hint reprojection (2 sources)": lambda: refine.reprojection_error(depth, b, poses),

@@ -75,7 +75,8 @@ def texture_weight(image: torch.Tensor, floor: float = 0.05) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 def segment_aware_smoothing(depth: torch.Tensor, seg_labels: torch.Tensor, image: torch.Tensor, radius: int = 4,
                             sigma_color: float = 0.1, sigma_space: float = 3.0, source_weight: torch.Tensor | None = None,
-                            dilation: int = 1, iterations: int = 1) -> torch.Tensor:
+                            dilation: int = 1, iterations: int = 1, domain: str = "log", local_linear: bool = False
+                            ) -> torch.Tensor:
     """Joint-bilateral filter of log-depth whose weights vanish across predicted classes.
 
     depth (B,1,H,W) > 0, seg_labels (B,H,W) int (or logits), image (B,3,H,W) in [0,1].
@@ -86,10 +87,20 @@ def segment_aware_smoothing(depth: torch.Tensor, seg_labels: torch.Tensor, image
     source weight rises to the trust of what it received, so large holes fill from their rim
     inwards; ``dilation`` > 1 spreads the same number of taps over a wider window for big holes.
     Ignore-labelled pixels (255) are left unchanged and never used as sources.
+
+    ``domain`` "log" filters log-depth (the METHOD.md default); "disp" filters inverse depth, which
+    is affine in pixel coordinates on any plane. With ``local_linear`` each pixel gets the value
+    of a weighted least-squares plane through its same-class neighbours instead of their weighted
+    mean: exact on slanted planar surfaces (in "disp") and unbiased where the weights are
+    lopsided (a hole filled from one side, texture on one side only), at about twice the cost.
     """
+    if domain not in ("log", "disp"):
+        raise ValueError(f"segment_aware_smoothing: domain must be 'log' or 'disp', got {domain!r}")
     labels = _as_labels(seg_labels)
     b, _, h, w = depth.shape
     log_d = depth.clamp_min(_EPS).log()
+    if domain == "disp":
+        log_d = 1.0 / depth.clamp_min(_EPS)  # the filtered quantity; the name keeps one code path
     weight = torch.ones_like(depth) if source_weight is None else source_weight.to(depth.dtype)
     known = (labels != IGNORE).unsqueeze(1)
     pad = radius * dilation
@@ -111,19 +122,50 @@ def segment_aware_smoothing(depth: torch.Tensor, seg_labels: torch.Tensor, image
     for _ in range(max(1, iterations)):
         x_p = F.pad(log_d, (pad,) * 4)
         w_p = F.pad(weight * known, (pad,) * 4)
-        num = torch.zeros_like(log_d)
-        den = torch.zeros_like(log_d)
-        kden = torch.zeros_like(log_d)
+        # weighted moments of the offsets (s = i, t = j in window steps) and of the values
+        m = {k: torch.zeros_like(log_d) for k in (("1", "x", "kden") + (("s", "t", "ss", "tt", "st", "xs", "xt")
+                                                                      if local_linear else ()))}
+        lo, hi = log_d.clone(), log_d.clone()  # range of the contributing values (local_linear guard)
         for n, (dy, dx, i, j) in enumerate(offsets):
             kern = cached[n] if cached is not None else kernel(dy, dx, i, j)
-            kden += kern
+            m["kden"] += kern
             ws = kern * _shifted(w_p, pad, dy, dx, h, w)
-            den += ws
-            num.addcmul_(ws, _shifted(x_p, pad, dy, dx, h, w))
-        filtered = num / den.clamp_min(_EPS)
+            wx = ws * _shifted(x_p, pad, dy, dx, h, w)
+            m["1"] += ws
+            m["x"] += wx
+            if local_linear:
+                x_q = _shifted(x_p, pad, dy, dx, h, w)
+                lo = torch.minimum(lo, torch.where(ws > 0, x_q, lo))
+                hi = torch.maximum(hi, torch.where(ws > 0, x_q, hi))
+            if local_linear and (i or j):
+                m["s"].add_(ws, alpha=i), m["t"].add_(ws, alpha=j)
+                m["ss"].add_(ws, alpha=i * i), m["tt"].add_(ws, alpha=j * j), m["st"].add_(ws, alpha=i * j)
+                m["xs"].add_(wx, alpha=i), m["xt"].add_(wx, alpha=j)
+        den = m["1"]
+        if local_linear:  # guard against ill-posed fits: stay within the contributing values' range
+            filtered = torch.minimum(torch.maximum(_local_linear_value(m), lo), hi)
+        else:
+            filtered = m["x"] / den.clamp_min(_EPS)
         log_d = torch.where(known & (den > _EPS), filtered, log_d)
-        weight = torch.maximum(weight, den / kden.clamp_min(_EPS))
+        weight = torch.maximum(weight, den / m["kden"].clamp_min(_EPS))
+    if domain == "disp":
+        return 1.0 / log_d.clamp_min(_EPS)
     return log_d.exp()
+
+
+def _local_linear_value(m: dict[str, torch.Tensor], ridge: float = 0.05) -> torch.Tensor:
+    """Intercept a of the weighted fit x ~ a + b s + c t from accumulated moments (per pixel).
+
+    The ridge (in window steps^2, times the total weight) keeps the slope finite when the
+    neighbours are collinear or few; then the fit falls back towards the weighted mean.
+    """
+    n = m["1"].clamp_min(_EPS)
+    A = torch.stack([torch.stack([m["1"], m["s"], m["t"]], -1),
+                     torch.stack([m["s"], m["ss"] + ridge * n, m["st"]], -1),
+                     torch.stack([m["t"], m["st"], m["tt"] + ridge * n], -1)], -2)  # B,1,H,W,3,3
+    rhs = torch.stack([m["x"], m["xs"], m["xt"]], -1).unsqueeze(-1)
+    A[..., 0, 0] = n
+    return torch.linalg.solve(A, rhs)[..., 0, 0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,7 +326,7 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
             hint = segment_aware_smoothing(hint, labels, image, radius=refine_cfg.bilateral_radius,
                                            sigma_color=refine_cfg.bilateral_sigma_color,
                                            sigma_space=refine_cfg.bilateral_sigma_space,
-                                           source_weight=texture_weight(image))
+                                           source_weight=texture_weight(image), local_linear=True)
         elif op == "surface":
             # plane (1) for driving; a curved surface (2) suits tissue. RefineConfig has no
             # surface_order field yet, so the plane is the default until the config grows one.
