@@ -315,8 +315,10 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
     """The pseudo-depth label: ``refine_cfg.hint_operators`` applied in order to the detached depth.
 
     ``seg`` is the segmentation prediction (logits B x C x H x W) or labels (B x H x W). Pixels no
-    operator changes keep the predicted depth, where the gate (strictly better reprojection)
-    rejects them anyway.
+    operator changes keep the predicted depth (refinement_losses leaves those out of the loss).
+    "smooth" uses texture-weighted, local-linear smoothing of log-depth: the plain weighted mean
+    is biased wherever depth is slanted and the texture lopsided (measured about 2 % AbsRel on
+    exact SynthDrive depth, against under 1 % for the local-linear fit).
     """
     hint = depth.detach()
     labels = _as_labels(seg.detach())
