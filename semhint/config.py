@@ -93,6 +93,7 @@ class RefineConfig:
     bilateral_sigma_color: float = 0.1
     bilateral_sigma_space: float = 3.0
     stuff_classes: list[int] = field(default_factory=lambda: [0, 1])  # classes for the surface fit
+    surface_order: int = 1  # operator B: 1 = plane in inverse depth (driving), 2 = quadric (tissue)
     pseudo_seg: bool = False  # pseudo-semantics from depth and geometry
     pseudo_seg_weight: float = 0.3
     pseudo_seg_confidence: float = 0.7
@@ -206,6 +207,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine.hint_operators", f"unknown {bad_ops}; choose from {', '.join(HINT_OPERATORS)}")
     if (r.hint or r.pseudo_seg) and m.num_classes == 0:
         fail("refine", "hint / pseudo_seg need a segmentation branch (model.num_classes > 0)")
+    if r.surface_order not in (1, 2):
+        fail("refine.surface_order", f"must be 1 or 2, got {r.surface_order}")
     if r.warmup_epochs < 0:
         fail("refine.warmup_epochs", "must be >= 0")
     if not 0 <= r.pseudo_seg_confidence <= 1:
