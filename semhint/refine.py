@@ -330,10 +330,9 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
                                            sigma_space=refine_cfg.bilateral_sigma_space,
                                            source_weight=texture_weight(image), local_linear=True)
         elif op == "surface":
-            # plane (1) for driving; a curved surface (2) suits tissue. RefineConfig has no
-            # surface_order field yet, so the plane is the default until the config grows one.
-            order = getattr(refine_cfg, "surface_order", 1)
-            hint, _ = segment_surface_fit(hint, labels, K, refine_cfg.stuff_classes, order=order, generator=generator)
+            # plane (1) for driving; a curved surface (2) suits tissue
+            hint, _ = segment_surface_fit(hint, labels, K, refine_cfg.stuff_classes, order=refine_cfg.surface_order,
+                                          generator=generator)
         elif op == "border":
             hint = border_morphing(hint, labels)
         else:
