@@ -119,7 +119,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
             for (h, w) in args.sizes:
                 for bf16 in args.bf16:
                     for cl in (False, True):
-                        if args.quick and cl:
+                        if (args.quick and cl) or (bf16 and (h, w) not in args.bf16_sizes):
                             continue
                         s = time_step(h, w, device, bf16, cl, reps, warm)
                         row = {"device": device.type, "threads": threads, "size": f"{h}x{w}",
@@ -132,7 +132,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
             for bf16 in args.bf16:
                 for cl in (False, True):
                     for mode in ("inference_mode", "no_grad"):
-                        if args.quick and (cl or mode == "no_grad"):
+                        if (args.quick and (cl or mode == "no_grad")) or (bf16 and (mode == "no_grad" or cl)):
                             continue
                         ms = time_inference(192, 640, device, bf16, cl, mode, max(reps, 3), warm)
                         row = {"device": device.type, "threads": threads, "size": "192x640", "precision":
@@ -151,11 +151,13 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
                         help="bf16 = torch.autocast(bfloat16); slow on CPUs without native bf16 (no AVX512-BF16/AMX)")
     parser.add_argument("--sizes", nargs="+", default=["96x320", "192x640"], help="training step sizes HxW")
+    parser.add_argument("--bf16-sizes", nargs="+", default=None, help="sizes that get bf16 step rows (default: all)")
     parser.add_argument("--load", default="", help="a note on machine load at measurement time")
     parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/RESULTS.md")
     args = parser.parse_args()
     args.bf16 = [p == "bf16" for p in args.precisions]
     args.sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+    args.bf16_sizes = [tuple(int(v) for v in s.split("x")) for s in args.bf16_sizes] if args.bf16_sizes else args.sizes
     step_rows, infer_rows = run(args)
     if args.no_write:
         return
