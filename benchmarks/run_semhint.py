@@ -1,0 +1,413 @@
+"""SemHint vs the depth-only baseline on the synthetic worlds: same data, same step budget, N seeds.
+
+One command renders (or reuses) a synthetic dataset, makes the noisy labels the configs ask for,
+trains every (config, seed) pair for a fixed number of steps, evaluates each run on the test split
+and writes a table into docs/RESULTS.md (benchmarks/_results.py). Runs are independent
+subprocesses (``--jobs`` at a time, one torch thread each) whose results are cached as
+``OUT/runs/<name>/seed<k>/result.json``, so an interrupted sweep resumes where it stopped and the
+table can be rebuilt from the cache alone (``--report-only``).
+
+Configs are the project's YAML files, unchanged except for what makes runs comparable: every
+``runs/synth_<world>/...`` path is rebased onto ``--data``, the step budget, batch size, input size,
+seed, thread count and output folder are set here, and (optionally) ``--labels`` replaces the
+label folder of every SemHint config. Label folders are made on demand from their name:
+``labels<N>`` = ``semhint labels train`` on N labelled frames + ``labels predict``;
+``corrupt<S>`` = ``semhint labels corrupt --strength S`` of the ground truth.
+
+Evaluation (test split, exact rendered depth, the config's generic protocol: median scaling,
+depth cap): the seven standard metrics; AbsRel per class from the ground-truth labels (car, road,
+pole; "sky-adjacent" = valid pixels within a few pixels of sky, where depth edges are hardest; tissue:
+every class); for SemHint runs the branch's mIoU against ground truth next to the mIoU of the noisy
+labels it learned from (does the branch denoise them?).
+
+Example (the SynthDrive table in docs/RESULTS.md):
+    python benchmarks/run_semhint.py --world drive --out runs/semhint_bench --steps 300 --seeds 0 1 2 \\
+        --configs configs/synth_drive.yaml configs/semhint_synth_drive.yaml --labels corrupt0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from semhint.config import Config, from_dict, load_config, to_dict  # noqa: E402
+
+METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+WORLDS = {  # render preset overrides, the classes reported, the class set name
+    "drive": {"classes": "cityscapes", "report": {"car": [13], "road": [0], "pole": [5]}, "sky": 10},
+    "tissue": {"classes": "tissue", "report": {"tissue A": [0], "tissue B": [1], "instrument": [2]}, "sky": None},
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# data and labels
+# ----------------------------------------------------------------------------------------------
+def ensure_data(world: str, root: Path, sequences: int, frames: int, size: str, seed: int) -> Path:
+    """Render the synthetic world once; an existing render (splits/test.txt present) is reused."""
+    if (root / "splits" / "test.txt").is_file():
+        return root
+    from semhint.data.synthetic import render_drive, render_tissue
+
+    render = render_drive if world == "drive" else render_tissue
+    render(root, preset="demo", seed=seed, sequences=sequences, frames=frames, size=size)
+    return root
+
+
+def ensure_labels(root: Path, name: str, world: str, size: tuple[int, int], labeler_steps: int) -> Path:
+    """Make the noisy label folder ``root/name`` from its name (see the module docstring)."""
+    out = root / name
+    if name == "gt_labels" or (out / "labels_info.json").is_file() or (out / "corruption.json").is_file():
+        return out
+    classes = WORLDS[world]["classes"]
+    if name.startswith("corrupt"):
+        from semhint.data.synthetic.corrupt import corrupt_label_dir
+
+        corrupt_label_dir(root / "gt_labels", out, float(name[len("corrupt"):]), seed=0, classes=classes)
+    elif name.startswith("labels"):
+        from semhint.labelmaker import predict_labels, train_labeler
+
+        model = root / f"labeler{name[len('labels'):]}.ckpt"
+        train_labeler(root / "data", root / "gt_labels", model, classes=classes, size=size, steps=labeler_steps,
+                      frames=int(name[len("labels"):]), encoder="efficientnet_lite0", pretrained="package",
+                      gt_labels=root / "gt_labels")
+        predict_labels(model, root / "data", out, gt_labels=root / "gt_labels")
+    else:
+        raise SystemExit(f"label folder name {name!r}: expected labels<N> or corrupt<S>")
+    return out
+
+
+def label_folders(args) -> list[str]:
+    """The noisy label folders the sweep's SemHint configs read (or ``--labels`` for all of them)."""
+    if args.labels:
+        return [args.labels]
+    names = {Path(load_config(c).data.labels).name for c in args.configs if load_config(c).model.num_classes > 0}
+    return sorted(names)
+
+
+# ----------------------------------------------------------------------------------------------
+# one run
+# ----------------------------------------------------------------------------------------------
+def run_config(config_path: Path, args, seed: int, run_dir: Path, labels: str | None) -> Config:
+    """The config file with paths rebased onto the benchmark data and the shared budget applied."""
+    values = to_dict(load_config(config_path))
+    prefix = f"runs/synth_{args.world}"
+    data = values["data"]
+    for key in ("path", "train_split", "val_split", "gt_depth", "labels", "gt_labels"):
+        if data[key].startswith(prefix):
+            data[key] = str(Path(args.data) / data[key][len(prefix) + 1:])
+    if labels and values["model"]["num_classes"] > 0:
+        data["labels"] = str(Path(args.data) / labels)
+    data.update(val_split="", num_workers=0)  # no validation: the test split is evaluated afterwards
+    if args.size:
+        data["height"], data["width"] = (int(v) for v in args.size.split("x"))
+    if args.encoder:
+        values["model"]["encoder"] = args.encoder
+        values["model"]["pretrained"] = "package" if args.encoder == "efficientnet_lite0" else ""
+    values["optim"].update(max_steps=args.steps, epochs=10_000, milestones=[10_000], batch_size=args.batch_size)
+    values["trainer"].update(out_dir=str(run_dir), seed=seed, accelerator="cpu", devices=1, num_threads=1,
+                             log_every_n_steps=5, image_log_every_n_steps=0)
+    for item in args.set or []:
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        import yaml
+
+        values[section][name] = yaml.safe_load(value)
+    return from_dict(values, f"{config_path} (benchmark)")
+
+
+def _frame_maps(cfg: Config, root: Path, split: Path, label_root: str) -> tuple[list, list, list, list]:
+    """(rgb, gt depth, gt labels, noisy labels or None) for every test frame."""
+    from semhint.data import mirrored_path, read_depth_png
+    from semhint.data.labels import read_label_png
+    from semhint.data.snippets import frame_refs
+    from semhint.fileio import read_rgb
+
+    refs = frame_refs(cfg.data, str(split))
+    rgbs = [read_rgb(r.target) for r in refs]
+    depths = [read_depth_png(mirrored_path(root / "gt_depth", r.target, r.data_root)) for r in refs]
+    gt_labels = [read_label_png(mirrored_path(root / "gt_labels", r.target, r.data_root)) for r in refs]
+    noisy = [read_label_png(mirrored_path(label_root, r.target, r.data_root)) for r in refs] if label_root else []
+    return rgbs, depths, gt_labels, noisy
+
+
+def class_groups(labels: np.ndarray, depth: np.ndarray, world: str, band: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(group map: index into WORLDS[world]['report'] or 255, sky-adjacent mask) of one frame."""
+    spec = WORLDS[world]
+    groups = np.full(labels.shape, 255, np.uint8)
+    for g, ids in enumerate(spec["report"].values()):
+        groups[np.isin(labels, ids)] = g
+    sky_adjacent = np.zeros(labels.shape, np.uint8) + 255
+    if spec["sky"] is not None:
+        import cv2
+
+        near = cv2.dilate((labels == spec["sky"]).astype(np.uint8), np.ones((2 * band + 1, 2 * band + 1), np.uint8))
+        sky_adjacent[(near > 0) & (labels != spec["sky"]) & (depth > 0)] = 0
+    return groups, sky_adjacent
+
+
+def evaluate_run(checkpoint: Path, cfg: Config, args, labels: str) -> dict:
+    """Depth metrics, per-class AbsRel and (with a branch) mIoU on the test split."""
+    import torch
+
+    from semhint.evaluation import evaluate_depth, evaluate_segmentation
+    from semhint.inference import Predictor, load_depth_net
+
+    root = Path(args.data)
+    _, net = load_depth_net(checkpoint)
+    predictor = Predictor(net, cfg)
+    rgbs, depths, gt_labels, noisy = _frame_maps(cfg, root, root / "splits" / "test.txt",
+                                                 cfg.data.labels if cfg.model.num_classes else "")
+    disps = [predictor.predict_disparity_batch(rgbs[i:i + 8]) for i in range(0, len(rgbs), 8)]
+    disps = [d for chunk in disps for d in chunk]
+    e = cfg.eval
+    kw = dict(min_depth=e.min_depth, max_depth=e.max_depth, crop=e.crop, median_scaling=e.median_scaling)
+    groups = [class_groups(lab, d, args.world) for lab, d in zip(gt_labels, depths)]
+    names = list(WORLDS[args.world]["report"])
+    result = evaluate_depth(disps, depths, labels=[g for g, _ in groups], class_names=names, **kw)
+    out = {"metrics": result.metrics(), "per_class_abs_rel": {n: v["abs_rel"] for n, v in result.per_class_abs_rel.items()}}
+    if WORLDS[args.world]["sky"] is not None:
+        sky = evaluate_depth(disps, depths, labels=[s for _, s in groups], class_names=["sky-adjacent"], **kw)
+        out["per_class_abs_rel"].update({n: v["abs_rel"] for n, v in sky.per_class_abs_rel.items()})
+    if cfg.model.num_classes:
+        preds = []
+        with torch.inference_mode():
+            for i in range(0, len(rgbs), 8):
+                logits = net(predictor._to_tensor(rgbs[i:i + 8]))["seg/0"]
+                for lg, gt in zip(logits, gt_labels[i:i + 8]):
+                    up = torch.nn.functional.interpolate(lg[None].float(), size=gt.shape, mode="bilinear",
+                                                         align_corners=False)
+                    preds.append(up[0].argmax(0).numpy().astype(np.uint8))
+        c = cfg.model.num_classes
+        out["branch_miou"] = evaluate_segmentation(gt_labels, preds, c)["miou"]
+        out["noisy_labels_test_miou"] = evaluate_segmentation(gt_labels, noisy, c)["miou"]
+        out["branch_vs_noisy_miou"] = evaluate_segmentation(noisy, preds, c)["miou"]
+    return out
+
+
+def refine_stats(run_dir: Path) -> dict:
+    """Mean of each logged refine/* training statistic over the logged steps (gate acceptance etc.)."""
+    import csv
+
+    path = run_dir / "logs" / "csv" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    sums: dict[str, list[float]] = {}
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            for key, value in row.items():
+                if key.startswith("train/refine/") and value not in ("", None):
+                    sums.setdefault(key[len("train/refine/"):], []).append(float(value))
+    return {k: float(np.mean(v)) for k, v in sums.items()}
+
+
+def one_run(args) -> None:
+    """Train + evaluate one (config, seed) into its result.json (the subprocess entry point)."""
+    import shutil
+
+    from semhint.training import fit
+
+    run_dir = Path(args.run_dir)
+    cfg = run_config(Path(args.config), args, args.seed, run_dir, args.labels)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    fit(cfg)
+    seconds = time.perf_counter() - t0
+    result = evaluate_run(run_dir / "checkpoints" / "last.ckpt", cfg, args, cfg.data.labels)
+    from semhint.models import build_depth_net, parameter_report
+
+    shared = parameter_report(build_depth_net(cfg.model))["shared_decoder"]
+    result.update(config=args.config, seed=args.seed, steps=args.steps, train_seconds=seconds,
+                  labels=Path(cfg.data.labels).name if cfg.model.num_classes else "",
+                  shared_layers=cfg.model.shared_layers if cfg.model.num_classes else None,
+                  shared_params=shared if cfg.model.num_classes else None,
+                  refine=refine_stats(run_dir))
+    from semhint.fileio import write_json
+
+    write_json(run_dir / "result.json", result)
+    for ckpt in (run_dir / "checkpoints").glob("best-*.ckpt"):  # keep last.ckpt only: disk is shared
+        ckpt.unlink()
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep and the table
+# ----------------------------------------------------------------------------------------------
+def run_name(config: str, labels: str | None, tag: str) -> str:
+    name = Path(config).stem
+    return f"{name}{'-' + labels if labels else ''}{'-' + tag if tag else ''}"
+
+
+def sweep(args) -> list[Path]:
+    """Launch every missing (config, seed) run as a subprocess, ``--jobs`` at a time."""
+    root = Path(args.out) / "runs"
+    todo, done = [], []
+    for config in args.configs:
+        uses_labels = load_config(config).model.num_classes > 0
+        labels = args.labels if uses_labels else None
+        for seed in args.seeds:
+            run_dir = root / run_name(config, labels, args.tag) / f"seed{seed}"
+            (done if (run_dir / "result.json").is_file() else todo).append((config, seed, run_dir, labels))
+    procs: list[tuple[subprocess.Popen, Path]] = []
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    while todo or procs:
+        while todo and len(procs) < args.jobs:
+            config, seed, run_dir, labels = todo.pop(0)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, __file__, "--one", "--config", config, "--seed", str(seed), "--run-dir", str(run_dir),
+                   *_shared_flags(args)]
+            if labels:
+                cmd += ["--labels", labels]
+            log = (run_dir.parent / f"seed{seed}.log").open("w")
+            print(f"[run_semhint] start {run_dir}", flush=True)
+            procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), run_dir))
+        time.sleep(2)
+        for proc, run_dir in list(procs):
+            if proc.poll() is not None:
+                procs.remove((proc, run_dir))
+                ok = (run_dir / "result.json").is_file()
+                print(f"[run_semhint] {'done' if ok else 'FAILED (see log)'} {run_dir}", flush=True)
+    return [d for *_, d, _ in done]
+
+
+def _shared_flags(args) -> list[str]:
+    flags = ["--world", args.world, "--data", str(args.data), "--steps", str(args.steps),
+             "--batch-size", str(args.batch_size)]
+    if args.size:
+        flags += ["--size", args.size]
+    if args.encoder:
+        flags += ["--encoder", args.encoder]
+    for item in args.set or []:
+        flags += ["--set", item]
+    return flags
+
+
+def collect(args) -> dict[str, list[dict]]:
+    """Every cached result of this sweep's configs, grouped by run name."""
+    root = Path(args.out) / "runs"
+    groups: dict[str, list[dict]] = {}
+    for config in args.configs:
+        uses_labels = load_config(config).model.num_classes > 0
+        name = run_name(config, args.labels if uses_labels else None, args.tag)
+        for seed in args.seeds:
+            path = root / name / f"seed{seed}" / "result.json"
+            if path.is_file():
+                groups.setdefault(name, []).append(json.loads(path.read_text()))
+    return groups
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
+    """Markdown rows (mean ± std over seeds) and the raw rows for the JSON."""
+    from _results import markdown_table  # benchmarks/ is on sys.path when run as a script
+
+    classes = list(WORLDS[world]["report"]) + (["sky-adjacent"] if WORLDS[world]["sky"] is not None else [])
+    rows, raw = [], []
+    for name, results in groups.items():
+        row = {"run": name, "seeds": len(results)}
+        for m in METRICS:
+            row[m] = _mean_std([r["metrics"][m] for r in results])
+        for c in classes:
+            row[f"AbsRel {c}"] = _mean_std([r["per_class_abs_rel"].get(c) for r in results])
+        if "branch_miou" in results[0]:
+            row["branch mIoU"] = _mean_std([r["branch_miou"] for r in results])
+            row["noisy-label mIoU"] = _mean_std([r["noisy_labels_test_miou"] for r in results])
+            row["k (shared params)"] = f"{results[0]['shared_layers']} ({results[0]['shared_params']:,})"
+            acc = [r["refine"].get("hint_accept_rate") for r in results]
+            row["hint accept"] = _mean_std(acc) if any(a is not None for a in acc) else "-"
+        row["train min"] = f"{np.mean([r['train_seconds'] for r in results]) / 60:.1f}"
+        rows.append(row)
+        raw.append({"run": name, "results": results})
+    columns = ["run", "seeds", *METRICS, *[f"AbsRel {c}" for c in classes], "branch mIoU", "noisy-label mIoU",
+               "k (shared params)", "hint accept", "train min"]
+    return markdown_table(rows, columns), raw
+
+
+def report(args) -> None:
+    from _results import write_section
+
+    groups = collect(args)
+    if not groups:
+        print("no results yet")
+        return
+    markdown, raw = table(groups, args.world)
+    key = args.key or f"semhint_synth_{args.world}"
+    cmd = "python " + " ".join(shlex.quote(a) for a in [f"benchmarks/{Path(__file__).name}", *sys.argv[1:]]
+                               if a != "--report-only")
+    note = (f"Test split of the rendered data (`{args.data}`), exact depth, generic protocol (per-image median "
+            f"scaling, cap {load_config(args.configs[0]).eval.max_depth:g}); mean ± sample std over seeds. "
+            f"Budget: {args.steps} steps of batch {args.batch_size} for every run, 1 torch thread per run. "
+            "AbsRel per class pools all test pixels of the class (ground-truth labels); sky-adjacent = "
+            "valid pixels within 3 px of sky. Branch mIoU: the segmentation head vs ground truth; noisy-label "
+            "mIoU: the labels it learned from, on the same test frames. Hint accept: mean fraction of pixels "
+            "the Depth Hints gate let the hint train (over logged steps after warm-up).")
+    print(markdown)
+    write_section(key, args.title or f"SemHint vs baseline on Synth{args.world.capitalize()}", cmd,
+                  note + "\n\n" + markdown + ("\n\n" + args.notes if args.notes else ""), {"runs": raw})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--world", choices=list(WORLDS), default="drive")
+    p.add_argument("--out", default="runs/semhint_bench", help="where runs and their results are cached")
+    p.add_argument("--data", default=None, help="rendered data root (default OUT/<world>; rendered if missing)")
+    p.add_argument("--sequences", type=int, default=4)
+    p.add_argument("--frames", type=int, default=40)
+    p.add_argument("--render-size", default="64x208", help="render size HxW")
+    p.add_argument("--size", default="", help="network input HxW (default: the config's)")
+    p.add_argument("--encoder", default="", help="override model.encoder for every run")
+    p.add_argument("--configs", nargs="+", default=["configs/synth_drive.yaml", "configs/semhint_synth_drive.yaml"])
+    p.add_argument("--labels", default=None, help="label folder for every SemHint config (labels<N> | corrupt<S>)")
+    p.add_argument("--labeler-steps", type=int, default=200)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--set", action="append", help="extra SECTION.KEY=VALUE applied to every run")
+    p.add_argument("--tag", default="", help="suffix of the run names (to keep variants of --set apart)")
+    p.add_argument("--key", default="", help="results key (default semhint_synth_<world>)")
+    p.add_argument("--title", default="")
+    p.add_argument("--notes", default="", help="markdown appended under the table")
+    p.add_argument("--report-only", action="store_true")
+    # subprocess mode
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--run-dir", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.data = args.data or str(Path(args.out) / args.world)
+    if args.one:
+        import torch
+
+        torch.set_num_threads(1)
+        one_run(args)
+        return
+    if not args.report_only:
+        ensure_data(args.world, Path(args.data), args.sequences, args.frames, args.render_size, 0)
+        h, w = (int(v) for v in (args.size or args.render_size).split("x"))
+        for name in label_folders(args):
+            ensure_labels(Path(args.data), name, args.world, (h, w), args.labeler_steps)
+        sweep(args)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
