@@ -192,7 +192,44 @@ def evaluate_run(checkpoint: Path, cfg: Config, args, labels: str) -> dict:
         out["branch_miou"] = evaluate_segmentation(gt_labels, preds, c)["miou"]
         out["noisy_labels_test_miou"] = evaluate_segmentation(gt_labels, noisy, c)["miou"]
         out["branch_vs_noisy_miou"] = evaluate_segmentation(noisy, preds, c)["miou"]
+        if cfg.refine.hint or cfg.refine.pseudo_seg:
+            out["refine_test"] = refine_diagnostics(checkpoint, cfg, root / "splits" / "test.txt")
     return out
+
+
+def refine_diagnostics(checkpoint: Path, cfg: Config, test_split: Path, batches: int = 4) -> dict:
+    """The refinement statistics of the TRAINED model on test snippets, with ground truth at hand.
+
+    Runs the training objective (refinements forced on, no gradient) on the first ``batches``
+    test batches: the gate's acceptance rate, and on accepted pixels the AbsRel of the hint vs
+    the prediction it would replace (is the hint worth learning from?); the pseudo-label rate
+    and the accuracy of pseudo vs noisy labels against ground truth (do they denoise?).
+    """
+    import dataclasses
+
+    import torch
+
+    from semhint.data.snippets import build_dataset
+    from semhint.training import SemHintModule, collate_snippets
+
+    cfg = dataclasses.replace(cfg, refine=dataclasses.replace(cfg.refine, warmup_epochs=0),
+                              data=dataclasses.replace(cfg.data, val_split=str(test_split)))
+    module = SemHintModule(cfg)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    module.eval()
+    dataset = build_dataset(cfg.data, "val")
+    picks = np.linspace(0, len(dataset) - 1, batches * cfg.optim.batch_size).round().astype(int)
+    sums: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for i in range(0, len(picks), cfg.optim.batch_size):
+            batch = collate_snippets([dataset[int(j)] for j in picks[i:i + cfg.optim.batch_size]])
+            batch.update({f"image_aug/{f}": batch[f"image/{f}"] for f in cfg.data.frame_ids})
+            losses, _, _ = module.objective(batch)
+            for key, value in losses.items():
+                if key.startswith("refine/"):
+                    sums.setdefault(key[len("refine/"):], []).append(float(value))
+    return {k: float(np.mean(v)) for k, v in sums.items()}
 
 
 def refine_stats(run_dir: Path) -> dict:
@@ -219,11 +256,15 @@ def one_run(args) -> None:
 
     run_dir = Path(args.run_dir)
     cfg = run_config(Path(args.config), args, args.seed, run_dir, args.labels)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    t0 = time.perf_counter()
-    fit(cfg)
-    seconds = time.perf_counter() - t0
+    previous = run_dir / "result.json"
+    if args.reevaluate and previous.is_file():  # re-measure a trained run (e.g. after adding a metric)
+        seconds = json.loads(previous.read_text())["train_seconds"]
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        t0 = time.perf_counter()
+        fit(cfg)
+        seconds = time.perf_counter() - t0
     result = evaluate_run(run_dir / "checkpoints" / "last.ckpt", cfg, args, cfg.data.labels)
     from semhint.models import build_depth_net, parameter_report
 
@@ -257,7 +298,8 @@ def sweep(args) -> list[Path]:
         labels = args.labels if uses_labels else None
         for seed in args.seeds:
             run_dir = root / run_name(config, labels, args.tag) / f"seed{seed}"
-            (done if (run_dir / "result.json").is_file() else todo).append((config, seed, run_dir, labels))
+            finished = (run_dir / "result.json").is_file() and not args.reevaluate
+            (done if finished else todo).append((config, seed, run_dir, labels))
     procs: list[tuple[subprocess.Popen, Path]] = []
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     while todo or procs:
@@ -268,7 +310,7 @@ def sweep(args) -> list[Path]:
                    *_shared_flags(args)]
             if labels:
                 cmd += ["--labels", labels]
-            log = (run_dir.parent / f"seed{seed}.log").open("w")
+            log = (run_dir.parent / f"seed{seed}{'.eval' if args.reevaluate else ''}.log").open("w")
             print(f"[run_semhint] start {run_dir}", flush=True)
             procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), run_dir))
         time.sleep(2)
@@ -289,6 +331,8 @@ def _shared_flags(args) -> list[str]:
         flags += ["--encoder", args.encoder]
     for item in args.set or []:
         flags += ["--set", item]
+    if args.reevaluate:
+        flags.append("--reevaluate")
     return flags
 
 
@@ -315,6 +359,11 @@ def _mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
+def _mean_of(dicts: list[dict], key: str) -> str:
+    values = [d[key] for d in dicts if key in d]
+    return f"{np.mean(values):.3f}" if values else "-"
+
+
 def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
     """Markdown rows (mean ± std over seeds) and the raw rows for the JSON."""
     from _results import markdown_table  # benchmarks/ is on sys.path when run as a script
@@ -331,13 +380,16 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
             row["branch mIoU"] = _mean_std([r["branch_miou"] for r in results])
             row["noisy-label mIoU"] = _mean_std([r["noisy_labels_test_miou"] for r in results])
             row["k (shared params)"] = f"{results[0]['shared_layers']} ({results[0]['shared_params']:,})"
-            acc = [r["refine"].get("hint_accept_rate") for r in results]
-            row["hint accept"] = _mean_std(acc) if any(a is not None for a in acc) else "-"
+            diag = [r.get("refine_test", {}) for r in results]
+            row["hint accept"] = _mean_of(diag, "hint_accept_rate")
+            row["hint / pred AbsRel @accepted"] = f"{_mean_of(diag, 'hint_gt_absrel')} / {_mean_of(diag, 'pred_gt_absrel')}"
+            row["pseudo / noisy label acc"] = (f"{_mean_of(diag, 'pseudo_label_gt_accuracy')} / "
+                                               f"{_mean_of(diag, 'noisy_label_gt_accuracy')}")
         row["train min"] = f"{np.mean([r['train_seconds'] for r in results]) / 60:.1f}"
         rows.append(row)
         raw.append({"run": name, "results": results})
     columns = ["run", "seeds", *METRICS, *[f"AbsRel {c}" for c in classes], "branch mIoU", "noisy-label mIoU",
-               "k (shared params)", "hint accept", "train min"]
+               "k (shared params)", "hint accept", "hint / pred AbsRel @accepted", "pseudo / noisy label acc", "train min"]
     return markdown_table(rows, columns), raw
 
 
@@ -387,6 +439,7 @@ def main() -> None:
     p.add_argument("--title", default="")
     p.add_argument("--notes", default="", help="markdown appended under the table")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--reevaluate", action="store_true", help="re-measure finished runs from their last.ckpt")
     # subprocess mode
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
