@@ -290,16 +290,21 @@ def _has_validation_metric(cfg: Config) -> bool:
 
 
 def _checkpoint_callbacks(cfg: Config) -> list[ModelCheckpoint]:
-    """last.ckpt every epoch, plus the best by AbsRel (or mIoU, or training loss without GT)."""
+    """last.ckpt at the end of every training epoch, plus the best by AbsRel (or mIoU, or training loss).
+
+    Two callbacks, because ModelCheckpoint(save_last=True) rewrites last.ckpt only when it saves a
+    top-k checkpoint, which leaves a stale "last" once the monitored metric stops improving.
+    """
     ckpt_dir = Path(cfg.trainer.out_dir) / "checkpoints"
     if _has_validation_metric(cfg):
         monitor, mode = ("val/abs_rel", "min") if cfg.data.gt_depth else ("val/miou", "max")
     else:
         monitor, mode = "train/loss_epoch", "min"
-    filename = "best-{epoch:03d}-{step}"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename=filename, monitor=monitor, mode=mode, save_top_k=1,
-                           save_last=True, auto_insert_metric_name=False)
-    return [best]
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}-{step}", monitor=monitor, mode=mode,
+                           save_top_k=1, auto_insert_metric_name=False)
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                           save_on_train_epoch_end=True, enable_version_counter=False)
+    return [best, last]
 
 
 def _resolve_resume(cfg: Config, resume: str | None) -> str | None:
