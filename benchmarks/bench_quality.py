@@ -74,7 +74,7 @@ def kitti(args) -> None:
 def demo(args) -> None:
     from semhint.demo import run_demo
 
-    out = run_demo(args.out, minutes=args.minutes, preset="demo", seed=0)
+    out = Path(args.out) if args.no_run else run_demo(args.out, minutes=args.minutes, preset="demo", seed=0)
     result = json.loads((Path(out) / "metrics.json").read_text())
     rows = [{"model": "constant depth, median-scaled", **result["constant_depth_baseline"]}]
     rows += [{"model": name, **run["metrics"]} for name, run in result["runs"].items()]
@@ -83,6 +83,8 @@ def demo(args) -> None:
           f"{result['seconds'] / 60:.1f} min.\n\n")
     if args.load:
         md += f"Load during measurement: {args.load}\n\n"
+    if args.note:
+        md += args.note + "\n\n"
     md += markdown_table(rows, ["model", *METRIC_NAMES])
     write_section("demo", "`semhint demo`: SynthDrive, trained on CPU for a few minutes",
                   f"semhint demo --out {args.out} --minutes {args.minutes:g}", md, {"rows": rows, **result, "load": args.load})
@@ -101,6 +103,8 @@ def main() -> None:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--minutes", type=float, default=3.0)
     d.add_argument("--load", default="")
+    d.add_argument("--no-run", action="store_true", help="record the report already in --out without rerunning")
+    d.add_argument("--note", default="", help="a sentence on the run, written above the table")
     args = parser.parse_args()
     (kitti if args.what == "kitti" else demo)(args)
 

@@ -159,7 +159,8 @@ def markdown_report(runs: list[DemoRun], constant: dict[str, float], test: TestS
         "(depth in (0.001, 80) m, per-image median scaling, no crop). Lower is better for the first four "
         "columns, higher for a1..a3.\n\n" + header + "\n".join(lines) + "\n\n"
         f"Best run `{best.name}`: AbsRel {best.metrics['abs_rel']:.3f} vs {constant['abs_rel']:.3f} for constant "
-        f"depth ({100 * gain:.0f}% lower). Whole demo: {seconds / 60:.1f} min.\n\n"
+        f"depth ({100 * abs(gain):.0f}% {'lower' if gain >= 0 else 'higher: not trained enough to beat it'}). "
+        f"Whole demo: {seconds / 60:.1f} min.\n\n"
         "![depth panels](depth_panels.png)\n\n![training curves](training_curves.png)\n"
     )
 
