@@ -261,6 +261,12 @@ def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
                 continue
         raise ConfigError(f"{source}: {key}: {value!r} does not match {tp}")
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string; accept any numeric spelling.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {key}: expected a number, got {type(value).__name__} {value!r}")
         return float(value)

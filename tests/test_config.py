@@ -87,3 +87,11 @@ def test_save_then_load_round_trips(tmp_path):
     cfg = load_config(None, ["optim.lr=3.0e-4", "model.num_classes=5", "refine.hint=true"])
     save_config(cfg, tmp_path / "saved.yaml")
     assert to_dict(load_config(tmp_path / "saved.yaml")) == to_dict(cfg)
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads 1e-4 as a string; the config must still take it as the float users meant."""
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1e-4\n")
+    assert load_config(path).optim.lr == 1e-4
+    assert load_config(None, ["optim.lr=2e-4"]).optim.lr == 2e-4
