@@ -156,11 +156,36 @@ def class_groups(labels: np.ndarray, depth: np.ndarray, world: str, band: int = 
     return groups, sky_adjacent
 
 
+def depth_result(disps: list[np.ndarray], depths: list[np.ndarray], gt_labels: list[np.ndarray], cfg: Config,
+                 world: str) -> dict:
+    """The seven metrics and AbsRel per reported class (and sky-adjacent pixels) of disparities."""
+    from semhint.evaluation import evaluate_depth
+
+    e = cfg.eval
+    kw = dict(min_depth=e.min_depth, max_depth=e.max_depth, crop=e.crop, median_scaling=e.median_scaling)
+    groups = [class_groups(lab, d, world) for lab, d in zip(gt_labels, depths)]
+    names = list(WORLDS[world]["report"])
+    result = evaluate_depth(disps, depths, labels=[g for g, _ in groups], class_names=names, **kw)
+    out = {"metrics": result.metrics(), "per_class_abs_rel": {n: v["abs_rel"] for n, v in result.per_class_abs_rel.items()}}
+    if WORLDS[world]["sky"] is not None:
+        sky = evaluate_depth(disps, depths, labels=[s for _, s in groups], class_names=["sky-adjacent"], **kw)
+        out["per_class_abs_rel"].update({n: v["abs_rel"] for n, v in sky.per_class_abs_rel.items()})
+    return out
+
+
+def constant_depth_result(args) -> dict:
+    """The trivial reference: one constant depth per image (median scaling picks its value)."""
+    root = Path(args.data)
+    cfg = run_config(Path(args.configs[0]), args, 0, Path(args.out) / "constant", None)
+    _, depths, gt_labels, _ = _frame_maps(cfg, root, root / "splits" / "test.txt", "")
+    return depth_result([np.ones_like(d) for d in depths], depths, gt_labels, cfg, args.world)
+
+
 def evaluate_run(checkpoint: Path, cfg: Config, args, labels: str) -> dict:
     """Depth metrics, per-class AbsRel and (with a branch) mIoU on the test split."""
     import torch
 
-    from semhint.evaluation import evaluate_depth, evaluate_segmentation
+    from semhint.evaluation import evaluate_segmentation
     from semhint.inference import Predictor, load_depth_net
 
     root = Path(args.data)
@@ -170,15 +195,9 @@ def evaluate_run(checkpoint: Path, cfg: Config, args, labels: str) -> dict:
                                                  cfg.data.labels if cfg.model.num_classes else "")
     disps = [predictor.predict_disparity_batch(rgbs[i:i + 8]) for i in range(0, len(rgbs), 8)]
     disps = [d for chunk in disps for d in chunk]
-    e = cfg.eval
-    kw = dict(min_depth=e.min_depth, max_depth=e.max_depth, crop=e.crop, median_scaling=e.median_scaling)
-    groups = [class_groups(lab, d, args.world) for lab, d in zip(gt_labels, depths)]
-    names = list(WORLDS[args.world]["report"])
-    result = evaluate_depth(disps, depths, labels=[g for g, _ in groups], class_names=names, **kw)
-    out = {"metrics": result.metrics(), "per_class_abs_rel": {n: v["abs_rel"] for n, v in result.per_class_abs_rel.items()}}
-    if WORLDS[args.world]["sky"] is not None:
-        sky = evaluate_depth(disps, depths, labels=[s for _, s in groups], class_names=["sky-adjacent"], **kw)
-        out["per_class_abs_rel"].update({n: v["abs_rel"] for n, v in sky.per_class_abs_rel.items()})
+    out = depth_result(disps, depths, gt_labels, cfg, args.world)
+    # a collapsed depth head predicts one depth everywhere: the spread of its (unscaled) depth shows it
+    out["depth_spread"] = float(np.median([np.percentile(1 / d, 95) / np.percentile(1 / d, 5) for d in disps]))
     if cfg.model.num_classes:
         preds = []
         with torch.inference_mode():
@@ -365,13 +384,13 @@ def _mean_of(dicts: list[dict], key: str) -> str:
 
 
 def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
-    """Markdown rows (mean ± std over seeds) and the raw rows for the JSON."""
+    """Markdown rows (mean ± std over seeds) and the raw rows for the JSON (constant depth first)."""
     from _results import markdown_table  # benchmarks/ is on sys.path when run as a script
 
     classes = list(WORLDS[world]["report"]) + (["sky-adjacent"] if WORLDS[world]["sky"] is not None else [])
     rows, raw = [], []
     for name, results in groups.items():
-        row = {"run": name, "seeds": len(results)}
+        row = {"run": name, "seeds": len(results) if "seed" in results[0] else "-"}
         for m in METRICS:
             row[m] = _mean_std([r["metrics"][m] for r in results])
         for c in classes:
@@ -385,11 +404,14 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
             row["hint / pred AbsRel @accepted"] = f"{_mean_of(diag, 'hint_gt_absrel')} / {_mean_of(diag, 'pred_gt_absrel')}"
             row["pseudo / noisy label acc"] = (f"{_mean_of(diag, 'pseudo_label_gt_accuracy')} / "
                                                f"{_mean_of(diag, 'noisy_label_gt_accuracy')}")
-        row["train min"] = f"{np.mean([r['train_seconds'] for r in results]) / 60:.1f}"
+        seconds = [r["train_seconds"] for r in results if "train_seconds" in r]
+        spread = [r["depth_spread"] for r in results if "depth_spread" in r]
+        row["depth p95/p5"] = f"{np.mean(spread):.2f}" if spread else "-"
+        row["train min"] = f"{np.mean(seconds) / 60:.1f}" if seconds else "-"
         rows.append(row)
         raw.append({"run": name, "results": results})
     columns = ["run", "seeds", *METRICS, *[f"AbsRel {c}" for c in classes], "branch mIoU", "noisy-label mIoU",
-               "k (shared params)", "hint accept", "hint / pred AbsRel @accepted", "pseudo / noisy label acc", "train min"]
+               "k (shared params)", "hint accept", "hint / pred AbsRel @accepted", "pseudo / noisy label acc", "depth p95/p5", "train min"]
     return markdown_table(rows, columns), raw
 
 
@@ -400,6 +422,7 @@ def report(args) -> None:
     if not groups:
         print("no results yet")
         return
+    groups = {"constant depth (reference)": [constant_depth_result(args)], **groups}
     markdown, raw = table(groups, args.world)
     key = args.key or f"semhint_synth_{args.world}"
     cmd = "python " + " ".join(shlex.quote(a) for a in [f"benchmarks/{Path(__file__).name}", *sys.argv[1:]]
@@ -408,7 +431,8 @@ def report(args) -> None:
             f"scaling, cap {load_config(args.configs[0]).eval.max_depth:g}); mean ± sample std over seeds. "
             f"Budget: {args.steps} steps of batch {args.batch_size} for every run, 1 torch thread per run. "
             "AbsRel per class pools all test pixels of the class (ground-truth labels); sky-adjacent = "
-            "valid pixels within 3 px of sky. Branch mIoU: the segmentation head vs ground truth; noisy-label "
+            "valid pixels within 3 px of sky. depth p95/p5: median over test frames of the ratio of the 95th to the 5th "
+            "percentile of the predicted (unscaled) depth; about 1 means a collapsed, constant prediction. Branch mIoU: the segmentation head vs ground truth; noisy-label "
             "mIoU: the labels it learned from, on the same test frames. Hint accept: mean fraction of pixels "
             "the Depth Hints gate let the hint train (over logged steps after warm-up).")
     print(markdown)
