@@ -300,6 +300,44 @@ def one_run(args) -> None:
         ckpt.unlink()
 
 
+def gradient_norms(args) -> list[dict]:
+    """Per loss term, the gradient norm it sends into each part of the depth net, at initialisation.
+
+    A diagnostic for "which term drives the network early on": one batch of training snippets
+    (first frames of the train split), the full objective with the refinements forced on.
+    """
+    import dataclasses
+
+    import torch
+
+    from semhint.data.snippets import build_dataset
+    from semhint.training import SemHintModule, collate_snippets
+
+    parts = ("encoder", "decoder.shared", "decoder.depth", "decoder.disp_heads", "decoder.seg")
+    rows = []
+    for config in args.configs:
+        uses_labels = load_config(config).model.num_classes > 0
+        cfg = run_config(Path(config), args, 0, Path(args.out) / "grad_norms", args.labels if uses_labels else None)
+        cfg = dataclasses.replace(cfg, refine=dataclasses.replace(cfg.refine, warmup_epochs=0))
+        torch.manual_seed(0)
+        module = SemHintModule(cfg)
+        dataset = build_dataset(cfg.data, "train")
+        losses, _, _ = module.objective(collate_snippets([dataset[i] for i in range(args.batch_size)]))
+        for term in ("photo", "seg", "refine/hint", "refine/pseudo_seg", "loss"):
+            if term not in losses or not losses[term].requires_grad:
+                continue
+            module.zero_grad()
+            losses[term].backward(retain_graph=True)
+            row = {"config": Path(config).stem, "term": term, "value": float(losses[term])}
+            for part in parts:
+                sq = [p.grad.pow(2).sum() for n, p in module.depth_net.named_parameters()
+                      if n.startswith(part) and p.grad is not None]
+                row[part] = float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------
 # the sweep and the table
 # ----------------------------------------------------------------------------------------------
@@ -463,6 +501,8 @@ def main() -> None:
     p.add_argument("--title", default="")
     p.add_argument("--notes", default="", help="markdown appended under the table")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--grad-norms", action="store_true",
+                   help="print each loss term's gradient norm per network part at initialisation, then stop")
     p.add_argument("--reevaluate", action="store_true", help="re-measure finished runs from their last.ckpt")
     # subprocess mode
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -476,6 +516,12 @@ def main() -> None:
 
         torch.set_num_threads(1)
         one_run(args)
+        return
+    if args.grad_norms:
+        from _results import markdown_table
+
+        rows = gradient_norms(args)
+        print(markdown_table(rows, list(rows[0])))
         return
     if not args.report_only:
         ensure_data(args.world, Path(args.data), args.sequences, args.frames, args.render_size, 0)
