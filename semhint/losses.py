@@ -23,6 +23,21 @@ IGNORE_INDEX = 255
 # ----------------------------------------------------------------------------------------------
 # photometric terms
 # ----------------------------------------------------------------------------------------------
+def box_mean3(x: torch.Tensor) -> torch.Tensor:
+    """3 x 3 mean without padding (output 2 pixels smaller per axis), as a sum of nine shifted views.
+
+    Equal to ``F.avg_pool2d(x, 3, 1)`` but several times faster on CPU, forward and backward, where
+    the pooling kernel was the largest single cost of a training step (10 SSIM maps per step).
+    """
+    h, w = x.shape[-2] - 2, x.shape[-1] - 2
+    total = x[..., :h, :w]
+    for i in range(3):  # the pooling kernel's summation order, so results agree to the last bit
+        for j in range(3):
+            if i or j:
+                total = total + x[..., i:i + h, j:j + w]
+    return total / 9
+
+
 def ssim_map(x: torch.Tensor, y: torch.Tensor, c1: float = 0.01**2, c2: float = 0.03**2) -> torch.Tensor:
     """Per-pixel structural dissimilarity (1 - SSIM) / 2 in [0, 1], 3 x 3 windows, reflection padding.
 
@@ -31,11 +46,11 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, c1: float = 0.01**2, c2: float = 
     """
     x = F.pad(x, (1, 1, 1, 1), mode="reflect")
     y = F.pad(y, (1, 1, 1, 1), mode="reflect")
-    mu_x = F.avg_pool2d(x, 3, 1)
-    mu_y = F.avg_pool2d(y, 3, 1)
-    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x**2
-    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y**2
-    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
+    mu_x = box_mean3(x)
+    mu_y = box_mean3(y)
+    sigma_x = box_mean3(x * x) - mu_x**2
+    sigma_y = box_mean3(y * y) - mu_y**2
+    sigma_xy = box_mean3(x * y) - mu_x * mu_y
     numerator = (2 * mu_x * mu_y + c1) * (2 * sigma_xy + c2)
     denominator = (mu_x**2 + mu_y**2 + c1) * (sigma_x + sigma_y + c2)
     return torch.clamp((1 - numerator / denominator) / 2, 0, 1)
