@@ -78,14 +78,18 @@ class SemHintModule(L.LightningModule):
         if cfg.refine.hint or cfg.refine.pseudo_seg:
             from semhint.refine import refinement_losses
 
-            source_outputs = {}
-            if cfg.refine.pseudo_seg:
-                source_outputs = {f: self.depth_net(batch[f"image_aug/{f}"]) for f in cfg.data.frame_ids[1:]}
             epoch = self.current_epoch if self._trainer is not None else 0
+            source_outputs = {}
+            if cfg.refine.pseudo_seg and epoch >= cfg.refine.warmup_epochs:
+                # only the sources' detached class probabilities are used (warped into the target):
+                # no graph, so no activation memory and no wasted backward bookkeeping
+                with torch.no_grad():
+                    source_outputs = {f: self.depth_net(batch[f"image_aug/{f}"]) for f in cfg.data.frame_ids[1:]}
             refine_losses, stats = refinement_losses(batch, outputs, maps, poses, source_outputs, cfg, epoch)
             losses["loss"] = losses["loss"] + refine_losses["loss"]
             losses.update({f"refine/{k}": v for k, v in refine_losses.items()})
-            losses.update({f"refine/{k}": v for k, v in stats.items()})
+            # gate acceptance, pseudo-label rate, ...: plain floats, logged as scalars like the losses
+            losses.update({f"refine/{k}": torch.tensor(float(v)) for k, v in stats.items()})
         return losses, maps, outputs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -274,15 +278,18 @@ class _RunFolder(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             save_config(self.cfg, Path(self.cfg.trainer.out_dir) / "config.yaml")
-            _log_parameter_counts(pl_module)
+            _log_parameter_counts(trainer, pl_module)
 
 
-def _log_parameter_counts(module: SemHintModule) -> None:
-    try:
-        from semhint.models import parameter_report
-    except ImportError:
-        return
-    print(parameter_report(module.depth_net))
+def _log_parameter_counts(trainer: L.Trainer, module: SemHintModule) -> None:
+    """Print the parameter counts (shared decoder included: a studied variable) and store them as
+    hyperparameters of the run (TensorBoard hparams, logs/csv/hparams.yaml)."""
+    from semhint.models import parameter_report
+
+    report = parameter_report(module.depth_net)
+    print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in report.items()))
+    for logger in trainer.loggers:
+        logger.log_hyperparams({f"params/{k}": v for k, v in report.items()})
 
 
 def _has_validation_metric(cfg: Config) -> bool:
