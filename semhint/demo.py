@@ -1,15 +1,19 @@
-"""`semhint demo`: render a small SynthDrive set, train on CPU for a few minutes, evaluate, report.
+"""`semhint demo`: render a small SynthDrive set, train the baseline and SemHint on CPU, compare.
 
-Everything runs offline on the embedded defaults. The report folder gets ``metrics.json``,
-``report.md``, ``depth_panels.png`` (input | exact GT | each run's depth, one colour scale per row)
-and ``training_curves.png``. Runs are a list of (name, config) pairs, so comparing the baseline with
-a SemHint variant is one more entry in :func:`demo_runs`; every table and panel covers all runs.
-Evaluation uses the exact rendered depth with per-image median scaling (monocular depth has no
-scale), next to the trivial baseline that predicts one constant depth, median-scaled the same way.
+Everything runs offline on the embedded defaults. Both runs train on the same rendered frames with
+the same step / time budget and seed: the depth-only baseline, and SemHint-MD (segmentation branch
+on NOISY labels, shared decoder layers, semantic depth hints and pseudo-semantics). The noisy labels
+are the rendered ground-truth labels damaged by `semhint labels corrupt` (fast and offline; a real
+user would fit `semhint labels train` on a few hand-labelled frames). The report folder gets
+``metrics.json``, ``report.md`` (one metrics row per run), ``depth_panels.png`` (input | exact GT |
+each run's depth side by side, one colour scale per row) and ``training_curves.png``. Evaluation
+uses the exact rendered depth with per-image median scaling (monocular depth has no scale), next
+to the trivial baseline that predicts one constant depth, median-scaled the same way.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +33,7 @@ class DemoRun:
     checkpoint: Path | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
+    steps: int = 0
 
 
 def base_config(data_root: Path, run_dir: Path, minutes: float, steps: int, seed: int) -> dict:
@@ -62,10 +67,48 @@ def base_config(data_root: Path, run_dir: Path, minutes: float, steps: int, seed
     }
 
 
-def demo_runs(data_root: Path, out_dir: Path, minutes: float, steps: int, seed: int) -> list[DemoRun]:
-    """The runs the demo trains and compares (add a SemHint variant here to compare it)."""
-    return [DemoRun("baseline", from_dict(base_config(data_root, out_dir / "runs" / "baseline", minutes, steps, seed),
-                                          "demo baseline"))]
+NOISE_STRENGTH = 0.5  # `labels corrupt` strength of the demo's noisy labels
+
+
+def semhint_config(base: dict, labels: Path, num_classes: int) -> dict:
+    """The baseline config plus the SemHint-MD switches (configs/semhint_synth_drive.yaml's choices).
+
+    The refinements start at once (warm-up 0): the demo's budget is shorter than one epoch, and the
+    Depth Hints gate already keeps hints from pixels where they reproject worse than the prediction.
+    """
+    cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    cfg["name"] = "demo-semhint"
+    cfg["data"].update(labels=str(labels))
+    cfg["model"].update(num_classes=num_classes, shared_layers=4)
+    cfg["loss"] = {"seg_weight": 0.3, "seg_loss": "ce"}
+    # hint weight 0.05, not 1: the hint is a smoothed copy of the network's own depth, and at weight 1
+    # its gradient is 10-20x the photometric one, so training collapses to a constant depth
+    # (docs/RESULTS.md, "first recipe"; benchmarks/run_semhint.py --grad-norms)
+    cfg["refine"] = {"hint": True, "hint_operators": ["smooth"], "hint_weight": 0.05, "pseudo_seg": True,
+                     "warmup_epochs": 0}
+    return cfg
+
+
+def make_noisy_labels(data_root: Path, seed: int) -> tuple[Path, float]:
+    """Corrupted copies of the rendered labels (made once); returns their folder and their mIoU."""
+    import json
+
+    from semhint.data.synthetic.corrupt import corrupt_label_dir
+
+    out = data_root / f"labels_corrupt{NOISE_STRENGTH:g}"
+    info = out / "corruption.json"
+    if not info.is_file():
+        corrupt_label_dir(data_root / "gt_labels", out, NOISE_STRENGTH, seed=seed)
+    return out, float(json.loads(info.read_text())["miou"])
+
+
+def demo_runs(data_root: Path, out_dir: Path, minutes: float, steps: int, seed: int, labels: Path,
+              num_classes: int) -> list[DemoRun]:
+    """The runs the demo trains and compares: the baseline and SemHint, same data and budget."""
+    base = base_config(data_root, out_dir / "runs" / "baseline", minutes, steps, seed)
+    semhint = semhint_config(base_config(data_root, out_dir / "runs" / "semhint", minutes, steps, seed), labels,
+                             num_classes)
+    return [DemoRun("baseline", from_dict(base, "demo baseline")), DemoRun("semhint", from_dict(semhint, "demo semhint"))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,6 +137,9 @@ def train(run: DemoRun) -> DemoRun:
     fit(run.cfg)
     run.train_seconds = time.perf_counter() - t0
     run.checkpoint = out / "checkpoints" / "last.ckpt"
+    import torch
+
+    run.steps = int(torch.load(run.checkpoint, map_location="cpu", weights_only=True)["global_step"])
     return run
 
 
@@ -104,16 +150,20 @@ class TestSet:
     names: list[str]
     images: list[np.ndarray]
     depths: list[np.ndarray]
+    labels: list[np.ndarray] = field(default_factory=list)  # ground-truth class maps (for mIoU)
 
 
 def load_test_set(data_root: Path, cfg: Config) -> TestSet:
     from semhint.data import mirrored_path, read_depth_png
     from semhint.data.snippets import frame_refs
 
+    from semhint.fileio import read_label_png
+
     refs = frame_refs(cfg.data, str(data_root / "splits" / "test.txt"))
-    gt_root = data_root / "gt_depth"
+    gt_root, label_root = data_root / "gt_depth", data_root / "gt_labels"
+    labels = [read_label_png(mirrored_path(label_root, r.target, r.data_root)) for r in refs] if label_root.is_dir() else []
     return TestSet([r.key for r in refs], [read_rgb(r.target) for r in refs],
-                   [read_depth_png(mirrored_path(gt_root, r.target, r.data_root)) for r in refs])
+                   [read_depth_png(mirrored_path(gt_root, r.target, r.data_root)) for r in refs], labels)
 
 
 def evaluate(disparities: list[np.ndarray], test: TestSet, cfg: Config) -> dict[str, float]:
@@ -124,6 +174,26 @@ def evaluate(disparities: list[np.ndarray], test: TestSet, cfg: Config) -> dict[
     result = evaluate_depth(disparities, test.depths, min_depth=e.min_depth, max_depth=e.max_depth, crop=e.crop,
                             median_scaling=e.median_scaling, pred_is_disp=True)
     return result.metrics()
+
+
+def branch_miou(checkpoint: Path, test: TestSet) -> float | None:
+    """mIoU of a run's segmentation branch against the ground-truth labels (None without a branch)."""
+    import torch
+    import torch.nn.functional as F
+
+    from semhint.evaluation import evaluate_segmentation
+    from semhint.inference import Predictor, load_depth_net
+
+    cfg, net = load_depth_net(checkpoint)
+    if cfg.model.num_classes == 0 or not test.labels:
+        return None
+    predictor = Predictor(net, cfg)
+    preds = []
+    with torch.inference_mode():
+        for rgb, gt in zip(test.images, test.labels):
+            logits = net(predictor._to_tensor([rgb]))["seg/0"].float()
+            preds.append(F.interpolate(logits, size=gt.shape, mode="bilinear", align_corners=False)[0].argmax(0).numpy())
+    return evaluate_segmentation(test.labels, preds, cfg.model.num_classes)["miou"]
 
 
 def constant_disparities(test: TestSet) -> list[np.ndarray]:
@@ -154,21 +224,28 @@ def write_panels(path: Path, test: TestSet, runs: list[DemoRun], predictions: di
     depth_panels(rows, path)
 
 
-def markdown_report(runs: list[DemoRun], constant: dict[str, float], test: TestSet, seconds: float) -> str:
+def markdown_report(runs: list[DemoRun], constant: dict[str, float], test: TestSet, seconds: float,
+                    labels_miou: float | None = None) -> str:
     from semhint.evaluation import METRIC_NAMES
 
-    header = "| model | " + " | ".join(METRIC_NAMES) + " | train time |\n|" + "---|" * (len(METRIC_NAMES) + 2) + "\n"
-    lines = [f"| constant depth (median-scaled) | " + " | ".join(f"{constant[m]:.3f}" for m in METRIC_NAMES) + " | - |"]
+    header = ("| model | " + " | ".join(METRIC_NAMES) + " | seg mIoU | steps | train time |\n|"
+              + "---|" * (len(METRIC_NAMES) + 4) + "\n")
+    lines = [f"| constant depth (median-scaled) | " + " | ".join(f"{constant[m]:.3f}" for m in METRIC_NAMES)
+             + " | - | - | - |"]
     for run in runs:
+        miou = run.metrics.get("seg_miou")
         lines.append(f"| {run.name} | " + " | ".join(f"{run.metrics[m]:.3f}" for m in METRIC_NAMES)
-                     + f" | {run.train_seconds / 60:.1f} min |")
+                     + f" | {'-' if miou is None else f'{miou:.3f}'} | {run.steps} | {run.train_seconds / 60:.1f} min |")
+    noise = ("" if labels_miou is None else
+             f"SemHint learned from noisy labels with mIoU {labels_miou:.3f} against the ground truth "
+             f"(`semhint labels corrupt --strength {NOISE_STRENGTH:g}`); its seg mIoU is its branch on the test frames.\n\n")
     best = min(runs, key=lambda r: r.metrics["abs_rel"])
     gain = 1 - best.metrics["abs_rel"] / constant["abs_rel"]
     return (
         "# semhint demo\n\n"
         f"SynthDrive, {len(test.names)} held-out test frames, exact rendered depth; generic protocol "
         "(depth in (0.001, 80) m, per-image median scaling, no crop). Lower is better for the first four "
-        "columns, higher for a1..a3.\n\n" + header + "\n".join(lines) + "\n\n"
+        "columns, higher for a1..a3.\n\n" + header + "\n".join(lines) + "\n\n" + noise +
         f"Best run `{best.name}`: AbsRel {best.metrics['abs_rel']:.3f} vs {constant['abs_rel']:.3f} for constant "
         f"depth ({100 * abs(gain):.0f}% {'lower' if gain >= 0 else 'higher: not trained enough to beat it'}). "
         f"Whole demo: {seconds / 60:.1f} min.\n\n"
@@ -176,7 +253,7 @@ def markdown_report(runs: list[DemoRun], constant: dict[str, float], test: TestS
     )
 
 
-def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, steps: int = -1, preset: str = "demo",
+def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 2.5, steps: int = -1, preset: str = "demo",
              seed: int = 0) -> Path:
     """Render, train every run in :func:`demo_runs`, evaluate against exact depth, write the report."""
     from semhint.inference import load_predictor
@@ -186,7 +263,9 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, steps: int
     out = Path(out_dir)
     print(f"[demo] rendering SynthDrive ({preset}) into {out / 'synth_drive'}")
     data_root = render_data(out, preset, seed)
-    runs = demo_runs(data_root, out, minutes, steps, seed)
+    labels, labels_miou = make_noisy_labels(data_root, seed)
+    num_classes = int(json.loads((data_root / "meta.json").read_text())["num_classes"])
+    runs = demo_runs(data_root, out, minutes, steps, seed, labels, num_classes)
     test = load_test_set(data_root, runs[0].cfg)
     predictions: dict[str, list[np.ndarray]] = {}
     for run in runs:
@@ -196,6 +275,9 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, steps: int
         predictor = load_predictor(run.checkpoint)
         disparities = [predictor.predict_disparity(rgb) for rgb in test.images]
         run.metrics = evaluate(disparities, test, run.cfg)
+        miou = branch_miou(run.checkpoint, test)
+        if miou is not None:
+            run.metrics["seg_miou"] = miou
         predictions[run.name] = predictor.predict_depth_batch(test.images)
     constant = evaluate(constant_disparities(test), test, runs[0].cfg)
     write_panels(out / "depth_panels.png", test, runs, predictions)
@@ -204,10 +286,11 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, steps: int
     seconds = time.perf_counter() - t0
     write_json(out / "metrics.json", {
         "test_frames": len(test.names), "constant_depth_baseline": constant, "seconds": seconds,
-        "runs": {r.name: {"metrics": r.metrics, "train_seconds": r.train_seconds, "checkpoint": str(r.checkpoint)}
-                 for r in runs},
+        "noisy_labels": {"path": str(labels), "miou": labels_miou},
+        "runs": {r.name: {"metrics": r.metrics, "train_seconds": r.train_seconds, "steps": r.steps,
+                          "checkpoint": str(r.checkpoint)} for r in runs},
     })
-    report = markdown_report(runs, constant, test, seconds)
+    report = markdown_report(runs, constant, test, seconds, labels_miou)
     write_text(out / "report.md", report)
     print(report.split("\n\n![")[0])
     print(f"[demo] report: {(out / 'report.md').resolve()}  (panels: depth_panels.png, curves: training_curves.png)")
