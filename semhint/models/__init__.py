@@ -7,8 +7,6 @@ count is the paper's studied variable).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
@@ -24,7 +22,6 @@ __all__ = [
     "build_depth_net",
     "build_pose_net",
     "count_parameters",
-    "init_disparity_heads",
     "load_torchvision_weights",
     "parameter_report",
 ]
@@ -66,31 +63,7 @@ def build_depth_net(cfg: ModelConfig) -> DepthNet:
         seg_scales=cfg.seg_scales,
         seg_grad_scale=cfg.seg_grad_scale,
     )
-    init_disparity_heads(decoder, cfg.min_depth, cfg.max_depth)
     return DepthNet(encoder, decoder)
-
-
-INITIAL_DEPTH = 0.2  # Monodepth2's starting depth: sigmoid 0.5 with its min/max depth of 0.1 / 100
-
-
-def init_disparity_heads(decoder: MultiTaskDecoder, min_depth: float, max_depth: float,
-                         depth: float = INITIAL_DEPTH) -> None:
-    """Bias the sigmoid disparity heads so that the untrained net predicts ``depth`` everywhere.
-
-    The pose net starts near zero motion (about 0.005 per frame), and a warp is only informative
-    when that motion moves pixels by a pixel or so, i.e. at depths around 0.2. With Monodepth2's
-    range (0.1..100) a zero bias already gives that; with a smaller ``min_depth`` a zero bias
-    starts at about 2 * min_depth (0.02 for 0.01), where the first warps move pixels by tens
-    of pixels and the first updates can push disparity into the flat end of the sigmoid (on the
-    KITTI sample: every pixel at max_depth, a collapse training never left).
-    """
-    lo, hi = 1.0 / max_depth, 1.0 / min_depth
-    s = min(max((1.0 / depth - lo) / (hi - lo), 1e-4), 1 - 1e-4)
-    bias = math.log(s / (1 - s))
-    with torch.no_grad():
-        for head in decoder.disp_heads.values():
-            conv = next(m for m in head if isinstance(m, nn.Conv2d))
-            conv.bias.fill_(bias)
 
 
 def build_pose_net(cfg: ModelConfig) -> PoseNet:
