@@ -399,7 +399,10 @@ def collect(args) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for config in args.configs:
         uses_labels = load_config(config).model.num_classes > 0
-        name = run_name(config, args.labels if uses_labels else None, args.tag)
+        labels = args.labels if uses_labels else None
+        # a tag names variants made with --set; runs without one (e.g. the baseline) stay comparable
+        names = [run_name(config, labels, args.tag), run_name(config, labels, "")]
+        name = next((n for n in names if (root / n).is_dir()), names[0])
         for seed in args.seeds:
             path = root / name / f"seed{seed}" / "result.json"
             if path.is_file():
