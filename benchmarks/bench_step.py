@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -173,7 +174,8 @@ def main() -> None:
     md += "\n\nDepth inference, batch 1:\n\n"
     md += markdown_table(infer_rows, ["device", "threads", "size", "precision", "channels_last", "mode", "ms",
                                       "vs_reference"])
-    command = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} .venv/bin/python " + " ".join(sys.argv)
+    omp = os.environ.get("OMP_NUM_THREADS")
+    command = (f"OMP_NUM_THREADS={omp} " if omp else "") + ".venv/bin/python " + shlex.join(sys.argv)
     write_section("step", "Training step and inference time", command, md,
                   {"steps": step_rows, "inference": infer_rows, "reference": REFERENCE, "load": args.load})
 
