@@ -13,8 +13,18 @@ SHARED = Path(os.environ.get("SEMHINT_SHARED", REPO.parent / "shared"))
 ORACLES = SHARED / "oracles"
 KITTI_SAMPLE = SHARED / "data" / "kitti_sample"
 
-# One thread: tests use tiny tensors, where thread start-up costs more than it saves, and CI has 2 cores.
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test runs torch on one thread and restores the count afterwards.
+
+    Tests use tiny tensors, where OpenMP hand-off costs more than a second thread saves (10x and
+    worse on a busy 2-core CI machine), and a test that changes the count must not leak it.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

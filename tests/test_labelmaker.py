@@ -14,14 +14,6 @@ from semhint.fileio import InputError, read_label_png, read_rgb, save_image
 H, W = 64, 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads per process thrash (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _make_frames(root, count: int = 8, seed: int = 0):
     """Dark noisy background (class 0) with a bright rectangle (class 1) at a random place."""

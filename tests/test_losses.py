@@ -15,14 +15,6 @@ from semhint import losses as L
 from semhint.config import Config, from_dict
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-off costs that dominate on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _t(arrays, key: str) -> torch.Tensor:
     return torch.from_numpy(arrays[key])

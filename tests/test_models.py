@@ -27,15 +27,6 @@ from conftest import ORACLES
 R18_CHANNELS = [64, 64, 128, 256, 512]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread costs more in synchronisation than it saves,
-    badly so on a shared, loaded CI machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     """Float comparison; torch.testing.assert_close would import torch.distributed (seconds) here."""
