@@ -71,30 +71,36 @@ def _pil_format(path: str | Path) -> str:
     return {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(ext, "PNG")
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as uint8 H x W x 3 RGB; a missing or corrupt file is an InputError."""
+def read_image_array(path: str | Path, what: str, modes: tuple[str, ...] | None = None,
+                     mode_rule: str = "", convert: str | None = None) -> np.ndarray:
+    """Decode an image file; a missing, corrupt or wrong-mode file is one InputError naming it.
+
+    ``what`` names the file's role in messages ("image", "label map", "depth PNG"); ``modes`` are
+    the PIL modes accepted (``mode_rule`` says in words what they mean); ``convert`` converts first.
+    """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: image file not found")
+        raise InputError(f"{path}: {what} not found")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            if modes is not None and im.mode not in modes:
+                raise InputError(f"{path}: {what} must be {mode_rule} (got mode {im.mode})")
+            return np.asarray(im.convert(convert) if convert else im)
+    except InputError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: cannot decode image ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
+        raise InputError(f"{path}: cannot decode {what} ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as uint8 H x W x 3 RGB."""
+    return read_image_array(path, "image", convert="RGB")
 
 
 def read_label_png(path: str | Path) -> np.ndarray:
     """A single-channel class-map PNG as uint8 H x W (255 = ignore)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: label map not found")
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise InputError(f"{path}: label map must be single-channel (got mode {im.mode})")
-            return np.asarray(im).astype(np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"{path}: cannot decode label map ({exc})".replace("\n", " ")) from None
+    labels = read_image_array(path, "label map", modes=("L", "P", "I", "I;16"), mode_rule="single-channel")
+    return labels.astype(np.uint8)
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from semhint.fileio import InputError, atomic_path
+from semhint.fileio import InputError, atomic_path, read_image_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEPTH_PNG_SCALE = 256.0  # KITTI depth-benchmark convention: value = round(depth * 256), 0 = invalid
@@ -59,6 +60,18 @@ def read_split_lines(path: str | Path) -> list[tuple[int, str]]:
     if not lines:
         raise InputError(f"{path}: split file has no frames")
     return lines
+
+
+def split_entries(split: str | Path | None, root: Path, scanned: Callable[[], list[str]],
+                  parse: Callable[[str, int, str | Path], tuple], nothing_found: str) -> list[tuple[tuple, str]]:
+    """(parsed split line, where it came from) for a split file, or for the scanned frames when
+    ``split`` is empty; the 'where' text makes every later error name the line or frame at fault."""
+    if split:
+        return [(parse(text, i, split), f"{split} line {i}") for i, text in read_split_lines(split)]
+    lines = scanned()
+    if not lines:
+        raise InputError(f"{root}: {nothing_found}")
+    return [(parse(text, i, root), f"{root} frame {text}") for i, text in enumerate(lines, 1)]
 
 
 def write_split(path: str | Path, lines: list[str]) -> None:
@@ -140,16 +153,7 @@ def mirrored_path(root: str | Path, image_path: str | Path, data_root: str | Pat
 
 def read_depth_png(path: str | Path) -> np.ndarray:
     """A uint16 depth PNG (value = round(depth * 256), 0 = invalid) as float32 H x W depth."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: depth map not found")
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("I;16", "I;16B", "I"):
-                raise InputError(f"{path}: depth PNG must be 16-bit single-channel (got mode {im.mode})")
-            raw = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"{path}: cannot decode depth PNG ({exc})".replace("\n", " ")) from None
+    raw = read_image_array(path, "depth PNG", modes=("I;16", "I;16B", "I"), mode_rule="16-bit single-channel")
     return (raw.astype(np.float32) / DEPTH_PNG_SCALE).astype(np.float32)
 
 

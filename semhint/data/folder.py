@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from semhint.data import DirListing, FrameRef, image_hw, read_split_lines, write_split
+from semhint.data import DirListing, FrameRef, image_hw, split_entries, write_split
 from semhint.fileio import InputError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
@@ -186,13 +186,8 @@ def frame_refs(path: str | Path, split: str | Path | None, frame_ids: list[int],
     if root != path and not intrinsics:
         intrinsics = _video_intrinsics(path)
     listing = DirListing()
-    if split:
-        entries = [(parse_split_line(t, i, split), f"{split} line {i}") for i, t in read_split_lines(split)]
-    else:
-        lines = scan_split_lines(root, frame_ids, listing=listing)
-        if not lines:
-            raise InputError(f"{root}: no sequence has enough frames for frame ids {frame_ids}")
-        entries = [(parse_split_line(t, i, root), f"{root} frame {t}") for i, t in enumerate(lines, 1)]
+    entries = split_entries(split, root, lambda: scan_split_lines(root, frame_ids, listing=listing), parse_split_line,
+                            f"no sequence has enough frames for frame ids {frame_ids}")
     calib: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
     refs = []
     for (seq, index), where in entries:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semhint.data import DirListing, FrameRef, image_hw, read_split_lines
+from semhint.data import DirListing, FrameRef, image_hw, read_split_lines, split_entries
 from semhint.fileio import InputError, load_npz, save_npz
 
 SIDES = {"l": "image_02", "r": "image_03"}
@@ -207,13 +207,8 @@ def frame_refs(root: str | Path, split: str | Path | None, frame_ids: list[int])
     if not root.is_dir():
         raise InputError(f"{root}: KITTI dataset root not found")
     listing = DirListing()
-    if split:
-        entries = [(parse_split_line(t, i, split), f"{split} line {i}") for i, t in read_split_lines(split)]
-    else:
-        lines = scan_split_lines(root, frame_ids, listing=listing)
-        if not lines:
-            raise InputError(f"{root}: no KITTI drive folders with frames (expected DATE/DRIVE/image_02/data/*.png)")
-        entries = [(parse_split_line(t, i, root), f"{root} frame {t}") for i, t in enumerate(lines, 1)]
+    entries = split_entries(split, root, lambda: scan_split_lines(root, frame_ids, listing=listing), parse_split_line,
+                            "no KITTI drive folders with frames (expected DATE/DRIVE/image_02/data/*.png)")
     calib: dict[tuple[Path, str], tuple[np.ndarray, tuple[int, int] | None]] = {}
     refs = []
     for (folder, frame, side), where in entries:
