@@ -130,6 +130,7 @@ class TrainerConfig:
     limit_val_batches: float = 1.0
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
     max_minutes: float = 0.0  # wall-clock training budget (the demo uses it); 0 = no limit
+    compile: bool = False  # torch.compile the training objective (compiled once, lazily, on the first step)
 
 
 @dataclass

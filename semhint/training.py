@@ -64,6 +64,7 @@ class SemHintModule(L.LightningModule):
         self.pose_net = build_pose_net(self.cfg.model)
         self._val_sums: dict[str, torch.Tensor] = {}
         self._confusion: torch.Tensor | None = None
+        self._compiled = None  # torch.compile(self.objective), built on the first step when trainer.compile
 
     # -- the objective, shared by training_step and benchmarks/bench_step.py -------------------
     def objective(self, batch: dict) -> tuple[dict, dict, dict]:
@@ -93,7 +94,12 @@ class SemHintModule(L.LightningModule):
         return losses, maps, outputs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        losses, maps, outputs = self.objective(batch)
+        objective = self.objective
+        if self.cfg.trainer.compile:
+            if self._compiled is None:
+                self._compiled = torch.compile(self.objective)
+            objective = self._compiled
+        losses, maps, outputs = objective(batch)
         bs = batch["image/0"].shape[0]
         scalars = _detached_scalars(losses)
         self.log("train/loss", scalars.pop("loss"), prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
@@ -190,6 +196,12 @@ class SemHintModule(L.LightningModule):
         optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=o.milestones, gamma=o.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Never pickle the compiled objective (spawned DDP workers, deepcopy): it is rebuilt lazily."""
+        state = super().__getstate__()
+        state["_compiled"] = None
+        return state
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = to_dict(self.cfg)

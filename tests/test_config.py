@@ -51,6 +51,9 @@ def test_wrong_type_is_named(tmp_path):
         load_config(_write(tmp_path, "optim:\n  batch_size: twelve\n"))
     with pytest.raises(ConfigError, match=r"data.augment: expected true/false"):
         load_config(_write(tmp_path, "data:\n  augment: 3\n"))
+    with pytest.raises(ConfigError, match=r"trainer.compile: expected true/false"):
+        load_config(None, ["trainer.compile=yes please"])
+    assert load_config(None, ["trainer.compile=true"]).trainer.compile is True
 
 
 @pytest.mark.parametrize("override,key", [

@@ -11,7 +11,8 @@ import torch
 from semhint.cli import main as cli_main
 from semhint.config import from_dict
 from semhint.fileio import InputError
-from semhint.inference import depth_to_point_cloud, export_model, load_predictor, predict_inputs, write_ply
+from semhint import geometry
+from semhint.inference import Predictor, depth_to_point_cloud, export_model, load_predictor, predict_inputs, write_ply
 from semhint.training import SemHintModule, save_model_checkpoint
 
 H, W = 64, 96
@@ -41,6 +42,30 @@ def test_predictor_shapes_and_ranges(checkpoint):
     batch = predictor.predict_depth_batch([rgb, _rgb(30, 40, 1)])
     assert [d.shape for d in batch] == [(50, 173), (30, 40)]
     np.testing.assert_allclose(batch[0], depth, rtol=1e-4)
+
+
+def test_channels_last_predictor_matches_plain_net():
+    """On CPU the Predictor runs channels_last; its output equals the plain (contiguous) net's."""
+    import copy
+
+    torch.manual_seed(0)
+    cfg = from_dict({"data": {"height": H, "width": W}}, "test")
+    net = SemHintModule(cfg).depth_net.eval()
+    plain = copy.deepcopy(net)
+    predictor = Predictor(net, cfg)  # CPU: channels_last by default
+    assert predictor.channels_last
+    assert next(p for p in predictor.net.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    rgb = _rgb(H, W, 3)  # network size: no resize, so the plain net sees the same tensor
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    with torch.inference_mode():
+        sigmoid = plain(x)["disp/0"]
+        ours = predictor.net(predictor._to_tensor([rgb]))["disp/0"]
+    np.testing.assert_allclose(ours.numpy(), sigmoid.numpy(), atol=1e-5, rtol=0)
+    expected, _ = geometry.disp_to_depth(sigmoid, cfg.model.min_depth, cfg.model.max_depth)
+    np.testing.assert_allclose(predictor.predict_disparity(rgb), expected[0, 0].numpy(), rtol=1e-5, atol=1e-6)
+    contiguous = Predictor(copy.deepcopy(plain), cfg, channels_last=False)
+    assert not contiguous._to_tensor([rgb]).is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(predictor.predict_depth(rgb), contiguous.predict_depth(rgb), rtol=1e-5)
 
 
 def test_point_cloud_back_projects_with_K(tmp_path):

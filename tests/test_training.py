@@ -139,6 +139,41 @@ def test_objective_returns_the_documented_terms():
     assert module.pose_net.parameters().__next__().grad is not None
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_trainer_compile_uses_one_lazily_compiled_objective_never_pickled(monkeypatch):
+    """trainer.compile: the step calls torch.compile(objective) once; pickling drops the compiled function."""
+    import pickle
+
+    compiles, compiled_calls = [], []
+
+    def fake_compile(fn):  # a real compile takes minutes on CPU; the wiring is what is tested here
+        compiles.append(fn)
+
+        def wrapped(*args, **kwargs):
+            compiled_calls.append(1)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = from_dict({"data": {"height": 32, "width": 96}, "optim": {"batch_size": 1},
+                     "trainer": {"compile": True, "image_log_every_n_steps": 0}})
+    module = SemHintModule(cfg)
+    g = torch.Generator().manual_seed(0)
+    batch = {}
+    for f in (0, -1, 1):
+        batch[f"image/{f}"] = batch[f"image_aug/{f}"] = torch.rand(1, 3, 32, 96, generator=g)
+    K = geometry.intrinsics_matrix(50.0, 50.0, 47.5, 15.5).expand(1, 4, 4)
+    batch["K"], batch["inv_K"] = K, torch.linalg.inv(K)
+    with torch.no_grad():
+        for _ in range(2):
+            assert torch.isfinite(module.training_step(batch, 0))
+    compiled = module._compiled
+    assert compiled is not None and len(compiles) == 1 and len(compiled_calls) == 2
+    assert "_compiled" not in module.state_dict() and not any("_compiled" in k for k in module.state_dict())
+    clone = pickle.loads(pickle.dumps(module))
+    assert clone._compiled is None and module._compiled is compiled
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_over_gloo(tiny_drive, tmp_path):
     """`semhint train` with 2 processes: trains, reduces val metrics, rank 0 writes, resumes."""
