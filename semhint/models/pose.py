@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from semhint.models.encoders import ResNetEncoder, load_torchvision_weights
 
 POSE_SCALE = 0.01
 
@@ -37,15 +36,14 @@ class PoseDecoder(nn.Module):
 class PoseNet(nn.Module):
     """``forward(frame_a, frame_b) -> (axisangle, translation)``, each ``B x 1 x 3``.
 
-    The two frames are concatenated along channels in the given order; the training step decides
-    which is the target and inverts the transform as needed (ARCHITECTURE.md).
+    ``encoder`` takes the two frames concatenated along channels in the given order (6 channels);
+    the training step decides which is the target and inverts the transform as needed
+    (ARCHITECTURE.md).
     """
 
-    def __init__(self, num_layers: int = 18, pretrained: str = "") -> None:
+    def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
-        self.encoder = ResNetEncoder(num_layers, num_input_images=2)
-        if pretrained:
-            load_torchvision_weights(self.encoder, pretrained)
+        self.encoder = encoder
         self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1])
 
     def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
