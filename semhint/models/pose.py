@@ -41,10 +41,18 @@ class PoseNet(nn.Module):
     (ARCHITECTURE.md).
     """
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, zero_init: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = PoseDecoder(self.encoder.num_ch_enc[-1])
+        if zero_init:
+            # Exactly zero motion at the start. A randomly initialised head predicts a small motion
+            # in a random direction, and the depth net (pretrained, fast) fits its depth to that
+            # direction within a few dozen steps, locking both into a sideways-motion solution.
+            # At zero motion the warp ignores depth, so depth gets no gradient until the pose net
+            # has moved, and its first moves follow the photometric gradient of the real motion.
+            nn.init.zeros_(self.decoder.out.weight)
+            nn.init.zeros_(self.decoder.out.bias)
 
     def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.encoder(torch.cat([frame_a, frame_b], dim=1))
