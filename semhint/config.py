@@ -114,6 +114,7 @@ class OptimConfig:
     batch_size: int = 12
     grad_clip: float = 0.0  # 0 = off
     max_steps: int = -1  # -1 = run all epochs
+    pose_warmup_steps: int = 0  # first N steps train the pose net alone (depth output detached)
 
 
 @dataclass
@@ -226,6 +227,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("optim.gamma", f"must be in (0, 1], got {o.gamma}")
     if o.grad_clip < 0:
         fail("optim.grad_clip", "must be >= 0")
+    if o.pose_warmup_steps < 0:
+        fail("optim.pose_warmup_steps", f"must be >= 0, got {o.pose_warmup_steps}")
     if t.precision not in PRECISIONS:
         fail("trainer.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if t.max_minutes < 0:

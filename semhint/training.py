@@ -73,6 +73,12 @@ class SemHintModule(L.LightningModule):
 
         cfg = self.cfg
         outputs = self.depth_net(batch["image_aug/0"])
+        if self._trainer is not None and self.training and self.global_step < cfg.optim.pose_warmup_steps:
+            # Pose warm-up: the depth net's (near-uniform) initial depth is held fixed while the pose
+            # net finds the direction and size of the real motion against it. Learning both from the
+            # start lets depth fit itself to the pose net's first, arbitrary motion (sideways, in
+            # SynthDrive), a solution the two then cannot leave (benchmarks/bench_convergence.py).
+            outputs = {k: v.detach() for k, v in outputs.items()}
         poses = predict_poses(self.pose_net, batch, cfg.data.frame_ids)
         losses, maps = self_supervised_objective(batch, outputs, poses, cfg)
         losses = dict(losses)

@@ -115,6 +115,32 @@ def test_train_logs_checkpoints_and_resumes_exactly(tiny_drive, tmp_path):
     assert resumed["global_step"] == 4
 
 
+class _Weights(Callback):
+    """Depth- and pose-net parameters at the start and at the end of training."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.start = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
+
+    def on_train_end(self, trainer, pl_module):
+        self.end = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
+
+    def changed(self, prefix: str) -> bool:
+        return any(not torch.equal(self.start[k], self.end[k]) for k in self.start if k.startswith(prefix))
+
+
+def test_pose_warmup_trains_the_pose_net_alone(tiny_drive, tmp_path):
+    weights = _Weights()
+    cfg = load_config(REPO / "configs" / "synth_drive.yaml",
+                      tiny_overrides(tiny_drive, tmp_path / "warm", **{"optim.pose_warmup_steps": 2}))
+    fit(cfg, extra_callbacks=[weights])
+    assert weights.changed("pose_net.") and not weights.changed("depth_net.")
+    after = _Weights()
+    cfg = load_config(REPO / "configs" / "synth_drive.yaml",
+                      tiny_overrides(tiny_drive, tmp_path / "after", **{"optim.pose_warmup_steps": 1}))
+    fit(cfg, extra_callbacks=[after])
+    assert after.changed("depth_net.")  # the second step (past the warm-up) trains depth too
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     from semhint.fileio import InputError
 
