@@ -114,7 +114,7 @@ class OptimConfig:
     batch_size: int = 12
     grad_clip: float = 0.0  # 0 = off
     max_steps: int = -1  # -1 = run all epochs
-    pose_warmup_steps: int = 0  # first N steps train the pose net alone (depth output detached)
+    pose_warmup_steps: int = 0  # first N steps train the pose net alone, against a plane, no auto-mask
 
 
 @dataclass
@@ -132,6 +132,7 @@ class TrainerConfig:
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    progress_bar: bool = True  # off for runs trained side by side in one terminal (the demo)
     max_minutes: float = 0.0  # wall-clock training budget (the demo uses it); 0 = no limit
     compile: bool = False  # torch.compile the training objective (compiled once, lazily, on the first step)
 

@@ -48,16 +48,20 @@ def base_config(data_root: Path, run_dir: Path, minutes: float, steps: int, seed
             "height": 64, "width": 208, "frame_ids": [0, -1, 1], "num_workers": 0,
             "cache_dir": str(data_root / "cache"),
         },
-        # min_depth 0.01, not Monodepth2's 0.1: the pose net starts near zero motion (0.01 x its raw
-        # output, about 0.005 per frame) and grows it slowly, and depth is only defined up to that
-        # scale, so for the first few hundred steps everything nearer than ~20x the per-frame
-        # translation would sit at min_depth. With 0.1 that was most of the image: near structure
-        # saturated and median-scaled AbsRel rose above the constant-depth baseline (1.2-2.9 vs 0.57
-        # in a 50-step check); with 0.01 the same check reached 0.27 at step 75 (docs/RESULTS.md).
+        # The pose net decides whether a short run learns depth at all (benchmarks/bench_convergence.py,
+        # docs/RESULTS.md "convergence"): from scratch, or started at a random small motion, it settles
+        # on a sideways motion and depth fits itself to that (left-right lopsided depth, worse than a
+        # constant). So: an ImageNet-pretrained pose encoder, a head started at exactly zero motion,
+        # and 50 warm-up steps in which the pose net alone learns against the initial depth.
+        # min_depth 0.01, not Monodepth2's 0.1: the pose net starts at zero motion and settles near
+        # 0.001-0.002 per frame, and depth is only defined up to that scale, so with 0.1 everything
+        # nearer than ~50x the per-frame translation would sit at min_depth.
         # One scale (no multi-scale warps) and lr 5e-4: a few-minute CPU budget needs cheap, big steps.
         "model": {"encoder": "efficientnet_lite0", "pretrained": "package", "num_classes": 0,
+                  "pose_encoder": "efficientnet_lite0", "pose_pretrained": "package", "pose_zero_init": True,
                   "min_depth": 0.01, "max_depth": 100.0, "scales": [0]},
-        "optim": {"lr": 5e-4, "epochs": 1000, "milestones": [1000], "batch_size": 4, "max_steps": steps},
+        "optim": {"lr": 5e-4, "epochs": 1000, "milestones": [1000], "batch_size": 4, "max_steps": steps,
+                  "pose_warmup_steps": 50},
         "trainer": {"out_dir": str(run_dir), "seed": seed, "accelerator": "cpu", "devices": 1,
                     "log_every_n_steps": 5, "image_log_every_n_steps": 50, "max_minutes": minutes,
                     # one thread: on a shared or busy 2-core machine two OpenMP threads spin against
@@ -141,6 +145,27 @@ def train(run: DemoRun) -> DemoRun:
 
     run.steps = int(torch.load(run.checkpoint, map_location="cpu", weights_only=True)["global_step"])
     return run
+
+
+def train_all(runs: list[DemoRun]) -> list[DemoRun]:
+    """Train every run: side by side in spawned processes (one core and one torch thread each) when
+    the machine has a core per run, else one after the other.
+
+    Each run has a wall-clock budget, so running them together gives each the same number of
+    steps as running it alone, in half the time on two cores. Only the first run draws a progress
+    bar; two bars in one terminal would overwrite each other.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(len(runs), os.cpu_count() or 1)
+    if workers < 2:
+        return [train(run) for run in runs]
+    for run in runs[1:]:
+        run.cfg.trainer.progress_bar = False
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(train, runs))
 
 
 @dataclass
@@ -253,7 +278,7 @@ def markdown_report(runs: list[DemoRun], constant: dict[str, float], test: TestS
     )
 
 
-def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 2.5, steps: int = -1, preset: str = "demo",
+def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 4.0, steps: int = -1, preset: str = "demo",
              seed: int = 0) -> Path:
     """Render, train every run in :func:`demo_runs`, evaluate against exact depth, write the report."""
     from semhint.inference import load_predictor
@@ -268,10 +293,12 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 2.5, steps: int
     runs = demo_runs(data_root, out, minutes, steps, seed, labels, num_classes)
     test = load_test_set(data_root, runs[0].cfg)
     predictions: dict[str, list[np.ndarray]] = {}
+    budget = f"{steps} steps" if steps > 0 else f"{minutes:g} min"
+    print(f"[demo] training {' and '.join(repr(r.name) for r in runs)} on CPU ({budget} each; the progress bar "
+          f"is '{runs[0].name}')")
+    runs = train_all(runs)
     for run in runs:
-        budget = f"{steps} steps" if steps > 0 else f"{minutes:g} min"
-        print(f"[demo] training '{run.name}' on CPU ({budget})")
-        train(run)
+        print(f"[demo] '{run.name}': {run.steps} steps in {run.train_seconds / 60:.1f} min")
         predictor = load_predictor(run.checkpoint)
         disparities = [predictor.predict_disparity(rgb) for rgb in test.images]
         run.metrics = evaluate(disparities, test, run.cfg)

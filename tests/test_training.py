@@ -141,6 +141,18 @@ def test_pose_warmup_trains_the_pose_net_alone(tiny_drive, tmp_path):
     assert after.changed("depth_net.")  # the second step (past the warm-up) trains depth too
 
 
+def test_pose_warmup_step_sees_a_plane_at_the_mean_depth_and_no_automask():
+    from semhint.training import pose_warmup_config, pose_warmup_outputs
+
+    disp = torch.rand(2, 1, 4, 6, requires_grad=True)
+    seg = torch.rand(2, 3, 4, 6, requires_grad=True)
+    warm = pose_warmup_outputs({"disp/0": disp, "seg/0": seg})
+    torch.testing.assert_close(warm["disp/0"], disp.mean(dim=(1, 2, 3), keepdim=True).expand_as(disp))
+    assert not warm["disp/0"].requires_grad and not warm["seg/0"].requires_grad
+    cfg = from_dict({"loss": {"automask": True}})
+    assert pose_warmup_config(cfg).loss.automask is False and cfg.loss.automask is True
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     from semhint.fileio import InputError
 
