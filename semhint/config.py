@@ -60,6 +60,7 @@ class ModelConfig:
     num_classes: int = 0  # 0 = depth-only (no segmentation branch at all)
     shared_layers: int = 0  # decoder conv layers shared by depth and segmentation (0..10)
     seg_grad_scale: float = 1.0  # scale of the segmentation gradient entering the shared trunk
+    disp_init: float = 0.0  # initial sigmoid output of the disparity heads (bias = logit); 0 = PyTorch's default init
     seg_scales: list[int] = field(default_factory=lambda: [0])
     scales: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     min_depth: float = 0.1
@@ -194,6 +195,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("model.shared_layers", f"must be in 0..10, got {m.shared_layers}")
     if m.num_classes < 0 or m.num_classes > 254:
         fail("model.num_classes", f"must be in 0..254 (255 is the ignore label), got {m.num_classes}")
+    if not 0 <= m.disp_init < 1:
+        fail("model.disp_init", f"must be in [0, 1) (0 = default init), got {m.disp_init}")
     if not 0 < m.min_depth < m.max_depth:
         fail("model.min_depth/max_depth", f"need 0 < min_depth < max_depth, got {m.min_depth}, {m.max_depth}")
     if not m.scales or any(s not in (0, 1, 2, 3) for s in m.scales) or 0 not in m.scales:

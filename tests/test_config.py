@@ -60,6 +60,8 @@ def test_wrong_type_is_named(tmp_path):
     ("optim.lr=-1", "optim.lr"),
     ("data.frame_ids=[-1,0,1]", "data.frame_ids"),
     ("model.shared_layers=11", "model.shared_layers"),
+    ("model.disp_init=1.0", "model.disp_init"),
+    ("optim.pose_warmup_steps=-1", "optim.pose_warmup_steps"),
     ("trainer.precision=fp8", "trainer.precision"),
     ("trainer.devices=0", "trainer.devices"),
     ("model.encoder=vgg16", "model.encoder"),

@@ -283,6 +283,16 @@ def test_pose_shapes_and_scale():
     assert net.encoder.conv1.in_channels == 6
 
 
+def test_disp_init_sets_the_initial_sigmoid_output():
+    net = build_depth_net(ModelConfig(disp_init=0.05)).eval()
+    for head in net.decoder.disp_heads.values():
+        torch.nn.init.zeros_(head[1].weight)  # leave the bias alone: the output is then sigmoid(bias)
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 64, 96))
+    for s in net.scales:
+        assert_close(out[f"disp/{s}"], torch.full_like(out[f"disp/{s}"], 0.05))
+
+
 def test_zero_initialised_pose_net_starts_at_no_motion_and_still_learns():
     torch.manual_seed(0)
     net = build_pose_net(ModelConfig(pose_zero_init=True))

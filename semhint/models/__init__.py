@@ -62,6 +62,7 @@ def build_depth_net(cfg: ModelConfig) -> DepthNet:
         scales=cfg.scales,
         seg_scales=cfg.seg_scales,
         seg_grad_scale=cfg.seg_grad_scale,
+        disp_init=cfg.disp_init,
     )
     return DepthNet(encoder, decoder)
 

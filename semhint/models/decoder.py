@@ -17,6 +17,8 @@ a blind x2, so any input size works, not only multiples of 32.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -132,6 +134,7 @@ class MultiTaskDecoder(nn.Module):
         scales: tuple[int, ...] | list[int] = (0, 1, 2, 3),
         seg_scales: tuple[int, ...] | list[int] = (0,),
         seg_grad_scale: float = 1.0,
+        disp_init: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0 <= shared_layers <= NUM_LAYERS:
@@ -147,6 +150,12 @@ class MultiTaskDecoder(nn.Module):
         self.shared = DecoderLayers(num_ch_enc, 0, k)
         self.depth = DecoderLayers(num_ch_enc, k, NUM_LAYERS)
         self.disp_heads = nn.ModuleDict({str(s): Head(DEC_CHANNELS[s], 1, sigmoid=True) for s in self.scales})
+        if disp_init > 0:
+            # Start far from min_depth: at the default sigmoid output 0.5 the initial depth is only
+            # ~2 x min_depth, so (the pose net learning its scale against that depth) anything more
+            # than 2x nearer than the average scene point saturates at min_depth.
+            for head in self.disp_heads.values():
+                nn.init.constant_(head[1].bias, math.log(disp_init / (1 - disp_init)))
         if num_classes > 0:
             self.seg = DecoderLayers(num_ch_enc, k, NUM_LAYERS)
             self.seg_heads = nn.ModuleDict({str(s): Head(DEC_CHANNELS[s], num_classes, sigmoid=False) for s in self.seg_scales})
