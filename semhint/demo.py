@@ -53,13 +53,13 @@ def base_config(data_root: Path, run_dir: Path, minutes: float, steps: int, seed
         # on a sideways motion and depth fits itself to that (left-right lopsided depth, worse than a
         # constant). So: an ImageNet-pretrained pose encoder, a head started at exactly zero motion,
         # and 50 warm-up steps in which the pose net alone learns against the initial depth.
-        # min_depth 0.01, not Monodepth2's 0.1: the pose net starts at zero motion and settles near
-        # 0.001-0.002 per frame, and depth is only defined up to that scale, so with 0.1 everything
-        # nearer than ~50x the per-frame translation would sit at min_depth.
+        # Depth is only defined up to the scale the pose net learns during the warm-up, against a
+        # plane at the initial depth; disp_init 0.05 puts that at ~20 x min_depth (the default sigmoid
+        # output 0.5 gives 2 x min_depth, and the near road then sat at min_depth). min_depth 0.01.
         # One scale (no multi-scale warps) and lr 5e-4: a few-minute CPU budget needs cheap, big steps.
         "model": {"encoder": "efficientnet_lite0", "pretrained": "package", "num_classes": 0,
                   "pose_encoder": "efficientnet_lite0", "pose_pretrained": "package", "pose_zero_init": True,
-                  "min_depth": 0.01, "max_depth": 100.0, "scales": [0]},
+                  "disp_init": 0.05, "min_depth": 0.01, "max_depth": 100.0, "scales": [0]},
         "optim": {"lr": 5e-4, "epochs": 1000, "milestones": [1000], "batch_size": 4, "max_steps": steps,
                   "pose_warmup_steps": 50},
         "trainer": {"out_dir": str(run_dir), "seed": seed, "accelerator": "cpu", "devices": 1,
