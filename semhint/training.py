@@ -57,10 +57,12 @@ def pose_warmup_outputs(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     image-dependent structure that a sideways motion can fit better; and learning both from the
     start lets depth fit itself to the pose net's first, arbitrary motion, a solution the two then
     cannot leave (benchmarks/bench_convergence.py). Keeping the mean keeps the scale continuous
-    when the depth net joins in.
+    when the depth net joins in. The maps stay in the graph with a zero gradient (``+ 0 * v``):
+    under DDP every parameter must take part in every step, and Adam leaves a parameter whose
+    gradients have all been zero exactly where it was.
     """
-    return {k: v.detach().mean(dim=(1, 2, 3), keepdim=True).expand_as(v) if k.startswith("disp/") else v.detach()
-            for k, v in outputs.items()}
+    return {k: (v.detach().mean(dim=(1, 2, 3), keepdim=True).expand_as(v) if k.startswith("disp/") else v.detach())
+            + 0 * v for k, v in outputs.items()}
 
 
 def pose_warmup_config(cfg: Config) -> Config:
