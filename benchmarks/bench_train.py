@@ -89,7 +89,7 @@ def main() -> None:
                 "data.gt_depth=", "data.height=192", "data.width=640", "data.num_workers=0",
                 f"optim.batch_size={args.batch_size}", f"optim.max_steps={args.steps + 2}", f"trainer.out_dir={out}",
                 f"trainer.precision={precision}", "trainer.accelerator=cpu", "trainer.image_log_every_n_steps=0",
-                "trainer.log_every_n_steps=1000",
+                "trainer.log_every_n_steps=1000", "optim.pose_warmup_steps=0",  # time full steps, not warm-up ones
             ]
             fit(load_config(REPO / "configs" / "synth_drive.yaml", overrides), extra_callbacks=[timer])
             rows.append(_throughput(timer, 2, args.batch_size, precision))
@@ -107,7 +107,8 @@ def main() -> None:
     md += "\n\nEnd-to-end inference (`Predictor.predict_depth`: resize, network at 192x640, upsample, invert), batch 1:\n\n"
     md += markdown_table([latency], ["input", "network", "ms_per_frame", "fps"])
     write_section("train_throughput", "Training throughput and inference latency (CPU, 192x640)",
-                  f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python benchmarks/bench_train.py --steps {args.steps}",
+                  f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python benchmarks/bench_train.py --steps {args.steps} "
+                  f"--precisions {' '.join(args.precisions)}",
                   md, {"training": rows, "inference": latency, "threads": torch.get_num_threads(), "load": args.load})
 
 
