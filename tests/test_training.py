@@ -162,16 +162,21 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         fit(cfg, resume="auto")
 
 
-def test_objective_returns_the_documented_terms():
-    cfg = from_dict({"data": {"height": 32, "width": 96}, "optim": {"batch_size": 2}})
-    module = SemHintModule(cfg)
+def _random_batch(batch_size: int) -> dict:
+    """Random 32x96 snippets (frames 0, -1, +1) with intrinsics: a batch shaped like the loader's."""
     g = torch.Generator().manual_seed(0)
     batch = {}
     for f in (0, -1, 1):
-        batch[f"image/{f}"] = batch[f"image_aug/{f}"] = torch.rand(2, 3, 32, 96, generator=g)
-    K = geometry.intrinsics_matrix(50.0, 50.0, 47.5, 15.5).expand(2, 4, 4)
+        batch[f"image/{f}"] = batch[f"image_aug/{f}"] = torch.rand(batch_size, 3, 32, 96, generator=g)
+    K = geometry.intrinsics_matrix(50.0, 50.0, 47.5, 15.5).expand(batch_size, 4, 4)
     batch["K"], batch["inv_K"] = K, torch.linalg.inv(K)
-    losses, maps, outputs = module.objective(batch)
+    return batch
+
+
+def test_objective_returns_the_documented_terms():
+    cfg = from_dict({"data": {"height": 32, "width": 96}, "optim": {"batch_size": 2}})
+    module = SemHintModule(cfg)
+    losses, maps, outputs = module.objective(_random_batch(2))
     assert {"loss", "photo", "smooth", "automask_frac"} <= set(losses)
     assert outputs["disp/0"].shape == (2, 1, 32, 96) and maps["automask/0"].shape == (2, 1, 32, 96)
     losses["loss"].backward()
@@ -197,12 +202,7 @@ def test_trainer_compile_uses_one_lazily_compiled_objective_never_pickled(monkey
     cfg = from_dict({"data": {"height": 32, "width": 96}, "optim": {"batch_size": 1},
                      "trainer": {"compile": True, "image_log_every_n_steps": 0}})
     module = SemHintModule(cfg)
-    g = torch.Generator().manual_seed(0)
-    batch = {}
-    for f in (0, -1, 1):
-        batch[f"image/{f}"] = batch[f"image_aug/{f}"] = torch.rand(1, 3, 32, 96, generator=g)
-    K = geometry.intrinsics_matrix(50.0, 50.0, 47.5, 15.5).expand(1, 4, 4)
-    batch["K"], batch["inv_K"] = K, torch.linalg.inv(K)
+    batch = _random_batch(1)
     with torch.no_grad():
         for _ in range(2):
             assert torch.isfinite(module.training_step(batch, 0))
