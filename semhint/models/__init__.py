@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 
 from semhint.config import ModelConfig
-from semhint.fileio import InputError
 from semhint.models.decoder import MultiTaskDecoder
 from semhint.models.encoders import build_encoder, load_torchvision_weights
 from semhint.models.pose import PoseNet

@@ -1,4 +1,5 @@
-"""The pose network: a separate ResNet on a stacked frame pair, then a small conv decoder.
+"""The pose network: a separate encoder (ResNet or EfficientNet-Lite0) on a stacked frame pair, then a
+small conv decoder.
 
 Output is the relative camera motion as axis-angle and translation, each ``B x 1 x 3``. Both are
 multiplied by 0.01 (Monodepth2): at initialisation the predicted motion is then near identity, which
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-
 
 POSE_SCALE = 0.01
 
