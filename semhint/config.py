@@ -89,13 +89,16 @@ class RefineConfig:
     """Cross-task refinement (METHOD.md, idea 4). Everything off = the baseline."""
 
     hint: bool = False  # pseudo-depth from semantics
-    hint_operators: list[str] = field(default_factory=lambda: ["smooth"])  # smooth | surface | border
+    hint_operators: list[str] = field(default_factory=lambda: ["smooth"])  # smooth | surface | border | contact
     hint_weight: float = 1.0
     hint_gate: bool = True  # Depth Hints rule: use the hint only where it reprojects better
+    hint_gate_margin: float = 0.0  # ...or no more than this much worse (photometric error units): ties go to semantics
+    hint_segments: str = "prediction"  # segments the operators follow: prediction (the branch) | labels (the noisy labels)
     bilateral_radius: int = 4
     bilateral_sigma_color: float = 0.1
     bilateral_sigma_space: float = 3.0
     stuff_classes: list[int] = field(default_factory=lambda: [0, 1])  # classes for the surface fit
+    upright_classes: list[int] = field(default_factory=list)  # operator D: classes with vertical surfaces standing on the ground
     surface_order: int = 1  # operator B: 1 = plane in inverse depth (driving), 2 = quadric (tissue)
     pseudo_seg: bool = False  # pseudo-semantics from depth and geometry
     pseudo_seg_weight: float = 0.3
@@ -164,7 +167,8 @@ class Config:
 # ----------------------------------------------------------------------------------------------
 ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
-HINT_OPERATORS = ("smooth", "surface", "border")
+HINT_OPERATORS = ("smooth", "surface", "border", "contact")
+HINT_SEGMENTS = ("prediction", "labels")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
 
 
@@ -215,6 +219,12 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine.hint_operators", f"unknown {bad_ops}; choose from {', '.join(HINT_OPERATORS)}")
     if (r.hint or r.pseudo_seg) and m.num_classes == 0:
         fail("refine", "hint / pseudo_seg need a segmentation branch (model.num_classes > 0)")
+    if r.hint_segments not in HINT_SEGMENTS:
+        fail("refine.hint_segments", f"must be one of {', '.join(HINT_SEGMENTS)}, got {r.hint_segments!r}")
+    if r.hint_gate_margin < 0:
+        fail("refine.hint_gate_margin", f"must be >= 0, got {r.hint_gate_margin}")
+    if "contact" in r.hint_operators and not (r.upright_classes and r.stuff_classes):
+        fail("refine.upright_classes", "operator 'contact' needs upright_classes (objects) and stuff_classes (ground)")
     if r.surface_order not in (1, 2):
         fail("refine.surface_order", f"must be 1 or 2, got {r.surface_order}")
     if r.warmup_epochs < 0:

@@ -1,10 +1,12 @@
 """Cross-task refinement (METHOD.md, idea 4): pseudo-depth from semantics, pseudo-semantics from depth.
 
 Everything here runs on DETACHED predictions: the refined maps are targets, not part of the graph.
-Pseudo-depth ("semantic hints") applies up to three operators to the predicted depth,
+Pseudo-depth ("semantic hints") applies up to four operators to the predicted depth,
   A  ``segment_aware_smoothing``: a joint-bilateral filter of log-depth that never mixes classes,
   B  ``segment_surface_fit``: a robust (RANSAC) plane or low-order surface per "stuff" segment,
   C  ``border_morphing``: depth discontinuities pulled onto nearby semantic borders,
+  D  ``ground_contact``: an upright surface takes the ground plane's depth where it touches the
+     ground, all the way up its image column (our addition; docs/METHOD.md),
 and keeps the result only where it reprojects better than the prediction (the Depth Hints gate).
 Pseudo-semantics warp the source frames' class probabilities into the target with the predicted
 depth and pose, fuse them with the target's own prediction, and keep the fused label only where it
@@ -259,6 +261,50 @@ def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.
     return out, valid
 
 
+def vertical_run_end(labels: torch.Tensor) -> torch.Tensor:
+    """For every pixel, the last row of its column's run of the same label (B x H x W long).
+
+    A reverse cumulative minimum over the rows where the label changes below: one vectorised scan,
+    no per-pixel loop.
+    """
+    b, h, w = labels.shape
+    rows = torch.arange(h, device=labels.device).view(1, h, 1).expand(b, h, w)
+    last = torch.ones_like(labels, dtype=torch.bool)
+    last[:, :-1] = labels[:, :-1] != labels[:, 1:]
+    ends = torch.where(last, rows, torch.full_like(rows, h))
+    return torch.cummin(ends.flip(1), dim=1).values.flip(1)
+
+
+def ground_contact(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tensor, ground_classes: Iterable[int],
+                   upright_classes: Iterable[int], generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upright surfaces stand on the ground: give their pixels the ground plane's depth where they touch it.
+
+    Self-supervision is weakest on exactly the surfaces a driving scene is full of: the textureless
+    back of a car or a truck matches the neighbouring frames at almost any depth, so short runs
+    leave them too far or too near. The ground under them is well constrained (a plane with texture
+    along its whole length). And with a level camera, an image column is a vertical plane of rays,
+    so any vertical surface (a car's back or side, a wall, a pole, a facade) meets it in a vertical
+    line: one depth z all the way up the column. So: fit the ground plane (operator B) to the
+    ground classes, follow every pixel of an upright class down its column to the end of its run
+    of the same class, and if the pixel just below is ground with an accepted plane, take the
+    plane's depth there. Occluded or non-vertical parts, a pitched camera and wrong labels give
+    wrong hints; the Depth Hints gate keeps them out where they reproject worse than the
+    prediction. Returns (hint: depth with contact depths on accepted pixels, valid mask
+    B x 1 x H x W bool).
+    """
+    labels = _as_labels(seg_labels)
+    ground, ground_ok = segment_surface_fit(depth, labels, K, ground_classes, order=1, generator=generator)
+    upright = torch.tensor([int(c) for c in upright_classes], device=depth.device, dtype=labels.dtype)
+    b, _, h, w = depth.shape
+    end = vertical_run_end(labels)
+    below = (end + 1).clamp_max(h - 1)
+    contact_ok = torch.gather(ground_ok[:, 0], 1, below) & (end + 1 < h)
+    valid = torch.isin(labels, upright) & contact_ok
+    hint = torch.where(valid, torch.gather(ground[:, 0], 1, below), depth[:, 0])
+    return hint.unsqueeze(1), valid.unsqueeze(1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Operator C: border morphing
 # ----------------------------------------------------------------------------------------------
@@ -335,15 +381,24 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
                                           generator=generator)
         elif op == "border":
             hint = border_morphing(hint, labels)
+        elif op == "contact":
+            hint, _ = ground_contact(hint, labels, K, refine_cfg.stuff_classes, refine_cfg.upright_classes,
+                                     generator=generator)
         else:
-            raise ValueError(f"refine.hint_operators: unknown operator {op!r} (smooth | surface | border)")
+            raise ValueError(f"refine.hint_operators: unknown operator {op!r} (smooth | surface | border | contact)")
     return hint
 
 
-def hint_gate(hint_reproj: torch.Tensor, pred_reproj: torch.Tensor, automask: torch.Tensor | None = None
-              ) -> torch.Tensor:
-    """Depth Hints rule: trust the hint only where it explains the images strictly better (B,1,H,W bool)."""
-    gate = hint_reproj < pred_reproj
+def hint_gate(hint_reproj: torch.Tensor, pred_reproj: torch.Tensor, automask: torch.Tensor | None = None,
+              margin: float = 0.0) -> torch.Tensor:
+    """Depth Hints rule: trust the hint only where it explains the images better (B,1,H,W bool).
+
+    With ``margin`` = 0 the hint must be strictly better. A textureless surface reprojects about
+    equally well at any depth, so there the strict rule rejects even a good hint, although that is
+    exactly where the photometric loss cannot decide; a small positive margin lets semantics break
+    such ties while a hint that clearly worsens the photometric error is still rejected.
+    """
+    gate = hint_reproj < pred_reproj + margin
     if automask is not None:
         gate = gate & automask.bool()
     return gate
@@ -462,16 +517,34 @@ def _snap_once(labels: torch.Tensor, depth: torch.Tensor, band: int, sigma_depth
 # ----------------------------------------------------------------------------------------------
 # the training-step entry point
 # ----------------------------------------------------------------------------------------------
+def hint_segments(outputs: dict, batch: dict, source: str) -> torch.Tensor:
+    """The segmentation the hint operators follow: the branch's logits, or the noisy labels.
+
+    "labels": the noisy label map of the target frame, with the branch's own argmax where a label
+    is ignored (255). Early in training the branch is still worse than the labels it learns from
+    (docs/RESULTS.md: branch mIoU 0.35 vs labels 0.42 after 250 steps), so hints from the labels
+    follow better segments; "prediction" is the paper's reading (refine the current predictions).
+    """
+    predicted = _as_labels(outputs["seg/0"].detach())
+    if source == "prediction" or "labels/0" not in batch:
+        return predicted
+    labels = batch["labels/0"].to(predicted)
+    if labels.shape[-2:] != predicted.shape[-2:]:
+        raise ValueError(f"labels/0 is {tuple(labels.shape[-2:])}, the prediction {tuple(predicted.shape[-2:])}")
+    return torch.where(labels == IGNORE, predicted, labels)
+
+
 def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tuple[torch.Tensor, dict[str, float]]:
     from semhint import losses
 
     image = batch["image/0"].float()
     with torch.no_grad():  # float32 throughout: log/exp and the surface solve need it under AMP
         depth = maps["depth/0"].detach().float()
-        hint = make_depth_hint(depth, outputs["seg/0"], image, batch["K"].float(), cfg.refine)
+        hint = make_depth_hint(depth, hint_segments(outputs, batch, cfg.refine.hint_segments), image,
+                               batch["K"].float(), cfg.refine)
         if cfg.refine.hint_gate:
             hint_err = reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
-            gate = hint_gate(hint_err, maps["reproj/0"].detach(), maps.get("automask/0"))
+            gate = hint_gate(hint_err, maps["reproj/0"].detach(), maps.get("automask/0"), cfg.refine.hint_gate_margin)
         else:
             gate = torch.ones_like(depth, dtype=torch.bool)
         # a hint equal to the prediction carries no information: it would only win the gate by

@@ -114,6 +114,56 @@ def test_surface_fit_order2_and_rejects_non_surfaces():
 
 
 # ----------------------------------------------------------------------------------------------
+# Operator D: ground contact
+# ----------------------------------------------------------------------------------------------
+def test_vertical_run_end_finds_the_last_row_of_each_run():
+    lab = torch.tensor([[0], [0], [1], [1], [1], [0]]).view(1, 6, 1)
+    assert refine.vertical_run_end(lab).view(-1).tolist() == [1, 1, 4, 4, 4, 5]
+
+
+def _box_on_ground(box_class: int = 13):
+    """The ground plane scene with an upright box standing on it (true depth: the ground's at its foot)."""
+    K, depth, lab = _ground_plane_scene()
+    top, foot, left, right = 6, 16, 10, 20  # box rows top..foot, it touches the ground at row foot + 1
+    box_depth = depth[0, 0, foot + 1, left].item()
+    depth[..., top:foot + 1, left:right] = box_depth
+    lab[:, top:foot + 1, left:right] = box_class
+    return K, depth, lab, (slice(top, foot + 1), slice(left, right)), box_depth
+
+
+def test_ground_contact_puts_a_misplaced_object_back_on_the_ground():
+    K, truth, lab, box, box_depth = _box_on_ground()
+    wrong = truth.clone()
+    wrong[..., box[0], box[1]] *= 3.0  # a textureless box predicted three times too far
+    hint, valid = refine.ground_contact(wrong, lab, K, ground_classes=[0], upright_classes=[13],
+                                        generator=torch.Generator().manual_seed(0))
+    assert valid[..., box[0], box[1]].all() and valid.sum() == valid[..., box[0], box[1]].sum()
+    assert torch.allclose(hint[..., box[0], box[1]], torch.tensor(box_depth), rtol=1e-3)
+    assert torch.equal(hint[~valid], wrong[~valid])  # everything else keeps its depth
+
+
+def test_ground_contact_leaves_objects_not_standing_on_ground_alone():
+    K, truth, lab, box, _ = _box_on_ground()
+    lab[:, box[0].stop, box[1]] = 2  # the row under the box is not ground (e.g. another object)
+    _, valid = refine.ground_contact(truth, lab, K, ground_classes=[0], upright_classes=[13],
+                                     generator=torch.Generator().manual_seed(0))
+    assert not valid.any()
+    _, valid = refine.ground_contact(truth, _box_on_ground(box_class=7)[2], K, ground_classes=[0],
+                                     upright_classes=[13], generator=torch.Generator().manual_seed(0))
+    assert not valid.any()  # a class that is not upright-on-ground (e.g. a sign) is not moved
+
+
+def test_contact_operator_needs_its_classes_in_the_config():
+    import pytest
+
+    from semhint.config import ConfigError, from_dict
+
+    cfg = {"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["contact"], "upright_classes": []}}
+    with pytest.raises(ConfigError, match="upright_classes"):
+        from_dict(cfg, "test.yaml")
+
+
+# ----------------------------------------------------------------------------------------------
 # Operator C and border snapping
 # ----------------------------------------------------------------------------------------------
 def test_border_morphing_moves_discontinuity_onto_border():
@@ -177,6 +227,23 @@ def test_gate_accepts_improving_hint_and_rejects_worsening_one():
     assert accept[inner].float().mean() > 0.9
     assert reject[inner].float().mean() < 0.1
     assert not refine.hint_gate(err_true, err_wrong, torch.zeros_like(accept)).any()  # automask vetoes
+
+
+def test_gate_margin_breaks_ties_but_still_rejects_a_clearly_worse_hint():
+    pred = torch.full((1, 1, 2, 2), 0.10)
+    hint = torch.tensor([0.10, 0.105, 0.13, 0.09]).view(1, 1, 2, 2)  # tie, a bit worse, clearly worse, better
+    assert refine.hint_gate(hint, pred).view(-1).tolist() == [False, False, False, True]
+    assert refine.hint_gate(hint, pred, margin=0.01).view(-1).tolist() == [True, True, False, True]
+
+
+def test_hint_segments_follow_the_noisy_labels_where_they_exist():
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[:, 2] = 1.0  # the branch says class 2 everywhere
+    labels = torch.tensor([[[0, 1], [255, 0]]])
+    outputs, batch = {"seg/0": logits}, {"labels/0": labels}
+    assert refine.hint_segments(outputs, batch, "prediction").tolist() == [[[2, 2], [2, 2]]]
+    assert refine.hint_segments(outputs, batch, "labels").tolist() == [[[0, 1], [2, 0]]]  # ignored -> branch
+    assert refine.hint_segments(outputs, {}, "labels").tolist() == [[[2, 2], [2, 2]]]  # no labels in the batch
 
 
 # ----------------------------------------------------------------------------------------------
