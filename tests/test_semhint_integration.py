@@ -55,10 +55,10 @@ def test_ablation_changes_only_its_own_switches(path):
     assert len(changed) <= 2, f"{path.name} changes {sorted(changed)}"
 
 
-def test_there_is_a_semhint_config_beside_each_synthetic_baseline():
-    for world in ("drive", "tissue"):
-        base, semhint = load_config(REPO / "configs" / f"synth_{world}.yaml"), load_config(
-            REPO / "configs" / f"semhint_synth_{world}.yaml")
+def test_there_is_a_semhint_config_beside_each_trainable_baseline():
+    for name in ("synth_drive", "synth_tissue", "kitti_eigen_zhou"):
+        base, semhint = load_config(REPO / "configs" / f"{name}.yaml"), load_config(
+            REPO / "configs" / f"semhint_{name}.yaml")
         same = ("data.path", "data.height", "data.width", "optim.lr", "optim.batch_size", "model.encoder", "eval.max_depth")
         b, s = _flat(to_dict(base)), _flat(to_dict(semhint))
         assert all(b[k] == s[k] for k in same), "the SemHint config must train on what its baseline trains on"

@@ -1,0 +1,133 @@
+"""Are the semantic hints better than the depth they replace? Measured on a TRAINED model's test depth.
+
+For a trained run (its config.yaml and checkpoints/last.ckpt) and a rendered synthetic dataset,
+this predicts depth and pose on the test snippets, applies each hint operator (alone and in the
+combinations the configs use) with the segments taken from the ground-truth labels and from a noisy
+label folder, and reports, on the pixels each operator changes and on those the Depth Hints gate
+then accepts: how many there are, and the AbsRel against exact depth of the prediction and of the
+hint (both scaled by the prediction's per-image median ratio). A hint operator is only worth
+training on where its hint column beats its prediction column.
+
+    python benchmarks/bench_hint_quality.py --run RUN --data runs/semhint_bench/drive --labels corrupt0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _results import markdown_table, write_section  # noqa: E402
+
+from semhint import geometry, refine  # noqa: E402
+from semhint.config import load_config  # noqa: E402
+
+OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"])
+CAR = 13
+
+
+def load_run(run: Path, data: Path, labels: str, split: str):
+    """(module in eval mode, validation-style dataset of the split with noisy and GT labels)."""
+    from semhint.data.snippets import build_dataset
+    from semhint.training import SemHintModule
+
+    cfg = load_config(run / "config.yaml")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, val_split=str(data / "splits" / f"{split}.txt"), labels=str(data / labels),
+        gt_labels=str(data / "gt_labels"), gt_depth=str(data / "gt_depth")))
+    module = SemHintModule(cfg)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state, strict=False)  # a baseline checkpoint has no branch: nothing else differs
+    return module.eval(), build_dataset(cfg.data, "val"), cfg
+
+
+def _abs_rel_sums(pred: torch.Tensor, hint: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """[pixels, sum of prediction AbsRel, sum of hint AbsRel] over ``mask``, per-image median scaling."""
+    out = np.zeros(3)
+    for b in range(gt.shape[0]):
+        valid = gt[b] > 0
+        sel = valid & mask[b]
+        if not sel.any():
+            continue
+        scale = gt[b][valid].median() / pred[b][valid].median().clamp_min(1e-6)
+        out += [int(sel.sum()), float(((pred[b][sel] * scale - gt[b][sel]).abs() / gt[b][sel]).sum()),
+                float(((hint[b][sel] * scale - gt[b][sel]).abs() / gt[b][sel]).sum())]
+    return out
+
+
+def measure(module, dataset, cfg, upright: list[int], batch_size: int = 8) -> list[dict]:
+    from semhint.training import collate_snippets, predict_poses
+
+    sums: dict[tuple, np.ndarray] = {}
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = collate_snippets([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            image = batch["image/0"]
+            disp = module.depth_net(image)["disp/0"]
+            _, depth = geometry.disp_to_depth(F.interpolate(disp, size=image.shape[-2:], mode="bilinear",
+                                                            align_corners=False), cfg.model.min_depth, cfg.model.max_depth)
+            poses = predict_poses(module.pose_net, batch, cfg.data.frame_ids)
+            pred_err = refine.reprojection_error(depth, batch, poses, cfg.loss.ssim_weight)
+            gt = F.interpolate(batch["depth_gt"].float(), size=depth.shape[-2:], mode="nearest")
+            gt_labels = batch["gt_labels/0"].long()
+            for source, labels in (("ground truth", gt_labels), ("noisy", batch["labels/0"].long())):
+                for ops in OPERATOR_SETS:
+                    rcfg = dataclasses.replace(cfg.refine, hint_operators=ops, upright_classes=upright)
+                    hint = refine.make_depth_hint(depth, labels, image, batch["K"], rcfg,
+                                                  generator=torch.Generator().manual_seed(start))
+                    changed = (hint - depth).abs() > 1e-3 * depth
+                    gate = refine.hint_gate(refine.reprojection_error(hint, batch, poses, cfg.loss.ssim_weight),
+                                            pred_err) & changed
+                    car = (gt_labels == CAR).unsqueeze(1)
+                    for where, mask in (("changed", changed), ("gated", gate), ("changed, car", changed & car)):
+                        key = ("+".join(ops), source, where)
+                        sums[key] = sums.get(key, np.zeros(4)) + np.r_[_abs_rel_sums(depth, hint, gt, mask),
+                                                                       int((gt > 0).sum())]
+    rows = []
+    for (ops, source, where), (n, pred_sum, hint_sum, total) in sums.items():
+        rows.append({"operators": ops, "labels": source, "pixels": where, "share of valid": n / max(total, 1),
+                     "prediction AbsRel": pred_sum / max(n, 1) if n else "", "hint AbsRel": hint_sum / max(n, 1) if n else ""})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, type=Path, help="trained run folder (config.yaml, checkpoints/last.ckpt)")
+    parser.add_argument("--data", required=True, type=Path, help="rendered SynthDrive root (splits/, gt_labels/, gt_depth/)")
+    parser.add_argument("--labels", default="corrupt0.5", help="noisy label folder under --data")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--upright", default="5,13", help="operator D's upright classes")
+    parser.add_argument("--key", default="hint_quality_trained")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for path in (args.run / "config.yaml", args.run / "checkpoints" / "last.ckpt", args.data / "splits" / f"{args.split}.txt"):
+        if not path.is_file():
+            raise SystemExit(f"{path}: not found")
+    module, dataset, cfg = load_run(args.run, args.data, args.labels, args.split)
+    rows = measure(module, dataset, cfg, [int(c) for c in args.upright.split(",")])
+    for r in rows:
+        print(r, flush=True)
+    command = (f"python benchmarks/bench_hint_quality.py --run {args.run} --data {args.data} --labels {args.labels} "
+               f"--split {args.split} --upright {args.upright}")
+    body = (f"The trained run `{args.run}` ({cfg.name}), its depth and pose on the {len(dataset)} {args.split} snippets of "
+            f"`{args.data}`. Each operator set makes a hint from the predicted depth with the segments of the ground-truth "
+            f"labels or of the noisy labels `{args.labels}`; 'changed': pixels the operators moved (> 0.1 %), 'gated': "
+            "those where the hint also reprojects better (the Depth Hints gate), 'changed, car': changed car pixels. "
+            "Share of valid: fraction of pixels with ground truth. AbsRel against exact depth, both maps scaled by the "
+            "prediction's per-image median ratio: where the hint column is lower, the operator corrects the trained "
+            f"model. Operator D's upright classes: {args.upright}.\n\n"
+            + markdown_table(rows, ["operators", "labels", "pixels", "share of valid", "prediction AbsRel", "hint AbsRel"]))
+    write_section(args.key, "Hint quality on a trained model's depth (SynthDrive)", command, body,
+                  {"run": str(args.run), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
