@@ -517,6 +517,21 @@ def _snap_once(labels: torch.Tensor, depth: torch.Tensor, band: int, sigma_depth
 # ----------------------------------------------------------------------------------------------
 # the training-step entry point
 # ----------------------------------------------------------------------------------------------
+def trust_region(hint: torch.Tensor, depth: torch.Tensor, max_ratio: float, min_depth: float, max_depth: float
+                 ) -> torch.Tensor:
+    """Clamp the hint into [depth / max_ratio, depth * max_ratio] and the model's depth range.
+
+    A surface fitted to an early, poorly structured depth map can put its horizon anywhere, and
+    near it the plane's depth runs to infinity; a target many times the current depth would then
+    dominate the step (measured: a contact-only run's pose scale and depth blew up to a constant
+    map). A bounded step towards the hint keeps its direction and lets later steps go further.
+    ``max_ratio`` <= 0 turns the ratio bound off (the depth range always applies).
+    """
+    if max_ratio > 0:
+        hint = torch.minimum(torch.maximum(hint, depth / max_ratio), depth * max_ratio)
+    return hint.clamp(min_depth, max_depth)
+
+
 def hint_segments(outputs: dict, batch: dict, source: str) -> torch.Tensor:
     """The segmentation the hint operators follow: the branch's logits, or the noisy labels.
 
@@ -542,6 +557,7 @@ def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tupl
         depth = maps["depth/0"].detach().float()
         hint = make_depth_hint(depth, hint_segments(outputs, batch, cfg.refine.hint_segments), image,
                                batch["K"].float(), cfg.refine)
+        hint = trust_region(hint, depth, cfg.refine.hint_max_ratio, cfg.model.min_depth, cfg.model.max_depth)
         if cfg.refine.hint_gate:
             hint_err = reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
             gate = hint_gate(hint_err, maps["reproj/0"].detach(), maps.get("automask/0"), cfg.refine.hint_gate_margin)

@@ -360,3 +360,11 @@ def test_hint_is_accepted_where_it_fixes_a_wrong_patch():
     terms["loss"].backward()
     grad = outputs["disp/0"].grad[0, 0]
     assert grad[8:16, 12:20].abs().sum() > 10 * grad[:4].abs().sum()
+
+
+def test_trust_region_bounds_the_hint_by_ratio_and_depth_range():
+    depth = torch.tensor([1.0, 1.0, 1.0, 50.0]).view(1, 1, 2, 2)
+    hint = torch.tensor([1.5, 10.0, 0.1, 1e6]).view(1, 1, 2, 2)  # fine, too far, too near, past max_depth
+    out = refine.trust_region(hint, depth, 2.0, 0.01, 80.0)
+    assert out.view(-1).tolist() == [1.5, 2.0, 0.5, 80.0]
+    assert refine.trust_region(hint, depth, 0.0, 0.01, 80.0).view(-1).tolist() == [1.5, 10.0, 0.10000000149011612, 80.0]
