@@ -49,10 +49,15 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 @pytest.mark.parametrize("path", ABLATIONS, ids=_rel)
 def test_ablation_changes_only_its_own_switches(path):
-    """An ablation is the main config with one idea switched: anything more would confound it."""
+    """An ablation is the main config with one idea switched: anything more would confound it.
+
+    One idea may take up to three keys (operator D without the gate: the operator list, the segments
+    it follows and the gate)."""
     main, ablation = _flat(to_dict(load_config(MAIN_DRIVE))), _flat(to_dict(load_config(path)))
     changed = {k for k in main if main[k] != ablation[k]} - {"name", "trainer.out_dir"}
-    assert len(changed) <= 2, f"{path.name} changes {sorted(changed)}"
+    assert len(changed) <= 3, f"{path.name} changes {sorted(changed)}"
+    assert changed <= {"model.shared_layers", "model.seg_grad_scale", "data.labels"} or all(
+        k.startswith(("refine.", "loss.")) for k in changed), f"{path.name} changes {sorted(changed)}"
 
 
 def test_there_is_a_semhint_config_beside_each_trainable_baseline():
