@@ -125,7 +125,8 @@ def main() -> None:
             "prediction's per-image median ratio: where the hint column is lower, the operator corrects the trained "
             f"model. Operator D's upright classes: {args.upright}.\n\n"
             + markdown_table(rows, ["operators", "labels", "pixels", "share of valid", "prediction AbsRel", "hint AbsRel"]))
-    write_section(args.key, "Hint quality on a trained model's depth (SynthDrive)", command, body,
+    title = f"Hint quality on a trained model's depth (SynthDrive, operator D on classes {args.upright})"
+    write_section(args.key, title, command, body,
                   {"run": str(args.run), "rows": rows})
 
 

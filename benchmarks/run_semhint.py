@@ -424,16 +424,36 @@ def _mean_of(dicts: list[dict], key: str) -> str:
     return f"{np.mean(values):.3f}" if values else "-"
 
 
+def _baseline_abs_rel(groups: dict[str, list[dict]]) -> dict[int, float]:
+    """AbsRel per seed of the first depth-only (no branch) run group: what every row is compared with."""
+    for results in groups.values():
+        if "seed" in results[0] and "branch_miou" not in results[0]:
+            return {r["seed"]: r["metrics"]["abs_rel"] for r in results}
+    return {}
+
+
+def _vs_baseline(baseline: dict[int, float], results: list[dict]) -> str:
+    """Difference of mean AbsRel to the baseline with Welch's 95 % interval, p, and seeds won."""
+    from semhint.seedstats import compare_seeds, format_comparison
+
+    mine = {r["seed"]: r["metrics"]["abs_rel"] for r in results if "seed" in r}
+    if len(baseline) < 2 or len(mine) < 2 or mine == baseline:
+        return "-"
+    return format_comparison(compare_seeds(baseline, mine))
+
+
 def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
     """Markdown rows (mean ± std over seeds) and the raw rows for the JSON (constant depth first)."""
     from _results import markdown_table  # benchmarks/ is on sys.path when run as a script
 
     classes = list(WORLDS[world]["report"]) + (["sky-adjacent"] if WORLDS[world]["sky"] is not None else [])
+    baseline = _baseline_abs_rel(groups)
     rows, raw = [], []
     for name, results in groups.items():
         row = {"run": name, "seeds": len(results) if "seed" in results[0] else "-"}
         for m in METRICS:
             row[m] = _mean_std([r["metrics"][m] for r in results])
+        row["AbsRel vs baseline"] = _vs_baseline(baseline, results)
         for c in classes:
             row[f"AbsRel {c}"] = _mean_std([r["per_class_abs_rel"].get(c) for r in results])
         if "branch_miou" in results[0]:
@@ -451,7 +471,7 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
         row["train min"] = f"{np.mean(seconds) / 60:.1f}" if seconds else "-"
         rows.append(row)
         raw.append({"run": name, "results": results})
-    columns = ["run", "seeds", *METRICS, *[f"AbsRel {c}" for c in classes], "branch mIoU", "noisy-label mIoU",
+    columns = ["run", "seeds", *METRICS, "AbsRel vs baseline", *[f"AbsRel {c}" for c in classes], "branch mIoU", "noisy-label mIoU",
                "k (shared params)", "hint accept", "hint / pred AbsRel @accepted", "pseudo / noisy label acc", "depth p95/p5", "train min"]
     return markdown_table(rows, columns), raw
 
@@ -473,7 +493,10 @@ def report(args) -> None:
             f"Budget: {args.steps} steps of batch {args.batch_size} for every run, 1 torch thread per run. "
             "AbsRel per class pools all test pixels of the class (ground-truth labels); sky-adjacent = "
             "valid pixels within 3 px of sky. depth p95/p5: median over test frames of the ratio of the 95th to the 5th "
-            "percentile of the predicted (unscaled) depth; about 1 means a collapsed, constant prediction. Branch mIoU: the segmentation head vs ground truth; noisy-label "
+            "percentile of the predicted (unscaled) depth; about 1 means a collapsed, constant prediction. AbsRel vs "
+            "baseline: mean AbsRel minus the depth-only baseline's, Welch's 95 % interval, two-sided p, and the shared "
+            "seeds where the run beat the baseline (negative = better; an interval that holds 0 is no proven "
+            "difference). Branch mIoU: the segmentation head vs ground truth; noisy-label "
             "mIoU: the labels it learned from, on the same test frames. Hint accept: mean fraction of pixels "
             "the Depth Hints gate let the hint train (over logged steps after warm-up).")
     print(markdown)
