@@ -27,7 +27,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _results import markdown_table, write_section  # noqa: E402
 
-from semhint import geometry, refine  # noqa: E402
+from semhint import geometry, losses, refine  # noqa: E402
 from semhint.config import load_config  # noqa: E402
 
 OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"])
@@ -76,6 +76,9 @@ def measure(module, dataset, cfg, upright: list[int], batch_size: int = 8) -> li
                                                             align_corners=False), cfg.model.min_depth, cfg.model.max_depth)
             poses = predict_poses(module.pose_net, batch, cfg.data.frame_ids)
             pred_err = refine.reprojection_error(depth, batch, poses, cfg.loss.ssim_weight)
+            identity = torch.cat([losses.photometric_error(batch[f"image/{f}"], image, cfg.loss.ssim_weight)
+                                  for f in poses], 1)
+            _, automask = losses.min_reprojection(pred_err, identity)
             gt = F.interpolate(batch["depth_gt"].float(), size=depth.shape[-2:], mode="nearest")
             gt_labels = batch["gt_labels/0"].long()
             for source, labels in (("ground truth", gt_labels), ("noisy", batch["labels/0"].long())):
@@ -84,10 +87,13 @@ def measure(module, dataset, cfg, upright: list[int], batch_size: int = 8) -> li
                     hint = refine.make_depth_hint(depth, labels, image, batch["K"], rcfg,
                                                   generator=torch.Generator().manual_seed(start))
                     changed = (hint - depth).abs() > 1e-3 * depth
-                    gate = refine.hint_gate(refine.reprojection_error(hint, batch, poses, cfg.loss.ssim_weight),
-                                            pred_err) & changed
+                    hint_err = refine.reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
+                    gate = refine.hint_gate(hint_err, pred_err) & changed
+                    on_masked = refine.hint_gate(hint_err, pred_err, automask, on_masked=True) & changed
                     car = (gt_labels == CAR).unsqueeze(1)
-                    for where, mask in (("changed", changed), ("gated", gate), ("changed, car", changed & car)):
+                    for where, mask in (("changed", changed), ("gated", gate), ("gated or auto-masked", on_masked),
+                                        ("changed, car", changed & car), ("gated, car", gate & car),
+                                        ("gated or auto-masked, car", on_masked & car)):
                         key = ("+".join(ops), source, where)
                         sums[key] = sums.get(key, np.zeros(4)) + np.r_[_abs_rel_sums(depth, hint, gt, mask),
                                                                        int((gt > 0).sum())]
@@ -120,7 +126,8 @@ def main() -> None:
     body = (f"The trained run `{args.run}` ({cfg.name}), its depth and pose on the {len(dataset)} {args.split} snippets of "
             f"`{args.data}`. Each operator set makes a hint from the predicted depth with the segments of the ground-truth "
             f"labels or of the noisy labels `{args.labels}`; 'changed': pixels the operators moved (> 0.1 %), 'gated': "
-            "those where the hint also reprojects better (the Depth Hints gate), 'changed, car': changed car pixels. "
+            "those where the hint also reprojects better (the Depth Hints gate), 'gated or auto-masked': the gate with "
+            "refine.hint_on_masked (pixels the auto-mask drops take the hint ungated); ', car': those on cars. "
             "Share of valid: fraction of pixels with ground truth. AbsRel against exact depth, both maps scaled by the "
             "prediction's per-image median ratio: where the hint column is lower, the operator corrects the trained "
             f"model. Operator D's upright classes: {args.upright}.\n\n"

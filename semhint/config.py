@@ -93,6 +93,7 @@ class RefineConfig:
     hint_weight: float = 1.0
     hint_gate: bool = True  # Depth Hints rule: use the hint only where it reprojects better
     hint_gate_margin: float = 0.0  # ...or no more than this much worse (photometric error units): ties go to semantics
+    hint_on_masked: bool = False  # where the auto-mask drops a pixel (no photometric say: e.g. a car moving with the camera) the hint trains it ungated
     hint_max_ratio: float = 2.0  # trust region: a hint is clamped to [depth / r, depth * r] (<= 0: off)
     hint_segments: str = "prediction"  # segments the operators follow: prediction (the branch) | labels (the noisy labels)
     bilateral_radius: int = 4

@@ -390,17 +390,23 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
 
 
 def hint_gate(hint_reproj: torch.Tensor, pred_reproj: torch.Tensor, automask: torch.Tensor | None = None,
-              margin: float = 0.0) -> torch.Tensor:
+              margin: float = 0.0, on_masked: bool = False) -> torch.Tensor:
     """Depth Hints rule: trust the hint only where it explains the images better (B,1,H,W bool).
 
     With ``margin`` = 0 the hint must be strictly better. A textureless surface reprojects about
     equally well at any depth, so there the strict rule rejects even a good hint, although that is
     exactly where the photometric loss cannot decide; a small positive margin lets semantics break
     such ties while a hint that clearly worsens the photometric error is still rejected.
+
+    The auto-mask drops pixels that look the same unwarped (a car moving with the camera, a stop):
+    the paper's rule rejects the hint there too. But those are the pixels where photometry has no
+    say at all and the photometric comparison above favours the wrong answer (a car moving with the
+    camera reprojects best at infinite depth), so with ``on_masked`` semantics decides there alone.
     """
     gate = hint_reproj < pred_reproj + margin
     if automask is not None:
-        gate = gate & automask.bool()
+        kept = automask.bool()
+        gate = (gate & kept) | ~kept if on_masked else gate & kept
     return gate
 
 
@@ -560,7 +566,8 @@ def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tupl
         hint = trust_region(hint, depth, cfg.refine.hint_max_ratio, cfg.model.min_depth, cfg.model.max_depth)
         if cfg.refine.hint_gate:
             hint_err = reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
-            gate = hint_gate(hint_err, maps["reproj/0"].detach(), maps.get("automask/0"), cfg.refine.hint_gate_margin)
+            gate = hint_gate(hint_err, maps["reproj/0"].detach(), maps.get("automask/0"), cfg.refine.hint_gate_margin,
+                             cfg.refine.hint_on_masked)
         else:
             gate = torch.ones_like(depth, dtype=torch.bool)
         # a hint equal to the prediction carries no information: it would only win the gate by

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from semhint import geometry, refine
+from semhint import geometry, losses, refine
 from semhint.config import Config
 
 H, W = 24, 32
@@ -234,6 +234,27 @@ def test_gate_margin_breaks_ties_but_still_rejects_a_clearly_worse_hint():
     hint = torch.tensor([0.10, 0.105, 0.13, 0.09]).view(1, 1, 2, 2)  # tie, a bit worse, clearly worse, better
     assert refine.hint_gate(hint, pred).view(-1).tolist() == [False, False, False, True]
     assert refine.hint_gate(hint, pred, margin=0.01).view(-1).tolist() == [True, True, False, True]
+
+
+def test_gate_on_masked_lets_semantics_decide_where_photometry_has_no_say():
+    """A surface moving with the camera: both views show it unchanged although the camera moved.
+
+    The photometric comparison prefers the wrong (far) depth, and the auto-mask drops the pixels;
+    the paper's gate rejects the right hint there, ``on_masked`` accepts it."""
+    batch, poses, true_depth = _plane_scene()
+    batch = {**batch, "image/1": batch["image/0"].clone()}  # the surface kept pace with the camera
+    far, hint = true_depth * 50, true_depth
+    err_far, err_hint = refine.reprojection_error(far, batch, poses), refine.reprojection_error(hint, batch, poses)
+    identity = losses.photometric_error(batch["image/1"], batch["image/0"])
+    _, automask = losses.min_reprojection(err_far, identity)
+    inner = (slice(None), slice(None), slice(3, -3), slice(8, -8))
+    assert (err_hint > err_far)[inner].float().mean() > 0.9  # photometry favours infinity
+    assert automask[inner].mean() < 0.1  # and the auto-mask drops the pixels
+    assert refine.hint_gate(err_hint, err_far, automask)[inner].float().mean() < 0.1
+    assert refine.hint_gate(err_hint, err_far, automask, on_masked=True)[inner].float().mean() > 0.9
+    # where the auto-mask keeps a pixel, the photometric comparison still decides
+    kept = torch.ones_like(automask)
+    assert refine.hint_gate(err_hint, err_far, kept, on_masked=True)[inner].float().mean() < 0.1
 
 
 def test_hint_segments_follow_the_noisy_labels_where_they_exist():
