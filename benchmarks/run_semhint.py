@@ -424,22 +424,29 @@ def _mean_of(dicts: list[dict], key: str) -> str:
     return f"{np.mean(values):.3f}" if values else "-"
 
 
-def _baseline_abs_rel(groups: dict[str, list[dict]]) -> dict[int, float]:
-    """AbsRel per seed of the first depth-only (no branch) run group: what every row is compared with."""
+def _baseline_results(groups: dict[str, list[dict]]) -> list[dict]:
+    """The first depth-only (no branch) run group: what every row is compared with."""
     for results in groups.values():
         if "seed" in results[0] and "branch_miou" not in results[0]:
-            return {r["seed"]: r["metrics"]["abs_rel"] for r in results}
-    return {}
+            return results
+    return []
 
 
-def _vs_baseline(baseline: dict[int, float], results: list[dict]) -> str:
+def _abs_rel_by_seed(results: list[dict], cls: str | None = None) -> dict[int, float]:
+    """AbsRel per seed, overall or of one reported class."""
+    return {r["seed"]: r["metrics"]["abs_rel"] if cls is None else r["per_class_abs_rel"][cls]
+            for r in results if "seed" in r and (cls is None or r["per_class_abs_rel"].get(cls) is not None)}
+
+
+def _vs_baseline(baseline: list[dict], results: list[dict], cls: str | None = None, short: bool = False) -> str:
     """Difference of mean AbsRel to the baseline with Welch's 95 % interval, p, and seeds won."""
     from semhint.seedstats import compare_seeds, format_comparison
 
-    mine = {r["seed"]: r["metrics"]["abs_rel"] for r in results if "seed" in r}
-    if len(baseline) < 2 or len(mine) < 2 or mine == baseline:
+    ref, mine = _abs_rel_by_seed(baseline, cls), _abs_rel_by_seed(results, cls)
+    if len(ref) < 2 or len(mine) < 2 or results is baseline:
         return "-"
-    return format_comparison(compare_seeds(baseline, mine))
+    c = compare_seeds(ref, mine)
+    return f"{c.diff:+.3f} (p={c.p:.2f}, {c.wins}/{c.shared})" if short else format_comparison(c)
 
 
 def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
@@ -447,7 +454,7 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
     from _results import markdown_table  # benchmarks/ is on sys.path when run as a script
 
     classes = list(WORLDS[world]["report"]) + (["sky-adjacent"] if WORLDS[world]["sky"] is not None else [])
-    baseline = _baseline_abs_rel(groups)
+    baseline = _baseline_results(groups)
     rows, raw = [], []
     for name, results in groups.items():
         row = {"run": name, "seeds": len(results) if "seed" in results[0] else "-"}
@@ -456,6 +463,8 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
         row["AbsRel vs baseline"] = _vs_baseline(baseline, results)
         for c in classes:
             row[f"AbsRel {c}"] = _mean_std([r["per_class_abs_rel"].get(c) for r in results])
+        per_class = [f"{c} {_vs_baseline(baseline, results, c, short=True)}" for c in classes]
+        row["per class vs baseline"] = "; ".join(per_class) if row["AbsRel vs baseline"] != "-" else "-"
         if "branch_miou" in results[0]:
             row["branch mIoU"] = _mean_std([r["branch_miou"] for r in results])
             row["noisy-label mIoU"] = _mean_std([r["noisy_labels_test_miou"] for r in results])
@@ -471,7 +480,7 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
         row["train min"] = f"{np.mean(seconds) / 60:.1f}" if seconds else "-"
         rows.append(row)
         raw.append({"run": name, "results": results})
-    columns = ["run", "seeds", *METRICS, "AbsRel vs baseline", *[f"AbsRel {c}" for c in classes], "branch mIoU", "noisy-label mIoU",
+    columns = ["run", "seeds", *METRICS, "AbsRel vs baseline", *[f"AbsRel {c}" for c in classes], "per class vs baseline", "branch mIoU", "noisy-label mIoU",
                "k (shared params)", "hint accept", "hint / pred AbsRel @accepted", "pseudo / noisy label acc", "depth p95/p5", "train min"]
     return markdown_table(rows, columns), raw
 
@@ -496,7 +505,7 @@ def report(args) -> None:
             "percentile of the predicted (unscaled) depth; about 1 means a collapsed, constant prediction. AbsRel vs "
             "baseline: mean AbsRel minus the depth-only baseline's, Welch's 95 % interval, two-sided p, and the shared "
             "seeds where the run beat the baseline (negative = better; an interval that holds 0 is no proven "
-            "difference). Branch mIoU: the segmentation head vs ground truth; noisy-label "
+            "difference); per class: the same difference, p and seeds won for each class's AbsRel. Branch mIoU: the segmentation head vs ground truth; noisy-label "
             "mIoU: the labels it learned from, on the same test frames. Hint accept: mean fraction of pixels "
             "the Depth Hints gate let the hint train (over logged steps after warm-up).")
     print(markdown)
