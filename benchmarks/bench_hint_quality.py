@@ -31,7 +31,7 @@ from semhint import geometry, losses, refine  # noqa: E402
 from semhint.config import load_config  # noqa: E402
 
 OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"])
-CAR = 13
+CAR, ROAD = 13, 0
 
 
 def load_run(run: Path, data: Path, labels: str, split: str):
@@ -90,10 +90,10 @@ def measure(module, dataset, cfg, upright: list[int], batch_size: int = 8) -> li
                     hint_err = refine.reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
                     gate = refine.hint_gate(hint_err, pred_err) & changed
                     on_masked = refine.hint_gate(hint_err, pred_err, automask, on_masked=True) & changed
-                    car = (gt_labels == CAR).unsqueeze(1)
+                    car, road = (gt_labels == CAR).unsqueeze(1), (gt_labels == ROAD).unsqueeze(1)
                     for where, mask in (("changed", changed), ("gated", gate), ("gated or auto-masked", on_masked),
                                         ("changed, car", changed & car), ("gated, car", gate & car),
-                                        ("gated or auto-masked, car", on_masked & car)):
+                                        ("gated or auto-masked, car", on_masked & car), ("changed, road", changed & road)):
                         key = ("+".join(ops), source, where)
                         sums[key] = sums.get(key, np.zeros(4)) + np.r_[_abs_rel_sums(depth, hint, gt, mask),
                                                                        int((gt > 0).sum())]
@@ -127,7 +127,8 @@ def main() -> None:
             f"`{args.data}`. Each operator set makes a hint from the predicted depth with the segments of the ground-truth "
             f"labels or of the noisy labels `{args.labels}`; 'changed': pixels the operators moved (> 0.1 %), 'gated': "
             "those where the hint also reprojects better (the Depth Hints gate), 'gated or auto-masked': the gate with "
-            "refine.hint_on_masked (pixels the auto-mask drops take the hint ungated); ', car': those on cars. "
+            "refine.hint_on_masked (pixels the auto-mask drops take the hint ungated); ', car' / ', road': those on "
+            "cars / the road (ground-truth labels). "
             "Share of valid: fraction of pixels with ground truth. AbsRel against exact depth, both maps scaled by the "
             "prediction's per-image median ratio: where the hint column is lower, the operator corrects the trained "
             f"model. Operator D's upright classes: {args.upright}.\n\n"

@@ -91,6 +91,8 @@ def bench_size(h: int, w: int, batch: int, repeats: int) -> list[dict]:
             refine.texture_weight(image), local_linear=True),
         "B surface (RANSAC plane, 2 classes)": lambda: refine.segment_surface_fit(depth, labels, b["K"], r.stuff_classes),
         "C border (band 3)": lambda: refine.border_morphing(depth, labels),
+        "D contact (RANSAC plane + column scan)": lambda: refine.ground_contact(depth, labels, b["K"], r.stuff_classes,
+                                                                               [5, 13]),
         "gate: hint reprojection (2 sources)": lambda: refine.reprojection_error(depth, b, poses),
         "warp + fuse probabilities (2 sources)": fuse_all,
         "snap borders (band 2)": lambda: refine.snap_borders(labels, depth),
