@@ -406,7 +406,7 @@ def hint_gate(hint_reproj: torch.Tensor, pred_reproj: torch.Tensor, automask: to
     gate = hint_reproj < pred_reproj + margin
     if automask is not None:
         kept = automask.bool()
-        gate = (gate & kept) | ~kept if on_masked else gate & kept
+        gate = (gate | ~kept) if on_masked else (gate & kept)
     return gate
 
 
