@@ -199,6 +199,10 @@ def _add_synth(sub) -> None:
         if world == "drive":
             w.add_argument("--static-cars", action="store_true", help="no moving cars (by default a lead car moves with the camera)")
             w.add_argument("--no-stops", action="store_true", help="the camera never stands still")
+        else:
+            w.add_argument("--sweep-mm", type=float, default=None,
+                           help="amplitude (mm) of a back-and-forth camera sweep across the tissue, for depth training "
+                                "(default 0: the near-static camera of the tracking clips)")
     p.set_defaults(func=_run_synth)
 
 
@@ -206,7 +210,8 @@ def _run_synth(args) -> None:
     from semhint.data.synthetic import synth_command
 
     synth_command(args.world, args.out, args.preset, args.seed, args.sequences, args.frames, args.size, args.preview,
-                  getattr(args, "static_cars", False), getattr(args, "no_stops", False), args.workers)
+                  getattr(args, "static_cars", False), getattr(args, "no_stops", False), args.workers,
+                  getattr(args, "sweep_mm", None))
 
 
 def _add_labels_corrupt(labels_sub) -> None:

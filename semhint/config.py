@@ -99,6 +99,7 @@ class RefineConfig:
     bilateral_radius: int = 4
     bilateral_sigma_color: float = 0.1
     bilateral_sigma_space: float = 3.0
+    smooth_domain: str = "log"  # operator A filters log-depth (METHOD.md) | disp: inverse depth, where planes are a fixed point
     stuff_classes: list[int] = field(default_factory=lambda: [0, 1])  # classes for the surface fit
     upright_classes: list[int] = field(default_factory=list)  # operator D: classes with vertical surfaces standing on the ground
     surface_order: int = 1  # operator B: 1 = plane in inverse depth (driving), 2 = quadric (tissue)
@@ -171,6 +172,7 @@ ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
 HINT_OPERATORS = ("smooth", "surface", "border", "contact")
 HINT_SEGMENTS = ("prediction", "labels")
+SMOOTH_DOMAINS = ("log", "disp")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
 
 
@@ -223,6 +225,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine", "hint / pseudo_seg need a segmentation branch (model.num_classes > 0)")
     if r.hint_segments not in HINT_SEGMENTS:
         fail("refine.hint_segments", f"must be one of {', '.join(HINT_SEGMENTS)}, got {r.hint_segments!r}")
+    if r.smooth_domain not in SMOOTH_DOMAINS:
+        fail("refine.smooth_domain", f"must be one of {', '.join(SMOOTH_DOMAINS)}, got {r.smooth_domain!r}")
     if r.hint_gate_margin < 0:
         fail("refine.hint_gate_margin", f"must be >= 0, got {r.hint_gate_margin}")
     if "contact" in r.hint_operators and not (r.upright_classes and r.stuff_classes):

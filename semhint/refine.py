@@ -362,9 +362,14 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
 
     ``seg`` is the segmentation prediction (logits B x C x H x W) or labels (B x H x W). Pixels no
     operator changes keep the predicted depth (refinement_losses leaves those out of the loss).
-    "smooth" uses texture-weighted, local-linear smoothing of log-depth: the plain weighted mean
-    is biased wherever depth is slanted and the texture lopsided (on exact SynthDrive depth the
-    local-linear fit more than halves that bias).
+    "smooth" uses texture-weighted, local-linear smoothing of log-depth (``refine_cfg.smooth_domain``
+    "log") or inverse depth ("disp"): the plain weighted mean is biased wherever depth is slanted and
+    the texture lopsided (on exact SynthDrive depth the local-linear fit more than halves that bias).
+    Because the hint is rebuilt from the current depth at every step, any bias of the operator on
+    the *true* depth compounds like repeated filtering. Log-depth is not affine on a plane seen in
+    perspective (a road: log z = c - log(y - y_horizon), convex), so log-domain smoothing drifts
+    the far road further away; inverse depth is affine on every plane, which makes planes a fixed
+    point (benchmarks/bench_hint_drift.py measures both).
     """
     hint = depth.detach()
     labels = _as_labels(seg.detach())
@@ -374,7 +379,8 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
             hint = segment_aware_smoothing(hint, labels, image, radius=refine_cfg.bilateral_radius,
                                            sigma_color=refine_cfg.bilateral_sigma_color,
                                            sigma_space=refine_cfg.bilateral_sigma_space,
-                                           source_weight=texture_weight(image), local_linear=True)
+                                           source_weight=texture_weight(image), local_linear=True,
+                                           domain=refine_cfg.smooth_domain)
         elif op == "surface":
             # plane (1) for driving; a curved surface (2) suits tissue
             hint, _ = segment_surface_fit(hint, labels, K, refine_cfg.stuff_classes, order=refine_cfg.surface_order,

@@ -65,6 +65,7 @@ def test_wrong_type_is_named(tmp_path):
     ("trainer.precision=fp8", "trainer.precision"),
     ("trainer.devices=0", "trainer.devices"),
     ("model.encoder=vgg16", "model.encoder"),
+    ("refine.smooth_domain=depth", "refine.smooth_domain"),
 ])
 def test_impossible_values_are_named(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

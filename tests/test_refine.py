@@ -64,6 +64,29 @@ def test_local_linear_smoothing_is_unbiased_on_a_slanted_plane():
     assert ((linear - depth).abs() / depth)[inner].max() < 0.01 < 0.05 < mean_err  # 20x smaller worst error
 
 
+def test_hint_leaves_a_perspective_road_alone_only_in_disparity():
+    """The hint is rebuilt from the current depth every step, so its bias on the *true* depth
+    compounds. A flat road seen in perspective (z = f h / (y - y_horizon)) must be a fixed point:
+    it is in inverse depth (affine in y); in log-depth (convex in y) repeated smoothing pushes the
+    far road away."""
+    f, cam_h, horizon = 30.0, 1.5, -6.0
+    y = torch.arange(H, dtype=torch.float32)
+    road = (f * cam_h / (y - horizon)).view(1, 1, H, 1).expand(1, 1, H, W).clone()
+    lab = torch.zeros(1, H, W, dtype=torch.long)
+    image = _flat_image()
+    K = torch.tensor([[[f, 0, W / 2], [0, f, horizon], [0, 0, 1]]])
+    drift = {}
+    for domain in ("log", "disp"):
+        cfg = Config().refine
+        cfg.hint_operators, cfg.smooth_domain = ["smooth"], domain
+        d = road
+        for _ in range(5):
+            d = refine.make_depth_hint(d, lab, image, K, cfg)
+        drift[domain] = ((d - road) / road)[..., 6:-6, :]  # one-sided windows at the image edges fit less well
+    assert drift["disp"].abs().max() < 2e-3
+    assert drift["log"].max() > 0.02 and drift["log"].mean() > 0  # the log-domain hint moves the road away
+
+
 def test_texture_weight_is_low_on_flat_regions():
     img = torch.zeros(1, 3, H, W)
     img[..., :, :16] = torch.rand(1, 3, H, 16, generator=torch.Generator().manual_seed(2))

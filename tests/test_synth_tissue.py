@@ -112,3 +112,60 @@ def test_output_layout(tmp_path):
     assert refs and all(r.key.startswith("tissue_01 ") for r in refs)
     test_lines = (tmp_path / "splits" / "test.txt").read_text().split()
     assert test_lines[0] == "tissue_02"
+
+
+def test_sweep_moves_the_camera_and_leaves_default_renders_alone():
+    """The sweep only adds lateral motion of the asked amplitude; without it the scene (surface,
+    deformation, drift) is the one the tracking clips were rendered with."""
+    still = tissue.TissueConfig(height=24, width=32, frames=20, seed=0, queries=8)
+    swept = tissue.TissueConfig(height=24, width=32, frames=20, seed=0, queries=8, sweep_mm=25.0)
+    a, b = tissue.build_scene(still, 3), tissue.build_scene(swept, 3)
+    assert a.distance == b.distance and torch_equal(a.bumps, b.bumps)
+    extra = b.poses[:, :3, 3] - a.poses[:, :3, 3]
+    np.testing.assert_allclose(b.poses[:, :3, :3], a.poses[:, :3, :3])
+    assert np.abs(extra[:, 2]).max() == 0  # lateral only: the distance to the tissue is kept
+    assert 20 < np.linalg.norm(extra[:, :2], axis=1).max() <= 25.0 + 1e-9
+    np.testing.assert_allclose(extra[0], 0, atol=1e-9)  # world = first camera
+    step_still = np.linalg.norm(np.diff(a.poses[:, :3, 3], axis=0), axis=1).mean()
+    step_swept = np.linalg.norm(np.diff(b.poses[:, :3, 3], axis=0), axis=1).mean()
+    assert step_swept > 10 * step_still
+
+
+def test_tracks_stay_exact_under_the_sweep():
+    cfg = tissue.TissueConfig(height=32, width=48, frames=4, seed=0, queries=16, sweep_mm=30.0, sweep_cycles=0.25)
+    scene = tissue.build_scene(cfg, 4)
+    frames = [f for _, f in tissue.render_sequence(cfg, 4, scene=scene)]
+    K = tissue.intrinsics(cfg)
+    last = frames[-1]
+    seen = last["tracks"]["visible"]
+    assert seen.any()
+    xyz = last["tracks"]["xyz"][seen]
+    proj = np.stack([K[0, 0] * xyz[:, 0] / xyz[:, 2] + K[0, 2], K[1, 1] * xyz[:, 1] / xyz[:, 2] + K[1, 2]], 1)
+    np.testing.assert_allclose(proj, last["tracks"]["xy"][seen], atol=1e-3)
+    shift = np.median(last["tracks"]["xy"][seen] - frames[0]["tracks"]["xy"][seen], axis=0)
+    assert np.linalg.norm(shift) > 5  # px: the view has moved across the tissue
+
+
+def test_render_rejects_a_negative_sweep(tmp_path):
+    from semhint.fileio import InputError
+
+    with pytest.raises(InputError, match="sweep"):
+        render_tissue(tmp_path, preset="tiny", sweep_mm=-1.0, progress=False)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_cli_sweep_lands_in_the_poses_and_meta(tmp_path):
+    from semhint.cli import main
+
+    base = ["synth", "tissue", "--preset", "tiny", "--sequences", "1", "--frames", "5", "--workers", "1"]
+    assert main(base + ["--out", str(tmp_path / "swept"), "--sweep-mm", "12"]) in (None, 0)
+    assert main(base + ["--out", str(tmp_path / "still")]) in (None, 0)
+    meta = json.loads((tmp_path / "swept" / "meta.json").read_text())
+    assert meta["settings"]["sweep_mm"] == 12
+    swept, still = (np.loadtxt(tmp_path / d / "poses" / "tissue_01.txt").reshape(-1, 3, 4) for d in ("swept", "still"))
+    np.testing.assert_allclose(np.linalg.norm(swept[:, :2, 3] - still[:, :2, 3], axis=1).max(), 12, rtol=1e-4)

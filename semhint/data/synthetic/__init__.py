@@ -9,6 +9,7 @@ layout (read by ``semhint.data.kitti``), tissue data one folder per sequence wit
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -204,13 +205,21 @@ def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences
 
 def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequences: int | None = None,
                   frames: int | None = None, size: str | tuple[int, int] | None = None, queries: int | None = None,
-                  preview: bool = False, progress: bool = True, workers: int | None = None) -> Path:
-    """Render SynthTissue into ``out`` (folder layout + GT depth in mm, labels, poses, tracks, splits)."""
+                  preview: bool = False, progress: bool = True, workers: int | None = None,
+                  sweep_mm: float | None = None) -> Path:
+    """Render SynthTissue into ``out`` (folder layout + GT depth in mm, labels, poses, tracks, splits).
+
+    ``sweep_mm`` > 0 moves the camera back and forth across the tissue (TissueConfig.sweep_mm), so
+    that depth can be learnt from parallax; the default keeps the tracking clips' near-static camera.
+    """
     from semhint import __version__
     from semhint.data.labels import TISSUE
     from semhint.data.synthetic import tissue, writer
 
-    s = resolve_preset("tissue", preset, sequences=sequences, frames=frames, size=size, queries=queries)
+    if sweep_mm is not None and not (sweep_mm >= 0 and math.isfinite(sweep_mm)):
+        raise InputError(f"--sweep-mm must be a finite number >= 0, got {sweep_mm}")
+    s = resolve_preset("tissue", preset, sequences=sequences, frames=frames, size=size, queries=queries,
+                       sweep_mm=sweep_mm or None)
     out = Path(out)
     fields = {f.name for f in dataclasses.fields(tissue.TissueConfig)}
     cfg = tissue.TissueConfig(seed=seed, **{k: v for k, v in s.items() if k in fields})
@@ -240,13 +249,14 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
 
 def synth_command(kind: str, out: str, preset: str, seed: int, sequences: int | None, frames: int | None,
                   size: str | None, preview: bool, static_cars: bool = False, no_stops: bool = False,
-                  workers: int | None = None) -> None:
+                  workers: int | None = None, sweep_mm: float | None = None) -> None:
     """`semhint synth drive|tissue`: render a world and say where it went."""
     if kind == "drive":
         path = render_drive(out, preset, seed, sequences, frames, size, moving_cars=False if static_cars else None,
                             stops=False if no_stops else None, preview=preview, workers=workers)
     elif kind == "tissue":
-        path = render_tissue(out, preset, seed, sequences, frames, size, preview=preview, workers=workers)
+        path = render_tissue(out, preset, seed, sequences, frames, size, preview=preview, workers=workers,
+                             sweep_mm=sweep_mm)
     else:
         raise InputError(f"unknown synthetic world {kind!r} (choose drive or tissue)")
     print(f"wrote {path} (data/, gt_depth/, gt_labels/, poses/, splits/{', tracks/' if kind == 'tissue' else ''}, meta.json)"
