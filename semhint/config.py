@@ -96,6 +96,7 @@ class RefineConfig:
     hint_on_masked: bool = False  # where the auto-mask drops a pixel (no photometric say: e.g. a car moving with the camera) the hint trains it ungated
     hint_max_ratio: float = 2.0  # trust region: a hint is clamped to [depth / r, depth * r] (<= 0: off)
     hint_segments: str = "prediction"  # segments the operators follow: prediction (the branch) | labels (the noisy labels)
+    hint_classes: list[int] = field(default_factory=list)  # the hint trains only pixels of these classes (empty: every class)
     bilateral_radius: int = 4
     bilateral_sigma_color: float = 0.1
     bilateral_sigma_space: float = 3.0
@@ -227,6 +228,9 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine.hint_segments", f"must be one of {', '.join(HINT_SEGMENTS)}, got {r.hint_segments!r}")
     if r.smooth_domain not in SMOOTH_DOMAINS:
         fail("refine.smooth_domain", f"must be one of {', '.join(SMOOTH_DOMAINS)}, got {r.smooth_domain!r}")
+    bad_classes = [c for c in r.hint_classes if not 0 <= int(c) < max(m.num_classes, 1)]
+    if bad_classes:
+        fail("refine.hint_classes", f"{bad_classes} outside the model's classes 0..{m.num_classes - 1}")
     if r.hint_gate_margin < 0:
         fail("refine.hint_gate_margin", f"must be >= 0, got {r.hint_gate_margin}")
     if "contact" in r.hint_operators and not (r.upright_classes and r.stuff_classes):

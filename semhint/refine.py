@@ -561,14 +561,29 @@ def hint_segments(outputs: dict, batch: dict, source: str) -> torch.Tensor:
     return torch.where(labels == IGNORE, predicted, labels)
 
 
+def hint_class_mask(segments: torch.Tensor, classes: Iterable[int]) -> torch.Tensor:
+    """Pixels whose segment is one of ``classes`` (B,1,H,W bool); every pixel when ``classes`` is empty.
+
+    The hint is a cure for textureless objects (car panels), where photometry has no gradient; on
+    a well-textured plane seen in perspective (the road) photometry already finds the depth and
+    a smoothing hint only adds its own bias (docs/RESULTS.md: the full method's car gain comes with
+    a road loss). Restricting the hint to the classes it helps keeps one without the other.
+    """
+    labels = _as_labels(segments).unsqueeze(1)
+    classes = [int(c) for c in classes]
+    if not classes:
+        return torch.ones_like(labels, dtype=torch.bool)
+    return torch.isin(labels, torch.tensor(classes, device=labels.device, dtype=labels.dtype))
+
+
 def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tuple[torch.Tensor, dict[str, float]]:
     from semhint import losses
 
     image = batch["image/0"].float()
     with torch.no_grad():  # float32 throughout: log/exp and the surface solve need it under AMP
         depth = maps["depth/0"].detach().float()
-        hint = make_depth_hint(depth, hint_segments(outputs, batch, cfg.refine.hint_segments), image,
-                               batch["K"].float(), cfg.refine)
+        segments = hint_segments(outputs, batch, cfg.refine.hint_segments)
+        hint = make_depth_hint(depth, segments, image, batch["K"].float(), cfg.refine)
         hint = trust_region(hint, depth, cfg.refine.hint_max_ratio, cfg.model.min_depth, cfg.model.max_depth)
         if cfg.refine.hint_gate:
             hint_err = reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
@@ -579,7 +594,7 @@ def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tupl
         # a hint equal to the prediction carries no information: it would only win the gate by
         # rounding noise and dilute the mean, so such pixels are left out
         changed = (hint - depth).abs() > 1e-3 * depth
-        gate = gate & changed
+        gate = gate & changed & hint_class_mask(segments, cfg.refine.hint_classes)
     # maps["depth/s"] is every scale's depth upsampled to full resolution, still in the graph
     depths = [maps[f"depth/{s}"] for s in cfg.model.scales]
     loss = torch.stack([losses.hint_loss(d, hint, gate) for d in depths]).mean()

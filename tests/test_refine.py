@@ -406,6 +406,46 @@ def test_hint_is_accepted_where_it_fixes_a_wrong_patch():
     assert grad[8:16, 12:20].abs().sum() > 10 * grad[:4].abs().sum()
 
 
+def test_hint_classes_restrict_the_hint_to_their_segments():
+    from semhint import losses
+
+    batch, poses, depth = _plane_scene()
+    cfg = Config()
+    cfg.data.frame_ids = [0, 1]
+    cfg.model.num_classes = 2
+    cfg.model.scales = [0]
+    cfg.refine.hint = True
+    cfg.refine.hint_operators = ["surface"]
+    cfg.refine.stuff_classes = [0, 1]  # each half of the image is its own plane segment
+    cfg.refine.warmup_epochs = 0
+    cfg.refine.hint_classes = [1]
+    wrong = depth.clone()
+    wrong[..., 8:16, 12:20] *= 1.5  # the wrong patch straddles the class border at column 16
+    seg = torch.zeros(1, 2, H, W)
+    seg[:, 0, :, :16] = 1.0
+    seg[:, 1, :, 16:] = 1.0
+    outputs = {"disp/0": geometry.depth_to_disp(wrong, 0.1, 100.0).requires_grad_(True), "seg/0": seg}
+    _, maps = losses.self_supervised_objective(batch, outputs, poses, cfg)
+    terms, stats = refine.refinement_losses(batch, outputs, maps, poses, {}, cfg, epoch=0)
+    terms["loss"].backward()
+    grad = outputs["disp/0"].grad[0, 0].abs()
+    assert grad[8:16, 16:20].sum() > 0 and grad[:, :16].sum() == 0  # class 0's half of the patch is left alone
+    assert 0 < stats["hint_accept_rate"] < 0.05  # ~32 of 768 pixels
+
+
+def test_hint_class_mask_and_its_config_check():
+    labels = torch.tensor([[[0, 13], [14, 255]]])
+    assert refine.hint_class_mask(labels, [13, 14]).view(-1).tolist() == [False, True, True, False]
+    assert refine.hint_class_mask(labels, []).all()
+    import pytest
+
+    from semhint.config import ConfigError, from_dict
+
+    cfg = {"model": {"num_classes": 19}, "refine": {"hint": True, "hint_classes": [13, 19]}}
+    with pytest.raises(ConfigError, match=r"refine.hint_classes.*\[19\]"):
+        from_dict(cfg, "test.yaml")
+
+
 def test_trust_region_bounds_the_hint_by_ratio_and_depth_range():
     depth = torch.tensor([1.0, 1.0, 1.0, 50.0]).view(1, 1, 2, 2)
     hint = torch.tensor([1.5, 10.0, 0.1, 1e6]).view(1, 1, 2, 2)  # fine, too far, too near, past max_depth
