@@ -49,6 +49,7 @@ WORLDS = {  # render preset overrides, the classes reported, the class set name
     "tissue": {"classes": "tissue", "report": {"tissue A": [0], "tissue B": [1], "instrument": [2]}, "sky": None},
 }
 
+MOVING_GROUPS = ("car moving", "car parked")  # reported where the render has gt_dynamic/ (SynthDrive)
 
 # ----------------------------------------------------------------------------------------------
 # data and labels
@@ -126,8 +127,12 @@ def run_config(config_path: Path, args, seed: int, run_dir: Path, labels: str | 
     return from_dict(values, f"{config_path} (benchmark)")
 
 
-def _frame_maps(cfg: Config, root: Path, split: Path, label_root: str) -> tuple[list, list, list, list]:
-    """(rgb, gt depth, gt labels, noisy labels or None) for every test frame."""
+def _frame_maps(cfg: Config, root: Path, split: Path, label_root: str) -> tuple[list, list, list, list, list]:
+    """(rgb, gt depth, gt labels, noisy labels, moving-object masks) for every test frame.
+
+    Noisy labels are [] without a label folder; the masks are [] unless the render wrote gt_dynamic/
+    (SynthDrive renders before it existed did not: re-rendering with the same seed adds it, bit-identical).
+    """
     from semhint.data import mirrored_path, read_depth_png
     from semhint.data.labels import read_label_png
     from semhint.data.snippets import frame_refs
@@ -138,7 +143,9 @@ def _frame_maps(cfg: Config, root: Path, split: Path, label_root: str) -> tuple[
     depths = [read_depth_png(mirrored_path(root / "gt_depth", r.target, r.data_root)) for r in refs]
     gt_labels = [read_label_png(mirrored_path(root / "gt_labels", r.target, r.data_root)) for r in refs]
     noisy = [read_label_png(mirrored_path(label_root, r.target, r.data_root)) for r in refs] if label_root else []
-    return rgbs, depths, gt_labels, noisy
+    dynamic_paths = [mirrored_path(root / "gt_dynamic", r.target, r.data_root) for r in refs]
+    dynamic = [read_label_png(p) for p in dynamic_paths] if all(p.is_file() for p in dynamic_paths) else []
+    return rgbs, depths, gt_labels, noisy, dynamic
 
 
 def class_groups(labels: np.ndarray, depth: np.ndarray, world: str, band: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -156,9 +163,24 @@ def class_groups(labels: np.ndarray, depth: np.ndarray, world: str, band: int = 
     return groups, sky_adjacent
 
 
+def moving_groups(labels: np.ndarray, dynamic: np.ndarray, world: str) -> np.ndarray:
+    """Group map of one frame: 0 = car moving on its own, 1 = parked car, 255 = neither.
+
+    The two fail differently: a car that keeps the camera's speed looks static and reprojects best
+    at infinite depth (a hole the auto-mask only hides), a parked car is plain rigid structure with
+    textureless panels. Pooled into one "car" number the two causes cannot be told apart.
+    """
+    cars = np.isin(labels, WORLDS[world]["report"]["car"])
+    groups = np.full(labels.shape, 255, np.uint8)
+    groups[cars & (dynamic == 0)] = 1
+    groups[dynamic > 0] = 0
+    return groups
+
+
 def depth_result(disps: list[np.ndarray], depths: list[np.ndarray], gt_labels: list[np.ndarray], cfg: Config,
-                 world: str) -> dict:
-    """The seven metrics and AbsRel per reported class (and sky-adjacent pixels) of disparities."""
+                 world: str, dynamic: list[np.ndarray] | None = None) -> dict:
+    """The seven metrics and AbsRel per reported class, sky-adjacent pixels and (with masks of
+    independently moving objects) moving vs parked cars, of disparities."""
     from semhint.evaluation import evaluate_depth
 
     e = cfg.eval
@@ -170,6 +192,10 @@ def depth_result(disps: list[np.ndarray], depths: list[np.ndarray], gt_labels: l
     if WORLDS[world]["sky"] is not None:
         sky = evaluate_depth(disps, depths, labels=[s for _, s in groups], class_names=["sky-adjacent"], **kw)
         out["per_class_abs_rel"].update({n: v["abs_rel"] for n, v in sky.per_class_abs_rel.items()})
+    if dynamic:
+        moving = evaluate_depth(disps, depths, labels=[moving_groups(lab, dyn, world) for lab, dyn in zip(gt_labels, dynamic)],
+                                class_names=list(MOVING_GROUPS), **kw)
+        out["per_class_abs_rel"].update({n: v["abs_rel"] for n, v in moving.per_class_abs_rel.items()})
     return out
 
 
@@ -177,8 +203,8 @@ def constant_depth_result(args) -> dict:
     """The trivial reference: one constant depth per image (median scaling picks its value)."""
     root = Path(args.data)
     cfg = run_config(Path(args.configs[0]), args, 0, Path(args.out) / "constant", None)
-    _, depths, gt_labels, _ = _frame_maps(cfg, root, root / "splits" / "test.txt", "")
-    return depth_result([np.ones_like(d) for d in depths], depths, gt_labels, cfg, args.world)
+    _, depths, gt_labels, _, dynamic = _frame_maps(cfg, root, root / "splits" / "test.txt", "")
+    return depth_result([np.ones_like(d) for d in depths], depths, gt_labels, cfg, args.world, dynamic)
 
 
 def evaluate_run(checkpoint: Path, cfg: Config, args, labels: str) -> dict:
@@ -191,11 +217,11 @@ def evaluate_run(checkpoint: Path, cfg: Config, args, labels: str) -> dict:
     root = Path(args.data)
     _, net = load_depth_net(checkpoint)
     predictor = Predictor(net, cfg)
-    rgbs, depths, gt_labels, noisy = _frame_maps(cfg, root, root / "splits" / "test.txt",
-                                                 cfg.data.labels if cfg.model.num_classes else "")
+    rgbs, depths, gt_labels, noisy, dynamic = _frame_maps(cfg, root, root / "splits" / "test.txt",
+                                                          cfg.data.labels if cfg.model.num_classes else "")
     disps = [predictor.predict_disparity_batch(rgbs[i:i + 8]) for i in range(0, len(rgbs), 8)]
     disps = [d for chunk in disps for d in chunk]
-    out = depth_result(disps, depths, gt_labels, cfg, args.world)
+    out = depth_result(disps, depths, gt_labels, cfg, args.world, dynamic)
     # a collapsed depth head predicts one depth everywhere: the spread of its (unscaled) depth shows it
     out["depth_spread"] = float(np.median([np.percentile(1 / d, 95) / np.percentile(1 / d, 5) for d in disps]))
     if cfg.model.num_classes:
@@ -454,6 +480,7 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
     from _results import markdown_table  # benchmarks/ is on sys.path when run as a script
 
     classes = list(WORLDS[world]["report"]) + (["sky-adjacent"] if WORLDS[world]["sky"] is not None else [])
+    classes += [g for g in MOVING_GROUPS if any(g in r["per_class_abs_rel"] for rs in groups.values() for r in rs)]
     baseline = _baseline_results(groups)
     rows, raw = [], []
     for name, results in groups.items():
@@ -501,7 +528,9 @@ def report(args) -> None:
             f"scaling, cap {load_config(args.configs[0]).eval.max_depth:g}); mean ± sample std over seeds. "
             f"Budget: {args.steps} steps of batch {args.batch_size} for every run, 1 torch thread per run. "
             "AbsRel per class pools all test pixels of the class (ground-truth labels); sky-adjacent = "
-            "valid pixels within 3 px of sky. depth p95/p5: median over test frames of the ratio of the 95th to the 5th "
+            "valid pixels within 3 px of sky; car moving / car parked (where the render wrote gt_dynamic/): car "
+            "pixels the renderer moves on their own (the lead car at the camera's speed, oncoming cars) or not. "
+            "depth p95/p5: median over test frames of the ratio of the 95th to the 5th "
             "percentile of the predicted (unscaled) depth; about 1 means a collapsed, constant prediction. AbsRel vs "
             "baseline: mean AbsRel minus the depth-only baseline's, Welch's 95 % interval, two-sided p, and the shared "
             "seeds where the run beat the baseline (negative = better; an interval that holds 0 is no proven "

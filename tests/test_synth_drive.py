@@ -158,6 +158,19 @@ def test_kitti_loader_reads_the_output_unchanged(written):
     assert (depth[labels == drive.ROAD] > 0).mean() > 0.95  # only road beyond the PNG range (255 m) is 0
 
 
+def test_dynamic_masks_mark_moving_cars_only(written):
+    from semhint.fileio import read_label_png
+
+    moving = 0
+    for path in sorted((written / "gt_dynamic").rglob("*.png")):
+        mask = read_label_png(path)
+        labels = read_label_png(written / "gt_labels" / path.relative_to(written / "gt_dynamic"))
+        assert set(np.unique(mask)) <= {0, 1}
+        assert (labels[mask == 1] == drive.CAR).all()  # only cars move in SynthDrive
+        moving += int(mask.sum())
+    assert moving > 0  # the lead car is in view
+
+
 def test_cli_synth_drive_with_preview(tmp_path):
     from semhint.cli import main
 

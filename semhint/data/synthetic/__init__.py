@@ -259,5 +259,5 @@ def synth_command(kind: str, out: str, preset: str, seed: int, sequences: int | 
                              sweep_mm=sweep_mm)
     else:
         raise InputError(f"unknown synthetic world {kind!r} (choose drive or tissue)")
-    print(f"wrote {path} (data/, gt_depth/, gt_labels/, poses/, splits/{', tracks/' if kind == 'tissue' else ''}, meta.json)"
+    print(f"wrote {path} (data/, gt_depth/, gt_labels/, {'tracks/' if kind == 'tissue' else 'gt_dynamic/'}, poses/, splits/, meta.json)"
           + (f"; preview: {path / 'preview.png'}" if preview else ""))

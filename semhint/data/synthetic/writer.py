@@ -4,7 +4,8 @@ OUT/
   data/        the dataset root: KITTI raw layout (drive) or one folder per sequence (tissue)
   gt_depth/    uint16 PNG, value = round(depth * 256), 0 = invalid/sky (metres drive, mm tissue)
   gt_labels/   uint8 PNG class maps (Cityscapes train ids / tissue classes; 255 = ignore)
-               (both mirror the image's path relative to data/, with a .png suffix)
+  gt_dynamic/  drive only: uint8 PNG, 1 = an independently moving object (the lead car, oncoming cars)
+               (all three mirror the image's path relative to data/, with a .png suffix)
   poses/       <sequence>.txt: one line per frame, the 3 x 4 camera-to-world matrix row-major
                (KITTI odometry format; the relative pose target->source is inv(P_src) @ P_tgt)
   splits/      train.txt, val.txt, test.txt (only frames with both neighbours; test = held-out sequences)
@@ -111,6 +112,8 @@ def write_drive_frame(out: Path, seq: int, frame: int, rendered: dict[str, np.nd
     save_image(out / "data" / rel, to_uint8(rendered["image"]))
     write_depth_png(out / "gt_depth" / rel, png_depth(rendered["depth"]))
     write_label_png(out / "gt_labels" / rel, rendered["labels"])
+    # which pixels move on their own: evaluation splits the car error into moving and parked cars
+    write_label_png(out / "gt_dynamic" / rel, rendered["dynamic"].astype(np.uint8))
 
 
 def write_drive_static(out: Path, K: np.ndarray, width: int, height: int, n_sequences: int, n_frames: int) -> None:
