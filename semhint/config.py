@@ -89,7 +89,7 @@ class RefineConfig:
     """Cross-task refinement (METHOD.md, idea 4). Everything off = the baseline."""
 
     hint: bool = False  # pseudo-depth from semantics
-    hint_operators: list[str] = field(default_factory=lambda: ["smooth"])  # smooth | surface | border | contact
+    hint_operators: list[str] = field(default_factory=lambda: ["smooth"])  # smooth | surface | border | contact | oracle (diagnostic: needs GT)
     hint_weight: float = 1.0
     hint_gate: bool = True  # Depth Hints rule: use the hint only where it reprojects better
     hint_gate_margin: float = 0.0  # ...or no more than this much worse (photometric error units): ties go to semantics
@@ -171,7 +171,7 @@ class Config:
 # ----------------------------------------------------------------------------------------------
 ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
-HINT_OPERATORS = ("smooth", "surface", "border", "contact")
+HINT_OPERATORS = ("smooth", "surface", "border", "contact", "oracle")
 HINT_SEGMENTS = ("prediction", "labels")
 SMOOTH_DOMAINS = ("log", "disp")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
@@ -233,6 +233,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine.hint_classes", f"{bad_classes} outside the model's classes 0..{m.num_classes - 1}")
     if r.hint_gate_margin < 0:
         fail("refine.hint_gate_margin", f"must be >= 0, got {r.hint_gate_margin}")
+    if "oracle" in r.hint_operators and not d.gt_depth:
+        fail("refine.hint_operators", "the diagnostic operator 'oracle' needs ground-truth depth (data.gt_depth)")
     if "contact" in r.hint_operators and not (r.upright_classes and r.stuff_classes):
         fail("refine.upright_classes", "operator 'contact' needs upright_classes (objects) and stuff_classes (ground)")
     if r.surface_order not in (1, 2):

@@ -356,8 +356,30 @@ def border_morphing(depth: torch.Tensor, seg_labels: torch.Tensor, band: int = 3
 # ----------------------------------------------------------------------------------------------
 # composing the hint, and the Depth Hints gate
 # ----------------------------------------------------------------------------------------------
+def oracle_hint(depth: torch.Tensor, depth_gt: torch.Tensor | list[torch.Tensor] | None) -> torch.Tensor:
+    """Diagnostic only: the ground truth, scaled to the prediction by its per-image median ratio.
+
+    A perfect hint answers whether the hint loss, the gate and the weight can carry information
+    into the network at all at a given budget: if even this does not make the trained depth better,
+    the operators' quality is not what holds the method back. Pixels without ground truth keep the
+    prediction (so they drop out of the loss as unchanged).
+    """
+    if depth_gt is None:
+        raise ValueError("hint operator 'oracle' needs ground-truth depth in the batch (data.gt_depth)")
+    out = depth.clone()
+    for b in range(depth.shape[0]):
+        gt = F.interpolate(depth_gt[b][None].to(depth), size=depth.shape[-2:], mode="nearest")[0]
+        valid = gt > 0
+        if not valid.any():
+            continue
+        scale = depth[b][valid].median() / gt[valid].median()
+        out[b] = torch.where(valid, gt * scale, depth[b])
+    return out
+
+
 def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor, K: torch.Tensor, refine_cfg,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None,
+                    depth_gt: torch.Tensor | list[torch.Tensor] | None = None) -> torch.Tensor:
     """The pseudo-depth label: ``refine_cfg.hint_operators`` applied in order to the detached depth.
 
     ``seg`` is the segmentation prediction (logits B x C x H x W) or labels (B x H x W). Pixels no
@@ -390,8 +412,10 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
         elif op == "contact":
             hint, _ = ground_contact(hint, labels, K, refine_cfg.stuff_classes, refine_cfg.upright_classes,
                                      generator=generator)
+        elif op == "oracle":
+            hint = oracle_hint(hint, depth_gt)
         else:
-            raise ValueError(f"refine.hint_operators: unknown operator {op!r} (smooth | surface | border | contact)")
+            raise ValueError(f"refine.hint_operators: unknown operator {op!r} (smooth | surface | border | contact | oracle)")
     return hint
 
 
@@ -583,7 +607,7 @@ def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tupl
     with torch.no_grad():  # float32 throughout: log/exp and the surface solve need it under AMP
         depth = maps["depth/0"].detach().float()
         segments = hint_segments(outputs, batch, cfg.refine.hint_segments)
-        hint = make_depth_hint(depth, segments, image, batch["K"].float(), cfg.refine)
+        hint = make_depth_hint(depth, segments, image, batch["K"].float(), cfg.refine, depth_gt=batch.get("depth_gt"))
         hint = trust_region(hint, depth, cfg.refine.hint_max_ratio, cfg.model.min_depth, cfg.model.max_depth)
         if cfg.refine.hint_gate:
             hint_err = reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
@@ -602,7 +626,7 @@ def _hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg) -> tupl
     stats = {"hint_accept_rate": gate.float().mean().item(),  # fraction of all pixels the hint trains
              "hint_changed_rate": n_changed / changed.numel(),  # fraction the operators changed
              "hint_accept_of_changed": gate.float().sum().item() / max(1.0, n_changed)}
-    if "depth_gt" in batch:
+    if isinstance(batch.get("depth_gt"), torch.Tensor):  # a list when frame sizes differ (KITTI): skipped
         stats.update(hint_gt_stats(depth, hint, gate, batch["depth_gt"]))
     return loss, stats
 

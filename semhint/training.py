@@ -297,7 +297,7 @@ class DataModule(L.LightningDataModule):
         from semhint.data.snippets import build_dataset
 
         if self.train_set is None:
-            self.train_set = build_dataset(self.cfg.data, "train")
+            self.train_set = build_dataset(self.cfg.data, "train", train_gt="oracle" in self.cfg.refine.hint_operators)
         if self.val_set is None and self.cfg.data.val_split:
             self.val_set = build_dataset(self.cfg.data, "val")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from semhint import geometry, losses, refine
-from semhint.config import Config
+from semhint.config import Config, ConfigError, from_dict
 
 H, W = 24, 32
 
@@ -433,14 +434,29 @@ def test_hint_classes_restrict_the_hint_to_their_segments():
     assert 0 < stats["hint_accept_rate"] < 0.05  # ~32 of 768 pixels
 
 
+def test_oracle_hint_is_the_scaled_ground_truth_where_it_exists():
+    depth = torch.full((1, 1, 4, 4), 2.0)
+    gt = torch.full((1, 1, 8, 8), 10.0)
+    gt[..., :2, :] = 0.0  # no ground truth in the top rows
+    gt[..., 4:, :] = 20.0
+    hint = refine.oracle_hint(depth, gt)
+    scale = 2.0 / 20.0  # prediction median / ground-truth median (rows 1-3 of the 4x4 map hold GT)
+    assert torch.equal(hint[..., 0, :], depth[..., 0, :])  # no GT: the prediction, i.e. unchanged
+    assert torch.allclose(hint[..., 1, :], torch.full((4,), 10.0 * scale))
+    assert torch.allclose(hint[..., 2:, :], torch.full((2, 4), 20.0 * scale))
+    with pytest.raises(ValueError, match="ground-truth depth"):
+        refine.oracle_hint(depth, None)
+
+
+def test_oracle_operator_needs_ground_truth_in_the_config():
+    with pytest.raises(ConfigError, match="oracle"):
+        from_dict({"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["oracle"]}}, "test.yaml")
+
+
 def test_hint_class_mask_and_its_config_check():
     labels = torch.tensor([[[0, 13], [14, 255]]])
     assert refine.hint_class_mask(labels, [13, 14]).view(-1).tolist() == [False, True, True, False]
     assert refine.hint_class_mask(labels, []).all()
-    import pytest
-
-    from semhint.config import ConfigError, from_dict
-
     cfg = {"model": {"num_classes": 19}, "refine": {"hint": True, "hint_classes": [13, 19]}}
     with pytest.raises(ConfigError, match=r"refine.hint_classes.*\[19\]"):
         from_dict(cfg, "test.yaml")

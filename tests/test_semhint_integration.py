@@ -121,7 +121,7 @@ def _batch(cfg) -> dict:
     from semhint.data.snippets import build_dataset
     from semhint.training import collate_snippets
 
-    dataset = build_dataset(cfg.data, "train")
+    dataset = build_dataset(cfg.data, "train", train_gt="oracle" in cfg.refine.hint_operators)
     return collate_snippets([dataset[0], dataset[1]])
 
 

@@ -244,8 +244,12 @@ def frame_refs(data_cfg, split_file: str) -> list[FrameRef]:
     return folder.frame_refs(data_cfg.path, split_file, data_cfg.frame_ids, data_cfg.intrinsics, data_cfg.cache_dir)
 
 
-def build_dataset(data_cfg, split: str) -> SnippetDataset:
-    """The train (augmented) or val (plain, with ground truth when configured) dataset of a DataConfig."""
+def build_dataset(data_cfg, split: str, train_gt: bool = False) -> SnippetDataset:
+    """The train (augmented) or val (plain, with ground truth when configured) dataset of a DataConfig.
+
+    ``train_gt`` also gives training snippets their ground-truth depth (the diagnostic hint operator
+    "oracle" needs it); self-supervised training never sees it otherwise.
+    """
     from semhint.config import ConfigError
 
     if split not in ("train", "val"):
@@ -255,7 +259,7 @@ def build_dataset(data_cfg, split: str) -> SnippetDataset:
         raise ConfigError("data.val_split: empty; a validation set needs a split file")
     frames = frame_refs(data_cfg, split_file)
     gt_depths, gt_root = None, ""
-    if split == "val" and data_cfg.gt_depth:
+    if (split == "val" or train_gt) and data_cfg.gt_depth:
         gt_depths, gt_root = _ground_truth(data_cfg.gt_depth, frames)
     return SnippetDataset(
         frames, data_cfg.height, data_cfg.width, data_cfg.frame_ids,
