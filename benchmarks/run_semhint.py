@@ -188,14 +188,16 @@ def depth_result(disps: list[np.ndarray], depths: list[np.ndarray], gt_labels: l
     groups = [class_groups(lab, d, world) for lab, d in zip(gt_labels, depths)]
     names = list(WORLDS[world]["report"])
     result = evaluate_depth(disps, depths, labels=[g for g, _ in groups], class_names=names, **kw)
-    out = {"metrics": result.metrics(), "per_class_abs_rel": {n: v["abs_rel"] for n, v in result.per_class_abs_rel.items()}}
+    out = {"metrics": result.metrics(), "per_class_abs_rel": {}, "per_class_log_bias": {}}
+    passes = [result]
     if WORLDS[world]["sky"] is not None:
-        sky = evaluate_depth(disps, depths, labels=[s for _, s in groups], class_names=["sky-adjacent"], **kw)
-        out["per_class_abs_rel"].update({n: v["abs_rel"] for n, v in sky.per_class_abs_rel.items()})
+        passes.append(evaluate_depth(disps, depths, labels=[s for _, s in groups], class_names=["sky-adjacent"], **kw))
     if dynamic:
-        moving = evaluate_depth(disps, depths, labels=[moving_groups(lab, dyn, world) for lab, dyn in zip(gt_labels, dynamic)],
-                                class_names=list(MOVING_GROUPS), **kw)
-        out["per_class_abs_rel"].update({n: v["abs_rel"] for n, v in moving.per_class_abs_rel.items()})
+        passes.append(evaluate_depth(disps, depths, class_names=list(MOVING_GROUPS), **kw,
+                                     labels=[moving_groups(lab, dyn, world) for lab, dyn in zip(gt_labels, dynamic)]))
+    for one in passes:
+        out["per_class_abs_rel"].update({n: v["abs_rel"] for n, v in one.per_class_abs_rel.items()})
+        out["per_class_log_bias"].update({n: v["log_bias"] for n, v in one.per_class_abs_rel.items()})
     return out
 
 
@@ -492,6 +494,9 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
             row[f"AbsRel {c}"] = _mean_std([r["per_class_abs_rel"].get(c) for r in results])
         per_class = [f"{c} {_vs_baseline(baseline, results, c, short=True)}" for c in classes]
         row["per class vs baseline"] = "; ".join(per_class) if row["AbsRel vs baseline"] != "-" else "-"
+        biases = {c: [r["per_class_log_bias"][c] for r in results if c in r.get("per_class_log_bias", {})]
+                  for c in classes}
+        row["log(pred/GT) per class"] = "; ".join(f"{c} {np.mean(v):+.3f}" for c, v in biases.items() if v) or "-"
         if "branch_miou" in results[0]:
             row["branch mIoU"] = _mean_std([r["branch_miou"] for r in results])
             row["noisy-label mIoU"] = _mean_std([r["noisy_labels_test_miou"] for r in results])
@@ -530,6 +535,8 @@ def report(args) -> None:
             "AbsRel per class pools all test pixels of the class (ground-truth labels); sky-adjacent = "
             "valid pixels within 3 px of sky; car moving / car parked (where the render wrote gt_dynamic/): car "
             "pixels the renderer moves on their own (the lead car at the camera's speed, oncoming cars) or not. "
+            "log(pred/GT) per class: mean over the class's pixels of the log ratio of the scaled prediction to the "
+            "ground truth, averaged over seeds (> 0: too far, < 0: too near). "
             "depth p95/p5: median over test frames of the ratio of the 95th to the 5th "
             "percentile of the predicted (unscaled) depth; about 1 means a collapsed, constant prediction. AbsRel vs "
             "baseline: mean AbsRel minus the depth-only baseline's, Welch's 95 % interval, two-sided p, and the shared "

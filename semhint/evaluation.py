@@ -94,7 +94,7 @@ class DepthEvaluation:
     mean_errors: np.ndarray  # 7
     ratios: np.ndarray  # N median-scaling ratios (empty without median scaling)
     settings: dict[str, Any] = field(default_factory=dict)
-    per_class_abs_rel: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> abs_rel, pixels
+    per_class_abs_rel: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> abs_rel, log_bias, pixels
 
     def metrics(self) -> dict[str, float]:
         return {name: float(v) for name, v in zip(METRIC_NAMES, self.mean_errors)}
@@ -144,7 +144,10 @@ def evaluate_depth(
     images (not pixels), like published tables.
 
     ``labels`` (one H x W class map per image at GT resolution, 255 = ignore) with ``class_names``
-    adds AbsRel per class, pooled over all valid GT pixels of that class across the images.
+    adds AbsRel per class, pooled over all valid GT pixels of that class across the images, and the
+    class's mean log(pred / gt) ("log_bias": > 0 too far, < 0 too near), which AbsRel cannot show:
+    a textureless object swallowed by the background behind it and one pulled towards the camera
+    have the same AbsRel but opposite fixes.
     """
     if len(preds) != len(gt_depths):
         raise InputError(f"{len(preds)} predictions but {len(gt_depths)} ground-truth maps")
@@ -159,6 +162,7 @@ def evaluate_depth(
     names = list(class_names) if class_names is not None else []
     class_sum = np.zeros(len(names), dtype=np.float64)
     class_count = np.zeros(len(names), dtype=np.int64)
+    class_log_sum = np.zeros(len(names), dtype=np.float64)
     from tqdm import tqdm
 
     pairs = tqdm(zip(preds, gt_depths), total=len(gt_depths), desc="evaluate", unit="img", disable=not progress)
@@ -186,10 +190,11 @@ def evaluate_depth(
             label_map = np.asarray(labels[i])
             if label_map.shape != (h, w):
                 raise InputError(f"label map {i}: shape {label_map.shape} does not match its ground truth {(h, w)}")
-            _accumulate_per_class(label_map[mask], gt_valid, pred_depth, class_sum, class_count)
+            _accumulate_per_class(label_map[mask], gt_valid, pred_depth, class_sum, class_count, class_log_sum)
     per_image = np.stack(errors)
     per_class = {
-        name: {"abs_rel": float(class_sum[c] / class_count[c]), "pixels": int(class_count[c])}
+        name: {"abs_rel": float(class_sum[c] / class_count[c]), "log_bias": float(class_log_sum[c] / class_count[c]),
+               "pixels": int(class_count[c])}
         for c, name in enumerate(names)
         if class_count[c] > 0
     }
@@ -201,13 +206,15 @@ def evaluate_depth(
 
 
 def _accumulate_per_class(labels: np.ndarray, gt: np.ndarray, pred: np.ndarray, sums: np.ndarray,
-                          counts: np.ndarray) -> None:
-    """Add the abs-rel terms of each class's pixels (already masked and scaled) to the running sums."""
+                          counts: np.ndarray, log_sums: np.ndarray) -> None:
+    """Add the abs-rel and log-ratio terms of each class's pixels (already masked and scaled) to the sums."""
     rel = np.abs(gt - pred) / gt
+    log_ratio = np.log(pred.astype(np.float64) / gt)
     for c in range(len(sums)):
         sel = labels == c
         counts[c] += int(sel.sum())
         sums[c] += float(rel[sel].astype(np.float64).sum())
+        log_sums[c] += float(log_ratio[sel].sum())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,10 +282,11 @@ def format_metrics_table(result: DepthEvaluation | Sequence[float], title: str |
             med, rel_std = ratio_stats(result.ratios)
             lines.append(f"scaling ratios: median {med:.3f}, std / median {rel_std:.3f}")
         if result.per_class_abs_rel:
-            lines.append("per-class abs_rel:")
+            lines.append("per-class abs_rel (log bias = mean log(pred / gt): > 0 too far):")
             name_w = max(len(n) for n in result.per_class_abs_rel) + 2
             for name, row in result.per_class_abs_rel.items():
-                lines.append(f"  {name:<{name_w}}{row['abs_rel']:.{digits}f}  ({row['pixels']} px)")
+                lines.append(f"  {name:<{name_w}}{row['abs_rel']:.{digits}f}  log bias {row['log_bias']:+.{digits}f}"
+                             f"  ({row['pixels']} px)")
     return "\n".join(lines)
 
 

@@ -128,8 +128,10 @@ def test_per_class_abs_rel_on_a_hand_made_example():
     result = E.evaluate_depth([depth], [gt], crop="none", pred_is_disp=False, median_scaling=False,
                               labels=[labels], class_names=["road", "car", "sky"])
     assert set(result.per_class_abs_rel) == {"road", "car"}  # no sky pixel: not reported
-    assert result.per_class_abs_rel["road"] == {"abs_rel": pytest.approx(0.2), "pixels": 11}
-    assert result.per_class_abs_rel["car"] == {"abs_rel": pytest.approx(0.1), "pixels": 11}
+    assert result.per_class_abs_rel["road"] == {"abs_rel": pytest.approx(0.2), "log_bias": pytest.approx(np.log(1.2)),
+                                                "pixels": 11}  # too far
+    assert result.per_class_abs_rel["car"] == {"abs_rel": pytest.approx(0.1), "log_bias": pytest.approx(np.log(0.9)),
+                                               "pixels": 11}  # too near
     table = E.format_metrics_table(result)
     assert "road" in table and "car" in table
 
