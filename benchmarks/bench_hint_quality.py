@@ -63,13 +63,26 @@ def _abs_rel_sums(pred: torch.Tensor, hint: torch.Tensor, gt: torch.Tensor, mask
     return out
 
 
-def measure(module, dataset, cfg, upright: list[int], batch_size: int = 8) -> list[dict]:
+def moving_masks(dataset, data: Path, indices: range) -> torch.Tensor | None:
+    """B x 1 x H x W bool of the renderer's independently moving pixels, or None without gt_dynamic/."""
+    from semhint.data import mirrored_path
+    from semhint.fileio import read_label_png
+
+    paths = [mirrored_path(data / "gt_dynamic", dataset.frames[i].target, dataset.frames[i].data_root) for i in indices]
+    if not all(p.is_file() for p in paths):
+        return None
+    return torch.stack([torch.from_numpy(read_label_png(p) > 0) for p in paths]).unsqueeze(1)
+
+
+def measure(module, dataset, cfg, upright: list[int], data: Path, batch_size: int = 8) -> list[dict]:
     from semhint.training import collate_snippets, predict_poses
 
     sums: dict[tuple, np.ndarray] = {}
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
-            batch = collate_snippets([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            indices = range(start, min(start + batch_size, len(dataset)))
+            batch = collate_snippets([dataset[i] for i in indices])
+            moving = moving_masks(dataset, data, indices)
             image = batch["image/0"]
             disp = module.depth_net(image)["disp/0"]
             _, depth = geometry.disp_to_depth(F.interpolate(disp, size=image.shape[-2:], mode="bilinear",
@@ -91,9 +104,13 @@ def measure(module, dataset, cfg, upright: list[int], batch_size: int = 8) -> li
                     gate = refine.hint_gate(hint_err, pred_err) & changed
                     on_masked = refine.hint_gate(hint_err, pred_err, automask, on_masked=True) & changed
                     car, road = (gt_labels == CAR).unsqueeze(1), (gt_labels == ROAD).unsqueeze(1)
-                    for where, mask in (("changed", changed), ("gated", gate), ("gated or auto-masked", on_masked),
-                                        ("changed, car", changed & car), ("gated, car", gate & car),
-                                        ("gated or auto-masked, car", on_masked & car), ("changed, road", changed & road)):
+                    groups = [("changed", changed), ("gated", gate), ("gated or auto-masked", on_masked),
+                              ("changed, car", changed & car), ("gated, car", gate & car),
+                              ("gated or auto-masked, car", on_masked & car), ("changed, road", changed & road)]
+                    if moving is not None and moving.shape[-2:] == car.shape[-2:]:
+                        groups += [("changed, car moving", changed & car & moving),
+                                   ("changed, car parked", changed & car & ~moving)]
+                    for where, mask in groups:
                         key = ("+".join(ops), source, where)
                         sums[key] = sums.get(key, np.zeros(4)) + np.r_[_abs_rel_sums(depth, hint, gt, mask),
                                                                        int((gt > 0).sum())]
@@ -118,7 +135,7 @@ def main() -> None:
         if not path.is_file():
             raise SystemExit(f"{path}: not found")
     module, dataset, cfg = load_run(args.run, args.data, args.labels, args.split)
-    rows = measure(module, dataset, cfg, [int(c) for c in args.upright.split(",")])
+    rows = measure(module, dataset, cfg, [int(c) for c in args.upright.split(",")], args.data)
     for r in rows:
         print(r, flush=True)
     command = (f"python benchmarks/bench_hint_quality.py --run {args.run} --data {args.data} --labels {args.labels} "
@@ -128,7 +145,8 @@ def main() -> None:
             f"labels or of the noisy labels `{args.labels}`; 'changed': pixels the operators moved (> 0.1 %), 'gated': "
             "those where the hint also reprojects better (the Depth Hints gate), 'gated or auto-masked': the gate with "
             "refine.hint_on_masked (pixels the auto-mask drops take the hint ungated); ', car' / ', road': those on "
-            "cars / the road (ground-truth labels). "
+            "cars / the road (ground-truth labels); ', car moving' / ', car parked' (renders with gt_dynamic/): car "
+            "pixels that move on their own or not. "
             "Share of valid: fraction of pixels with ground truth. AbsRel against exact depth, both maps scaled by the "
             "prediction's per-image median ratio: where the hint column is lower, the operator corrects the trained "
             f"model. Operator D's upright classes: {args.upright}.\n\n"

@@ -512,7 +512,8 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
         row["train min"] = f"{np.mean(seconds) / 60:.1f}" if seconds else "-"
         rows.append(row)
         raw.append({"run": name, "results": results})
-    columns = ["run", "seeds", *METRICS, "AbsRel vs baseline", *[f"AbsRel {c}" for c in classes], "per class vs baseline", "branch mIoU", "noisy-label mIoU",
+    columns = ["run", "seeds", *METRICS, "AbsRel vs baseline", *[f"AbsRel {c}" for c in classes], "per class vs baseline",
+               "log(pred/GT) per class", "branch mIoU", "noisy-label mIoU",
                "k (shared params)", "hint accept", "hint / pred AbsRel @accepted", "pseudo / noisy label acc", "depth p95/p5", "train min"]
     return markdown_table(rows, columns), raw
 
