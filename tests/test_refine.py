@@ -379,23 +379,28 @@ def test_refinement_losses_all_ignored_is_zero_not_nan():
     assert float(losses["pseudo_seg"].detach()) == 0.0 and stats["pseudo_label_rate"] == 0.0
 
 
-def test_hint_is_accepted_where_it_fixes_a_wrong_patch():
-    from semhint import losses
-
+def _wrong_patch_step(seg: torch.Tensor, stuff_classes: list[int], hint_classes: list[int]):
+    """A plane scene whose depth has a patch pushed back (a local minimum), with operator B's hint on:
+    (batch, outputs, maps, poses, cfg, exact depth) ready for refinement_losses."""
     batch, poses, depth = _plane_scene()
     cfg = Config()
     cfg.data.frame_ids = [0, 1]
-    cfg.model.num_classes = 1
+    cfg.model.num_classes = seg.shape[1]
     cfg.model.scales = [0]
     cfg.refine.hint = True
     cfg.refine.hint_operators = ["surface"]
-    cfg.refine.stuff_classes = [0]
+    cfg.refine.stuff_classes = stuff_classes
+    cfg.refine.hint_classes = hint_classes
     cfg.refine.warmup_epochs = 0
     wrong = depth.clone()
-    wrong[..., 8:16, 12:20] *= 1.5  # a local minimum: a patch of the plane pushed back
-    outputs = {"disp/0": geometry.depth_to_disp(wrong, 0.1, 100.0).requires_grad_(True),
-               "seg/0": torch.zeros(1, 1, H, W)}
+    wrong[..., 8:16, 12:20] *= 1.5
+    outputs = {"disp/0": geometry.depth_to_disp(wrong, 0.1, 100.0).requires_grad_(True), "seg/0": seg}
     _, maps = losses.self_supervised_objective(batch, outputs, poses, cfg)
+    return batch, outputs, maps, poses, cfg, depth
+
+
+def test_hint_is_accepted_where_it_fixes_a_wrong_patch():
+    batch, outputs, maps, poses, cfg, depth = _wrong_patch_step(torch.zeros(1, 1, H, W), [0], [])
     batch["depth_gt"] = torch.nn.functional.interpolate(depth, scale_factor=2.0)  # GT at its own resolution
     terms, stats = refine.refinement_losses(batch, outputs, maps, poses, {}, cfg, epoch=0)
     assert float(terms["hint"].detach()) > 0
@@ -408,25 +413,10 @@ def test_hint_is_accepted_where_it_fixes_a_wrong_patch():
 
 
 def test_hint_classes_restrict_the_hint_to_their_segments():
-    from semhint import losses
-
-    batch, poses, depth = _plane_scene()
-    cfg = Config()
-    cfg.data.frame_ids = [0, 1]
-    cfg.model.num_classes = 2
-    cfg.model.scales = [0]
-    cfg.refine.hint = True
-    cfg.refine.hint_operators = ["surface"]
-    cfg.refine.stuff_classes = [0, 1]  # each half of the image is its own plane segment
-    cfg.refine.warmup_epochs = 0
-    cfg.refine.hint_classes = [1]
-    wrong = depth.clone()
-    wrong[..., 8:16, 12:20] *= 1.5  # the wrong patch straddles the class border at column 16
-    seg = torch.zeros(1, 2, H, W)
-    seg[:, 0, :, :16] = 1.0
+    seg = torch.zeros(1, 2, H, W)  # each half of the image is its own plane segment; the wrong patch
+    seg[:, 0, :, :16] = 1.0        # (columns 12-19) straddles the class border at column 16
     seg[:, 1, :, 16:] = 1.0
-    outputs = {"disp/0": geometry.depth_to_disp(wrong, 0.1, 100.0).requires_grad_(True), "seg/0": seg}
-    _, maps = losses.self_supervised_objective(batch, outputs, poses, cfg)
+    batch, outputs, maps, poses, cfg, _ = _wrong_patch_step(seg, [0, 1], [1])
     terms, stats = refine.refinement_losses(batch, outputs, maps, poses, {}, cfg, epoch=0)
     terms["loss"].backward()
     grad = outputs["disp/0"].grad[0, 0].abs()
