@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--upright", default="5,13", help="operator D's upright classes")
     parser.add_argument("--key", default="hint_quality_trained")
+    parser.add_argument("--title", default="", help="section title (default names operator D's classes)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for path in (args.run / "config.yaml", args.run / "checkpoints" / "last.ckpt", args.data / "splits" / f"{args.split}.txt"):
@@ -139,7 +141,8 @@ def main() -> None:
     for r in rows:
         print(r, flush=True)
     command = (f"python benchmarks/bench_hint_quality.py --run {args.run} --data {args.data} --labels {args.labels} "
-               f"--split {args.split} --upright {args.upright}")
+               f"--split {args.split} --upright {args.upright} --key {args.key}"
+               + (f" --title {shlex.quote(args.title)}" if args.title else ""))
     body = (f"The trained run `{args.run}` ({cfg.name}), its depth and pose on the {len(dataset)} {args.split} snippets of "
             f"`{args.data}`. Each operator set makes a hint from the predicted depth with the segments of the ground-truth "
             f"labels or of the noisy labels `{args.labels}`; 'changed': pixels the operators moved (> 0.1 %), 'gated': "
@@ -151,7 +154,7 @@ def main() -> None:
             "prediction's per-image median ratio: where the hint column is lower, the operator corrects the trained "
             f"model. Operator D's upright classes: {args.upright}.\n\n"
             + markdown_table(rows, ["operators", "labels", "pixels", "share of valid", "prediction AbsRel", "hint AbsRel"]))
-    title = f"Hint quality on a trained model's depth (SynthDrive, operator D on classes {args.upright})"
+    title = args.title or f"Hint quality on a trained model's depth (SynthDrive, operator D on classes {args.upright})"
     write_section(args.key, title, command, body,
                   {"run": str(args.run), "rows": rows})
 
