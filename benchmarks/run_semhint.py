@@ -116,7 +116,7 @@ def run_config(config_path: Path, args, seed: int, run_dir: Path, labels: str | 
         values["model"]["encoder"] = args.encoder
         values["model"]["pretrained"] = "package" if args.encoder == "efficientnet_lite0" else ""
     values["optim"].update(max_steps=args.steps, epochs=10_000, milestones=[10_000], batch_size=args.batch_size)
-    values["trainer"].update(out_dir=str(run_dir), seed=seed, accelerator="cpu", devices=1, num_threads=1,
+    values["trainer"].update(out_dir=str(run_dir), seed=seed, accelerator=args.accelerator, devices=1, num_threads=1,
                              log_every_n_steps=5, image_log_every_n_steps=0)
     for item in args.set or []:
         key, value = item.split("=", 1)
@@ -374,17 +374,26 @@ def run_name(config: str, labels: str | None, tag: str) -> str:
     return f"{name}{'-' + labels if labels else ''}{'-' + tag if tag else ''}"
 
 
-def sweep(args) -> list[Path]:
-    """Launch every missing (config, seed) run as a subprocess, ``--jobs`` at a time."""
+def plan_runs(args) -> tuple[list[tuple], list[tuple]]:
+    """(to run, finished) lists of (config, seed, run_dir, labels), in launch order.
+
+    Seed-major: a sweep stopped part-way (a time limit) leaves whole seeds, every config of
+    each, i.e. results that pair up seed by seed.
+    """
     root = Path(args.out) / "runs"
     todo, done = [], []
-    for config in args.configs:
-        uses_labels = load_config(config).model.num_classes > 0
-        labels = args.labels if uses_labels else None
-        for seed in args.seeds:
+    for seed in args.seeds:
+        for config in args.configs:
+            labels = args.labels if load_config(config).model.num_classes > 0 else None
             run_dir = root / run_name(config, labels, args.tag) / f"seed{seed}"
             finished = (run_dir / "result.json").is_file() and not args.reevaluate
             (done if finished else todo).append((config, seed, run_dir, labels))
+    return todo, done
+
+
+def sweep(args) -> list[Path]:
+    """Launch every missing (config, seed) run as a subprocess, ``--jobs`` at a time."""
+    todo, done = plan_runs(args)
     procs: list[tuple[subprocess.Popen, Path]] = []
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     while todo or procs:
@@ -409,7 +418,7 @@ def sweep(args) -> list[Path]:
 
 def _shared_flags(args) -> list[str]:
     flags = ["--world", args.world, "--data", str(args.data), "--steps", str(args.steps),
-             "--batch-size", str(args.batch_size)]
+             "--batch-size", str(args.batch_size), "--accelerator", args.accelerator]
     if args.size:
         flags += ["--size", args.size]
     if args.encoder:
@@ -422,18 +431,22 @@ def _shared_flags(args) -> list[str]:
 
 
 def collect(args) -> dict[str, list[dict]]:
-    """Every cached result of this sweep's configs, grouped by run name."""
-    root = Path(args.out) / "runs"
+    """Every cached result of this sweep's configs, grouped by run name.
+
+    ``--also`` names more caches (e.g. the same sweep's other seeds, trained on another machine):
+    a seed is read from the first cache that has it, so seeds pool across them.
+    """
+    roots = [Path(out) / "runs" for out in [args.out, *(args.also or [])]]
     groups: dict[str, list[dict]] = {}
     for config in args.configs:
         uses_labels = load_config(config).model.num_classes > 0
         labels = args.labels if uses_labels else None
         # a tag names variants made with --set; runs without one (e.g. the baseline) stay comparable
         names = [run_name(config, labels, args.tag), run_name(config, labels, "")]
-        name = next((n for n in names if (root / n).is_dir()), names[0])
+        name = next((n for n in names if any((root / n).is_dir() for root in roots)), names[0])
         for seed in args.seeds:
-            path = root / name / f"seed{seed}" / "result.json"
-            if path.is_file():
+            path = next((p for p in (root / name / f"seed{seed}" / "result.json" for root in roots) if p.is_file()), None)
+            if path is not None:
                 groups.setdefault(name, []).append(json.loads(path.read_text()))
     return groups
 
@@ -532,7 +545,8 @@ def report(args) -> None:
                                if a != "--report-only")
     note = (f"Test split of the rendered data (`{args.data}`), exact depth, generic protocol (per-image median "
             f"scaling, cap {load_config(args.configs[0]).eval.max_depth:g}); mean ± sample std over seeds. "
-            f"Budget: {args.steps} steps of batch {args.batch_size} for every run, 1 torch thread per run. "
+            f"Budget: {args.steps} steps of batch {args.batch_size} for every run, 1 torch thread per run"
+            f"{', trained on one GPU shared by the runs (evaluated on CPU)' if args.accelerator == 'gpu' else ''}. "
             "AbsRel per class pools all test pixels of the class (ground-truth labels); sky-adjacent = "
             "valid pixels within 3 px of sky; car moving / car parked (where the render wrote gt_dynamic/): car "
             "pixels the renderer moves on their own (the lead car at the camera's speed, oncoming cars) or not. "
@@ -567,12 +581,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu",
+                   help="where runs train (evaluation is always on CPU); several jobs may share one GPU")
     p.add_argument("--set", action="append", help="extra SECTION.KEY=VALUE applied to every run")
     p.add_argument("--tag", default="", help="suffix of the run names (to keep variants of --set apart)")
     p.add_argument("--key", default="", help="results key (default semhint_synth_<world>)")
     p.add_argument("--title", default="")
     p.add_argument("--notes", default="", help="markdown appended under the table")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--also", nargs="+", help="more result caches (OUT folders) to pool seeds from in the report")
     p.add_argument("--grad-norms", action="store_true",
                    help="print each loss term's gradient norm per network part at initialisation, then stop")
     p.add_argument("--reevaluate", action="store_true", help="re-measure finished runs from their last.ckpt")

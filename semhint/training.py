@@ -127,7 +127,8 @@ class SemHintModule(L.LightningModule):
             losses["loss"] = losses["loss"] + refine_losses["loss"]
             losses.update({f"refine/{k}": v for k, v in refine_losses.items()})
             # gate acceptance, pseudo-label rate, ...: plain floats, logged as scalars like the losses
-            losses.update({f"refine/{k}": torch.tensor(float(v)) for k, v in stats.items()})
+            device = losses["loss"].device
+            losses.update({f"refine/{k}": torch.tensor(float(v), device=device) for k, v in stats.items()})
         return losses, maps, outputs
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
