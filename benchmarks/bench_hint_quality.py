@@ -3,7 +3,8 @@
 For a trained run (its config.yaml and checkpoints/last.ckpt) and a rendered synthetic dataset,
 this predicts depth and pose on the test snippets, applies each hint operator (alone and in the
 combinations the configs use) with the segments taken from the ground-truth labels and from a noisy
-label folder, and reports, on the pixels each operator changes and on those the Depth Hints gate
+label folder (and, for a run with a segmentation branch, from the branch's own prediction: the
+segments training takes its hints from), and reports, on the pixels each operator changes and on those the Depth Hints gate
 then accepts: how many there are, and the AbsRel against exact depth of the prediction and of the
 hint (both scaled by the prediction's per-image median ratio). A hint operator is only worth
 training on where its hint column beats its prediction column.
@@ -31,7 +32,7 @@ from _results import markdown_table, write_section  # noqa: E402
 from semhint import geometry, losses, refine  # noqa: E402
 from semhint.config import load_config  # noqa: E402
 
-OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"])
+OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"], ["contact", "surface"])
 CAR, ROAD = 13, 0
 
 
@@ -75,7 +76,8 @@ def moving_masks(dataset, data: Path, indices: range) -> torch.Tensor | None:
     return torch.stack([torch.from_numpy(read_label_png(p) > 0) for p in paths]).unsqueeze(1)
 
 
-def measure(module, dataset, cfg, upright: list[int], data: Path, batch_size: int = 8) -> list[dict]:
+def measure(module, dataset, cfg, upright: list[int], data: Path, batch_size: int = 8,
+            surface_band: float = 0.0) -> list[dict]:
     from semhint.training import collate_snippets, predict_poses
 
     sums: dict[tuple, np.ndarray] = {}
@@ -85,7 +87,8 @@ def measure(module, dataset, cfg, upright: list[int], data: Path, batch_size: in
             batch = collate_snippets([dataset[i] for i in indices])
             moving = moving_masks(dataset, data, indices)
             image = batch["image/0"]
-            disp = module.depth_net(image)["disp/0"]
+            outputs = module.depth_net(image)
+            disp = outputs["disp/0"]
             _, depth = geometry.disp_to_depth(F.interpolate(disp, size=image.shape[-2:], mode="bilinear",
                                                             align_corners=False), cfg.model.min_depth, cfg.model.max_depth)
             poses = predict_poses(module.pose_net, batch, cfg.data.frame_ids)
@@ -95,9 +98,13 @@ def measure(module, dataset, cfg, upright: list[int], data: Path, batch_size: in
             _, automask = losses.min_reprojection(pred_err, identity)
             gt = F.interpolate(batch["depth_gt"].float(), size=depth.shape[-2:], mode="nearest")
             gt_labels = batch["gt_labels/0"].long()
-            for source, labels in (("ground truth", gt_labels), ("noisy", batch["labels/0"].long())):
+            sources = [("ground truth", gt_labels), ("noisy", batch["labels/0"].long())]
+            if "seg/0" in outputs:  # a SemHint run: the segments training takes the hints from
+                sources.append(("branch", outputs["seg/0"].argmax(1)))
+            for source, labels in sources:
                 for ops in OPERATOR_SETS:
-                    rcfg = dataclasses.replace(cfg.refine, hint_operators=ops, upright_classes=upright)
+                    rcfg = dataclasses.replace(cfg.refine, hint_operators=ops, upright_classes=upright,
+                                               surface_band=surface_band)
                     hint = refine.make_depth_hint(depth, labels, image, batch["K"], rcfg,
                                                   generator=torch.Generator().manual_seed(start))
                     changed = (hint - depth).abs() > 1e-3 * depth
@@ -107,7 +114,8 @@ def measure(module, dataset, cfg, upright: list[int], data: Path, batch_size: in
                     car, road = (gt_labels == CAR).unsqueeze(1), (gt_labels == ROAD).unsqueeze(1)
                     groups = [("changed", changed), ("gated", gate), ("gated or auto-masked", on_masked),
                               ("changed, car", changed & car), ("gated, car", gate & car),
-                              ("gated or auto-masked, car", on_masked & car), ("changed, road", changed & road)]
+                              ("gated or auto-masked, car", on_masked & car), ("changed, road", changed & road),
+                              ("gated, road", gate & road)]
                     if moving is not None and moving.shape[-2:] == car.shape[-2:]:
                         groups += [("changed, car moving", changed & car & moving),
                                    ("changed, car parked", changed & car & ~moving)]
@@ -129,6 +137,7 @@ def main() -> None:
     parser.add_argument("--labels", default="corrupt0.5", help="noisy label folder under --data")
     parser.add_argument("--split", default="test")
     parser.add_argument("--upright", default="5,13", help="operator D's upright classes")
+    parser.add_argument("--surface-band", type=float, default=0.0, help="operator B's refine.surface_band (0: off)")
     parser.add_argument("--key", default="hint_quality_trained")
     parser.add_argument("--title", default="", help="section title (default names operator D's classes)")
     args = parser.parse_args()
@@ -137,22 +146,24 @@ def main() -> None:
         if not path.is_file():
             raise SystemExit(f"{path}: not found")
     module, dataset, cfg = load_run(args.run, args.data, args.labels, args.split)
-    rows = measure(module, dataset, cfg, [int(c) for c in args.upright.split(",")], args.data)
+    rows = measure(module, dataset, cfg, [int(c) for c in args.upright.split(",")], args.data,
+                   surface_band=args.surface_band)
     for r in rows:
         print(r, flush=True)
     command = (f"python benchmarks/bench_hint_quality.py --run {args.run} --data {args.data} --labels {args.labels} "
-               f"--split {args.split} --upright {args.upright} --key {args.key}"
+               f"--split {args.split} --upright {args.upright} --surface-band {args.surface_band} --key {args.key}"
                + (f" --title {shlex.quote(args.title)}" if args.title else ""))
     body = (f"The trained run `{args.run}` ({cfg.name}), its depth and pose on the {len(dataset)} {args.split} snippets of "
             f"`{args.data}`. Each operator set makes a hint from the predicted depth with the segments of the ground-truth "
-            f"labels or of the noisy labels `{args.labels}`; 'changed': pixels the operators moved (> 0.1 %), 'gated': "
+            f"labels, of the noisy labels `{args.labels}` or (runs with a segmentation branch) of the branch's prediction; 'changed': pixels the operators moved (> 0.1 %), 'gated': "
             "those where the hint also reprojects better (the Depth Hints gate), 'gated or auto-masked': the gate with "
             "refine.hint_on_masked (pixels the auto-mask drops take the hint ungated); ', car' / ', road': those on "
             "cars / the road (ground-truth labels); ', car moving' / ', car parked' (renders with gt_dynamic/): car "
             "pixels that move on their own or not. "
             "Share of valid: fraction of pixels with ground truth. AbsRel against exact depth, both maps scaled by the "
             "prediction's per-image median ratio: where the hint column is lower, the operator corrects the trained "
-            f"model. Operator D's upright classes: {args.upright}.\n\n"
+            f"model. Operator D's upright classes: {args.upright}; operator B's band (refine.surface_band): "
+            f"{args.surface_band or 'off'}.\n\n"
             + markdown_table(rows, ["operators", "labels", "pixels", "share of valid", "prediction AbsRel", "hint AbsRel"]))
     title = args.title or f"Hint quality on a trained model's depth (SynthDrive, operator D on classes {args.upright})"
     write_section(args.key, title, command, body,

@@ -104,6 +104,7 @@ class RefineConfig:
     stuff_classes: list[int] = field(default_factory=lambda: [0, 1])  # classes for the surface fit
     upright_classes: list[int] = field(default_factory=list)  # operator D: classes with vertical surfaces standing on the ground
     surface_order: int = 1  # operator B: 1 = plane in inverse depth (driving), 2 = quadric (tissue)
+    surface_band: float = 0.0  # operator B moves only pixels within this relative distance of the surface (0: all)
     pseudo_seg: bool = False  # pseudo-semantics from depth and geometry
     pseudo_seg_weight: float = 0.3
     pseudo_seg_confidence: float = 0.7
@@ -239,6 +240,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine.upright_classes", "operator 'contact' needs upright_classes (objects) and stuff_classes (ground)")
     if r.surface_order not in (1, 2):
         fail("refine.surface_order", f"must be 1 or 2, got {r.surface_order}")
+    if r.surface_band < 0:
+        fail("refine.surface_band", f"must be >= 0 (0: off), got {r.surface_band}")
     if r.warmup_epochs < 0:
         fail("refine.warmup_epochs", "must be >= 0")
     if not 0 <= r.pseudo_seg_confidence <= 1:

@@ -199,7 +199,7 @@ def _ridge_solve(A: torch.Tensor, q: torch.Tensor, w: torch.Tensor | None = None
 def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tensor, classes: Iterable[int],
                         order: int = 1, num_hypotheses: int = 64, inlier_threshold: float = 0.05,
                         min_pixels: int = 64, min_inlier_ratio: float = 0.3, eval_pixels: int = 2048,
-                        refine_iters: int = 2, generator: torch.Generator | None = None
+                        refine_iters: int = 2, band: float = 0.0, generator: torch.Generator | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """RANSAC fit of inverse depth as a polynomial surface in each (image, class) segment.
 
@@ -209,8 +209,12 @@ def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.
     the inlier count (relative depth residual < ``inlier_threshold``) on ``eval_pixels`` random
     pixels of the segment, and the winner is refit to all its inliers. Segments where fewer than
     ``min_inlier_ratio`` of pixels agree with the best surface are left out (probably not a surface,
-    or the labels are wrong there). Returns (depth with the fitted surface inside accepted segments
-    and the input depth elsewhere, valid mask (B,1,H,W) bool of the fitted pixels).
+    or the labels are wrong there). ``band`` > 0 replaces only pixels whose depth is within that
+    relative distance of the surface (|fit / depth - 1| in inverse depth): a pixel far off the road
+    plane is more likely a mislabelled object standing on it than a badly predicted patch of road,
+    and the plane would push such a car's pixels back to the ground behind it. Returns (depth with
+    the fitted surface inside accepted segments and the input depth elsewhere, valid mask (B,1,H,W)
+    bool of the fitted pixels).
     """
     labels = _as_labels(seg_labels)
     b, _, h, w = depth.shape
@@ -253,6 +257,8 @@ def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.
     inl = M & ((fit_q / q - 1).abs() < inlier_threshold)
     accepted = inl.sum(-1) >= min_inlier_ratio * M.sum(-1)
     ok = M & accepted.unsqueeze(-1) & (fit_q > _EPS)
+    if band > 0:
+        ok = ok & ((fit_q / q - 1).abs() < band)
     fit_depth = torch.where(ok, 1.0 / fit_q.clamp_min(_EPS), torch.zeros_like(fit_q))
     summed = torch.zeros(b, h * w, dtype=dtype, device=depth.device).index_add_(0, pair_b, fit_depth)
     hit = torch.zeros(b, h * w, dtype=dtype, device=depth.device).index_add_(0, pair_b, ok.to(dtype)) > 0
@@ -406,7 +412,7 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
         elif op == "surface":
             # plane (1) for driving; a curved surface (2) suits tissue
             hint, _ = segment_surface_fit(hint, labels, K, refine_cfg.stuff_classes, order=refine_cfg.surface_order,
-                                          generator=generator)
+                                          band=refine_cfg.surface_band, generator=generator)
         elif op == "border":
             hint = border_morphing(hint, labels)
         elif op == "contact":

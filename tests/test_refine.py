@@ -121,6 +121,25 @@ def test_ransac_recovers_ground_plane_under_outliers():
     assert torch.equal(fit[~road], noisy[~road])  # other classes keep their depth
 
 
+def test_surface_band_leaves_a_mislabelled_object_alone():
+    """A car the labels call road stands in front of the plane: with a band the plane does not flatten it."""
+    K, depth, lab = _ground_plane_scene()
+    scene = depth.clone()
+    scene[..., -6:-2, 8:14] = scene[..., -2:, 8:14].min() * 0.5  # an object nearer than the road behind it, labelled road
+    road_off = scene.clone()
+    road_off[..., H // 2 + 2:H // 2 + 4, 20:24] *= 1.2  # a badly predicted road patch, 20 % off the plane
+    g = torch.Generator().manual_seed(0)
+    fit, valid = refine.segment_surface_fit(road_off, lab, K, classes=[0], min_pixels=20, band=0.3, generator=g)
+    car = torch.zeros_like(valid)
+    car[..., -6:-2, 8:14] = True
+    assert not valid[car].any() and torch.equal(fit[car], road_off[car])  # the object keeps its depth
+    patch = (slice(None), slice(None), slice(H // 2 + 2, H // 2 + 4), slice(20, 24))
+    assert valid[patch].all() and ((fit - depth).abs() / depth)[patch].max() < 0.01  # the road patch is corrected
+    fit0, valid0 = refine.segment_surface_fit(road_off, lab, K, classes=[0], min_pixels=20,
+                                              generator=torch.Generator().manual_seed(0))
+    assert valid0[car].all() and ((fit0 - depth).abs() / depth)[car].max() < 0.01  # without: pushed onto the road
+
+
 def test_surface_fit_order2_and_rejects_non_surfaces():
     K, _, _ = _ground_plane_scene()
     x = (torch.arange(W) - (W - 1) / 2) / 40.0
