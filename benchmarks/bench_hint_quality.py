@@ -4,10 +4,12 @@ For a trained run (its config.yaml and checkpoints/last.ckpt) and a rendered syn
 this predicts depth and pose on the test snippets, applies each hint operator (alone and in the
 combinations the configs use) with the segments taken from the ground-truth labels and from a noisy
 label folder (and, for a run with a segmentation branch, from the branch's own prediction: the
-segments training takes its hints from), and reports, on the pixels each operator changes and on those the Depth Hints gate
-then accepts: how many there are, and the AbsRel against exact depth of the prediction and of the
-hint (both scaled by the prediction's per-image median ratio). A hint operator is only worth
-training on where its hint column beats its prediction column.
+segments training takes its hints from), and reports, on the pixels each operator changes and on
+those the Depth Hints gate then accepts: how many there are, and the AbsRel against exact depth of
+the prediction and of the hint (both scaled by the prediction's per-image median ratio). A hint
+operator is only worth training on where its hint column beats its prediction column. The
+diagnostic operator "oracle" (the ground truth scaled to the prediction) shows how many pixels the
+gate would let a perfect hint train.
 
     python benchmarks/bench_hint_quality.py --run RUN --data runs/semhint_bench/drive --labels corrupt0.5
 """
@@ -32,7 +34,7 @@ from _results import markdown_table, write_section  # noqa: E402
 from semhint import geometry, losses, refine  # noqa: E402
 from semhint.config import load_config  # noqa: E402
 
-OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"], ["contact", "surface"])
+OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"], ["contact", "surface"], ["oracle"])
 CAR, ROAD = 13, 0
 
 
@@ -105,7 +107,7 @@ def measure(module, dataset, cfg, upright: list[int], data: Path, batch_size: in
                 for ops in OPERATOR_SETS:
                     rcfg = dataclasses.replace(cfg.refine, hint_operators=ops, upright_classes=upright,
                                                surface_band=surface_band)
-                    hint = refine.make_depth_hint(depth, labels, image, batch["K"], rcfg,
+                    hint = refine.make_depth_hint(depth, labels, image, batch["K"], rcfg, depth_gt=batch["depth_gt"],
                                                   generator=torch.Generator().manual_seed(start))
                     changed = (hint - depth).abs() > 1e-3 * depth
                     hint_err = refine.reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
