@@ -1,0 +1,35 @@
+"""benchmarks/bench_error_budget.py: the per-class split of the error adds up to the overall error."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_error_budget", REPO / "benchmarks" / "bench_error_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_contributions_add_up_and_rank_by_contribution(bench):
+    # class: [pixels, sum of AbsRel, sum of log ratio]; building: many pixels, small error; car: few, large
+    sums = {2: np.array([600.0, 60.0, -30.0]), 13: np.array([300.0, 90.0, 24.0]), 0: np.array([100.0, 10.0, 0.0])}
+    rows = bench.budget_rows("run", sums, runs=2, min_share=0.0)
+    overall, *per_class = rows
+    assert overall["class"] == "all" and overall["AbsRel"] == pytest.approx(160 / 1000)
+    assert sum(r["contribution"] for r in per_class) == pytest.approx(overall["AbsRel"])
+    assert [r["class"] for r in per_class] == ["car", "building", "road"]  # largest contribution first
+    car = per_class[0]
+    assert car["AbsRel"] == pytest.approx(0.3) and car["share of valid"] == pytest.approx(0.3)
+    assert car["log bias"] == pytest.approx(0.08)
+    assert [r["class"] for r in bench.budget_rows("run", sums, 2, min_share=0.2)[1:]] == ["car", "building"]
