@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE, SEMHINT = "configs/synth_drive.yaml", "configs/semhint_synth_drive.yaml"
@@ -16,11 +15,7 @@ BASELINE, SEMHINT = "configs/synth_drive.yaml", "configs/semhint_synth_drive.yam
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("run_semhint", REPO / "benchmarks" / "run_semhint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("run_semhint")
 
 
 def _args(out: Path, seeds: list[int], also: list[str] | None = None) -> argparse.Namespace:
