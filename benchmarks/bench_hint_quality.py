@@ -34,7 +34,8 @@ from _results import markdown_table, write_section  # noqa: E402
 from semhint import geometry, losses, refine  # noqa: E402
 from semhint.config import load_config  # noqa: E402
 
-OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"], ["contact", "surface"], ["oracle"])
+OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"], ["contact", "surface"],
+                 ["oracle"])
 CAR, ROAD = 13, 0
 
 
@@ -157,7 +158,8 @@ def main() -> None:
                + (f" --title {shlex.quote(args.title)}" if args.title else ""))
     body = (f"The trained run `{args.run}` ({cfg.name}), its depth and pose on the {len(dataset)} {args.split} snippets of "
             f"`{args.data}`. Each operator set makes a hint from the predicted depth with the segments of the ground-truth "
-            f"labels, of the noisy labels `{args.labels}` or (runs with a segmentation branch) of the branch's prediction; 'changed': pixels the operators moved (> 0.1 %), 'gated': "
+            f"labels, of the noisy labels `{args.labels}` or (runs with a segmentation branch) of the branch's "
+            "prediction; 'changed': pixels the operators moved (> 0.1 %), 'gated': "
             "those where the hint also reprojects better (the Depth Hints gate), 'gated or auto-masked': the gate with "
             "refine.hint_on_masked (pixels the auto-mask drops take the hint ungated); ', car' / ', road': those on "
             "cars / the road (ground-truth labels); ', car moving' / ', car parked' (renders with gt_dynamic/): car "
