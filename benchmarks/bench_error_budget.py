@@ -4,8 +4,9 @@ A hint operator can only move the overall error as much as the pixels it touches
 trained run (folders with config.yaml and checkpoints/last.ckpt) this predicts depth on the test
 snippets of a rendered SynthDrive set and pools, per ground-truth class: its share of the valid
 pixels, its AbsRel, its mean log(prediction / truth) (negative: too near) and its contribution
-to the overall AbsRel (share x AbsRel; the contributions add up to the overall number). Runs of
-the same config are pooled, so pass every seed of it.
+to the overall AbsRel (share x AbsRel; the contributions add up to the overall number), and its
+range slope (log prediction regressed on log truth: below 1, the class's depth range is compressed).
+Runs of the same config are pooled, so pass every seed of it.
 
     python benchmarks/bench_error_budget.py --runs runs/semhint_bench/r4/runs/synth_drive-late_warmup/seed* \
         --data runs/semhint_bench/drive
@@ -33,7 +34,8 @@ from semhint.data.labels import CITYSCAPES  # noqa: E402
 
 
 def class_sums(module, dataset, cfg, batch_size: int = 8) -> dict[int, np.ndarray]:
-    """{class: [valid pixels, sum of AbsRel, sum of log ratio]} over the dataset, eval-protocol scaling."""
+    """{class: [valid pixels, sum of AbsRel, sum of log ratio, and of x, y, x^2, x y with x = log truth and
+    y = log prediction]} over the dataset, eval-protocol scaling."""
     from semhint.training import collate_snippets
 
     e = cfg.eval
@@ -51,22 +53,40 @@ def class_sums(module, dataset, cfg, batch_size: int = 8) -> dict[int, np.ndarra
                 valid = (g > e.min_depth) & (g < e.max_depth)
                 p = np.clip(p * np.median(g[valid]) / np.median(p[valid]), e.min_depth, e.max_depth)
                 err, log_ratio = np.abs(p - g) / np.where(valid, g, 1), np.log(p / np.where(valid, g, 1))
+                log_g = np.log(np.where(valid, g, 1))
+                log_p = log_g + log_ratio
                 for c in np.unique(lab[valid]):
                     m = valid & (lab == c)
-                    sums[int(c)] = sums.get(int(c), np.zeros(3)) + [m.sum(), err[m].sum(), log_ratio[m].sum()]
+                    x, y = log_g[m], log_p[m]
+                    sums[int(c)] = sums.get(int(c), np.zeros(7)) + [m.sum(), err[m].sum(), log_ratio[m].sum(), x.sum(),
+                                                                    y.sum(), (x * x).sum(), (x * y).sum()]
     return sums
+
+
+def range_slope(s: np.ndarray) -> float:
+    """Least-squares slope of log(prediction) on log(truth) from the sums: 1 = the right depth range.
+
+    Below 1 the class's depth range is compressed: its far part predicted too near relative to its
+    near part (what parallax too small to measure at the far end does), which no offset can fix.
+    """
+    if len(s) < 7:
+        return float("nan")
+    n, sx, sy, sxx, sxy = s[0], s[3], s[4], s[5], s[6]
+    var = n * sxx - sx * sx
+    return float((n * sxy - sx * sy) / var) if var > 1e-9 * max(n * sxx, 1.0) else float("nan")
 
 
 def budget_rows(name: str, sums: dict[int, np.ndarray], runs: int, min_share: float) -> list[dict]:
     total = sum(s[0] for s in sums.values())
     rows = [{"config": name, "runs": runs, "class": "all", "share of valid": 1.0,
              "AbsRel": sum(s[1] for s in sums.values()) / total, "log bias": sum(s[2] for s in sums.values()) / total,
-             "contribution": sum(s[1] for s in sums.values()) / total}]
-    for c, (n, err, log_ratio) in sorted(sums.items(), key=lambda kv: -kv[1][1]):
+             "contribution": sum(s[1] for s in sums.values()) / total, "range slope": range_slope(sum(sums.values()))}]
+    for c, s in sorted(sums.items(), key=lambda kv: -kv[1][1]):
+        n, err, log_ratio = s[:3]
         if n / total >= min_share:
             cls = CITYSCAPES.names[c] if c < len(CITYSCAPES.names) else str(c)
             rows.append({"config": name, "runs": runs, "class": cls, "share of valid": n / total, "AbsRel": err / n,
-                         "log bias": log_ratio / n, "contribution": err / total})
+                         "log bias": log_ratio / n, "contribution": err / total, "range slope": range_slope(s)})
     return rows
 
 
@@ -90,7 +110,7 @@ def main() -> None:
         module, dataset, cfg = load_run(run, args.data, args.labels, args.split)
         count, sums = pooled.get(cfg.name, (0, {}))
         for c, s in class_sums(module, dataset, cfg).items():
-            sums[c] = sums.get(c, np.zeros(3)) + s
+            sums[c] = sums.get(c, np.zeros(7)) + s
         pooled[cfg.name] = (count + 1, sums)
         print(f"[error_budget] {run}", flush=True)
     rows = [r for name, (count, sums) in pooled.items() for r in budget_rows(name, sums, count, args.min_share)]
@@ -99,9 +119,11 @@ def main() -> None:
     body = (f"Test snippets of `{args.data}` ({args.split} split), exact depth, generic protocol (per-image median "
             "scaling, cap 80), pixels pooled over the runs of each config. Share of valid: the class's fraction of "
             "pixels with ground truth; log bias: mean log(prediction / truth), negative = predicted too near; "
-            "contribution: share x AbsRel, the class's part of the overall AbsRel (classes under "
+            "contribution: share x AbsRel, the class's part of the overall AbsRel; range slope: least-squares slope "
+            "of log prediction on log truth, 1 = the right depth range, below 1 = compressed (classes under "
             f"{args.min_share:.1%} of the pixels are left out of the list, not of 'all').\n\n"
-            + markdown_table(rows, ["config", "runs", "class", "share of valid", "AbsRel", "log bias", "contribution"]))
+            + markdown_table(rows, ["config", "runs", "class", "share of valid", "AbsRel", "log bias", "contribution",
+                             "range slope"]))
     write_section(args.key, args.title, command, body, {"rows": rows})
 
 

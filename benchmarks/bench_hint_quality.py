@@ -35,8 +35,8 @@ from semhint import geometry, losses, refine  # noqa: E402
 from semhint.config import load_config  # noqa: E402
 
 OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"], ["contact", "surface"],
-                 ["oracle"])
-CAR, ROAD = 13, 0
+                 ["facade"], ["contact", "surface", "facade"], ["oracle"])
+CAR, ROAD, BUILDING = 13, 0, 2
 
 
 def load_run(run: Path, data: Path, labels: str, split: str):
@@ -80,7 +80,8 @@ def moving_masks(dataset, data: Path, indices: range) -> torch.Tensor | None:
 
 
 def measure(module, dataset, cfg, upright: list[int], data: Path, batch_size: int = 8,
-            surface_band: float = 0.0) -> list[dict]:
+            surface_band: float = 0.0, surface_order: int | None = None, surface_inlier: float | None = None,
+            max_ratio: float = 0.0) -> list[dict]:
     from semhint.training import collate_snippets, predict_poses
 
     sums: dict[tuple, np.ndarray] = {}
@@ -108,17 +109,25 @@ def measure(module, dataset, cfg, upright: list[int], data: Path, batch_size: in
                 for ops in OPERATOR_SETS:
                     rcfg = dataclasses.replace(cfg.refine, hint_operators=ops, upright_classes=upright,
                                                surface_band=surface_band)
+                    if surface_order is not None:
+                        rcfg = dataclasses.replace(rcfg, surface_order=surface_order)
+                    if surface_inlier is not None:
+                        rcfg = dataclasses.replace(rcfg, surface_inlier=surface_inlier)
                     hint = refine.make_depth_hint(depth, labels, image, batch["K"], rcfg, depth_gt=batch["depth_gt"],
                                                   generator=torch.Generator().manual_seed(start))
+                    if max_ratio > 0:  # training's trust region (refine.hint_max_ratio)
+                        hint = refine.trust_region(hint, depth, max_ratio, cfg.model.min_depth, cfg.model.max_depth)
                     changed = (hint - depth).abs() > 1e-3 * depth
                     hint_err = refine.reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
                     gate = refine.hint_gate(hint_err, pred_err) & changed
                     on_masked = refine.hint_gate(hint_err, pred_err, automask, on_masked=True) & changed
                     car, road = (gt_labels == CAR).unsqueeze(1), (gt_labels == ROAD).unsqueeze(1)
+                    building = (gt_labels == BUILDING).unsqueeze(1)
                     groups = [("changed", changed), ("gated", gate), ("gated or auto-masked", on_masked),
                               ("changed, car", changed & car), ("gated, car", gate & car),
                               ("gated or auto-masked, car", on_masked & car), ("changed, road", changed & road),
-                              ("gated, road", gate & road)]
+                              ("gated, road", gate & road), ("changed, building", changed & building),
+                              ("gated, building", gate & building)]
                     if moving is not None and moving.shape[-2:] == car.shape[-2:]:
                         groups += [("changed, car moving", changed & car & moving),
                                    ("changed, car parked", changed & car & ~moving)]
@@ -141,6 +150,12 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--upright", default="5,13", help="operator D's upright classes")
     parser.add_argument("--surface-band", type=float, default=0.0, help="operator B's refine.surface_band (0: off)")
+    parser.add_argument("--surface-order", type=int, default=None,
+                        help="refine.surface_order for B and D (default: the run's; 0 = level ground plane)")
+    parser.add_argument("--surface-inlier", type=float, default=None,
+                        help="refine.surface_inlier, RANSAC's relative inlier threshold (default: the run's)")
+    parser.add_argument("--max-ratio", type=float, default=0.0,
+                        help="clamp hints to training's trust region refine.hint_max_ratio (0: off, as before)")
     parser.add_argument("--key", default="hint_quality_trained")
     parser.add_argument("--title", default="", help="section title (default names operator D's classes)")
     args = parser.parse_args()
@@ -150,24 +165,30 @@ def main() -> None:
             raise SystemExit(f"{path}: not found")
     module, dataset, cfg = load_run(args.run, args.data, args.labels, args.split)
     rows = measure(module, dataset, cfg, [int(c) for c in args.upright.split(",")], args.data,
-                   surface_band=args.surface_band)
+                   surface_band=args.surface_band, surface_order=args.surface_order, surface_inlier=args.surface_inlier, max_ratio=args.max_ratio)
     for r in rows:
         print(r, flush=True)
     command = (f"python benchmarks/bench_hint_quality.py --run {args.run} --data {args.data} --labels {args.labels} "
                f"--split {args.split} --upright {args.upright} --surface-band {args.surface_band} --key {args.key}"
+               + (f" --surface-order {args.surface_order}" if args.surface_order is not None else "")
+               + (f" --surface-inlier {args.surface_inlier}" if args.surface_inlier is not None else "")
+               + (f" --max-ratio {args.max_ratio}" if args.max_ratio else "")
                + (f" --title {shlex.quote(args.title)}" if args.title else ""))
     body = (f"The trained run `{args.run}` ({cfg.name}), its depth and pose on the {len(dataset)} {args.split} snippets of "
             f"`{args.data}`. Each operator set makes a hint from the predicted depth with the segments of the ground-truth "
             f"labels, of the noisy labels `{args.labels}` or (runs with a segmentation branch) of the branch's "
             "prediction; 'changed': pixels the operators moved (> 0.1 %), 'gated': "
             "those where the hint also reprojects better (the Depth Hints gate), 'gated or auto-masked': the gate with "
-            "refine.hint_on_masked (pixels the auto-mask drops take the hint ungated); ', car' / ', road': those on "
-            "cars / the road (ground-truth labels); ', car moving' / ', car parked' (renders with gt_dynamic/): car "
+            "refine.hint_on_masked (pixels the auto-mask drops take the hint ungated); ', car' / ', road' / "
+            "', building': those on cars / the road / buildings (ground-truth labels); ', car moving' / ', car parked' (renders with gt_dynamic/): car "
             "pixels that move on their own or not. "
             "Share of valid: fraction of pixels with ground truth. AbsRel against exact depth, both maps scaled by the "
             "prediction's per-image median ratio: where the hint column is lower, the operator corrects the trained "
             f"model. Operator D's upright classes: {args.upright}; operator B's band (refine.surface_band): "
-            f"{args.surface_band or 'off'}.\n\n"
+            f"{args.surface_band or 'off'}; surface order (B and D; 0 = level ground plane): "
+            f"{cfg.refine.surface_order if args.surface_order is None else args.surface_order}; RANSAC inlier threshold: "
+            f"{cfg.refine.surface_inlier if args.surface_inlier is None else args.surface_inlier}; trust region "
+            f"(refine.hint_max_ratio): {args.max_ratio or 'off'}.\n\n"
             + markdown_table(rows, ["operators", "labels", "pixels", "share of valid", "prediction AbsRel", "hint AbsRel"]))
     title = args.title or f"Hint quality on a trained model's depth (SynthDrive, operator D on classes {args.upright})"
     write_section(args.key, title, command, body,

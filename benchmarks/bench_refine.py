@@ -10,6 +10,7 @@ median of --repeats runs in milliseconds. Usage:
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import time
@@ -93,6 +94,10 @@ def bench_size(h: int, w: int, batch: int, repeats: int) -> list[dict]:
         "C border (band 3)": lambda: refine.border_morphing(depth, labels),
         "D contact (RANSAC plane + column scan)": lambda: refine.ground_contact(depth, labels, b["K"], r.stuff_classes,
                                                                                [5, 13]),
+        "E facade (median per side and class, 3 classes)": lambda: refine.facade_planes(depth, labels, b["K"],
+                                                                                       r.facade_classes),
+        "planar prior (loss.planar_weight) + backward": lambda: losses.planar_loss(
+            outputs["disp/0"], labels, [0, 1, 2, 3]).backward(retain_graph=True),
         "gate: hint reprojection (2 sources)": lambda: refine.reprojection_error(depth, b, poses),
         "warp + fuse probabilities (2 sources)": fuse_all,
         "snap borders (band 2)": lambda: refine.snap_borders(labels, depth),
@@ -179,6 +184,8 @@ def main() -> None:
                     help="label roots mirroring SYNTH/data for the quality check (repeatable; default SYNTH/gt_labels)")
     ap.add_argument("--note", default="", help="how --synth and --labels were made (written under the quality table)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update docs/RESULTS.md")
+    ap.add_argument("--key", default="refine", help="RESULTS.md section to (re)write")
+    ap.add_argument("--title", default="Cross-task refinement: cost per step (CPU) and hint quality")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -209,7 +216,9 @@ def main() -> None:
                                             "hint_absrel_on_accepted"]))
         if args.note:
             body += f"\n\nData: {args.note}"
-    write_section("refine", "Cross-task refinement: cost per step (CPU) and hint quality", command, body,
+    if args.key != "refine" or args.title != "Cross-task refinement: cost per step (CPU) and hint quality":
+        command += f" --key {args.key} --title {shlex.quote(args.title)}"
+    write_section(args.key, args.title, command, body,
                   {"threads": args.threads, "repeats": args.repeats, "rows": rows, "quality": quality})
 
 

@@ -82,6 +82,9 @@ class LossConfig:
     seg_weight: float = 0.3
     seg_loss: str = "ce"  # ce | sce | gce | bootstrap | bootstrap_hard
     seg_loss_param: float = 0.0  # gce: q (0 = 0.7); bootstrap: beta (0 = 0.8); sce: beta (0 = 1.0)
+    planar_weight: float = 0.0  # second differences of disparity inside planar segments (0: off)
+    planar_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # road, sidewalk, building, wall
+    planar_segments: str = "labels"  # segments of the planar prior: labels (the noisy labels) | prediction (the branch)
 
 
 @dataclass
@@ -89,7 +92,7 @@ class RefineConfig:
     """Cross-task refinement (METHOD.md, idea 4). Everything off = the baseline."""
 
     hint: bool = False  # pseudo-depth from semantics
-    hint_operators: list[str] = field(default_factory=lambda: ["smooth"])  # smooth | surface | border | contact | oracle (diagnostic: needs GT)
+    hint_operators: list[str] = field(default_factory=lambda: ["smooth"])  # smooth | surface | border | contact | facade | oracle (diagnostic: needs GT)
     hint_weight: float = 1.0
     hint_gate: bool = True  # Depth Hints rule: use the hint only where it reprojects better
     hint_gate_margin: float = 0.0  # ...or no more than this much worse (photometric error units): ties go to semantics
@@ -103,8 +106,10 @@ class RefineConfig:
     smooth_domain: str = "log"  # operator A filters log-depth (METHOD.md) | disp: inverse depth, where planes are a fixed point
     stuff_classes: list[int] = field(default_factory=lambda: [0, 1])  # classes for the surface fit
     upright_classes: list[int] = field(default_factory=list)  # operator D: classes with vertical surfaces standing on the ground
-    surface_order: int = 1  # operator B: 1 = plane in inverse depth (driving), 2 = quadric (tissue)
-    surface_band: float = 0.0  # operator B moves only pixels within this relative distance of the surface (0: all)
+    facade_classes: list[int] = field(default_factory=lambda: [2, 3, 4])  # operator E: building, wall, fence
+    surface_order: int = 1  # operator B: 1 = plane in inverse depth (driving), 2 = quadric (tissue), 0 = level ground plane (B and D)
+    surface_band: float = 0.0  # operators B and E move only pixels within this relative distance of the surface (0: all)
+    surface_inlier: float = 0.05  # B and D: RANSAC inlier threshold (relative); a level plane needs more (0.3)
     pseudo_seg: bool = False  # pseudo-semantics from depth and geometry
     pseudo_seg_weight: float = 0.3
     pseudo_seg_confidence: float = 0.7
@@ -172,7 +177,7 @@ class Config:
 # ----------------------------------------------------------------------------------------------
 ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
-HINT_OPERATORS = ("smooth", "surface", "border", "contact", "oracle")
+HINT_OPERATORS = ("smooth", "surface", "border", "contact", "facade", "oracle")
 HINT_SEGMENTS = ("prediction", "labels")
 SMOOTH_DOMAINS = ("log", "disp")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
@@ -215,11 +220,19 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("model.seg_scales", f"must be a subset of [0, 1, 2, 3] containing 0, got {m.seg_scales}")
     if not 0 <= lo.ssim_weight <= 1:
         fail("loss.ssim_weight", f"must be in [0, 1], got {lo.ssim_weight}")
-    for key in ("smoothness", "seg_weight"):
+    for key in ("smoothness", "seg_weight", "planar_weight"):
         if getattr(lo, key) < 0:
             fail(f"loss.{key}", "must be >= 0")
     if lo.seg_loss not in SEG_LOSSES:
         fail("loss.seg_loss", f"must be one of {', '.join(SEG_LOSSES)}, got {lo.seg_loss!r}")
+    if lo.planar_segments not in HINT_SEGMENTS:
+        fail("loss.planar_segments", f"must be one of {', '.join(HINT_SEGMENTS)}, got {lo.planar_segments!r}")
+    if lo.planar_weight > 0 and lo.planar_segments == "prediction" and m.num_classes == 0:
+        fail("loss.planar_segments", "'prediction' needs a segmentation branch (model.num_classes > 0)")
+    if lo.planar_weight > 0 and lo.planar_segments == "labels" and not d.labels:
+        fail("loss.planar_segments", "'labels' needs noisy labels (data.labels)")
+    if lo.planar_weight > 0 and not lo.planar_classes:
+        fail("loss.planar_classes", "must name at least one class when loss.planar_weight > 0")
     bad_ops = [op for op in r.hint_operators if op not in HINT_OPERATORS]
     if bad_ops:
         fail("refine.hint_operators", f"unknown {bad_ops}; choose from {', '.join(HINT_OPERATORS)}")
@@ -238,8 +251,12 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine.hint_operators", "the diagnostic operator 'oracle' needs ground-truth depth (data.gt_depth)")
     if "contact" in r.hint_operators and not (r.upright_classes and r.stuff_classes):
         fail("refine.upright_classes", "operator 'contact' needs upright_classes (objects) and stuff_classes (ground)")
-    if r.surface_order not in (1, 2):
-        fail("refine.surface_order", f"must be 1 or 2, got {r.surface_order}")
+    if "facade" in r.hint_operators and not r.facade_classes:
+        fail("refine.facade_classes", "operator 'facade' needs facade_classes (building, wall, ...)")
+    if r.surface_order not in (0, 1, 2):
+        fail("refine.surface_order", f"must be 0, 1 or 2, got {r.surface_order}")
+    if not 0 < r.surface_inlier < 1:
+        fail("refine.surface_inlier", f"must be in (0, 1), got {r.surface_inlier}")
     if r.surface_band < 0:
         fail("refine.surface_band", f"must be >= 0 (0: off), got {r.surface_band}")
     if r.warmup_epochs < 0:

@@ -7,6 +7,8 @@ Pseudo-depth ("semantic hints") applies up to four operators to the predicted de
   C  ``border_morphing``: depth discontinuities pulled onto nearby semantic borders,
   D  ``ground_contact``: an upright surface takes the ground plane's depth where it touches the
      ground, all the way up its image column (our addition; docs/METHOD.md),
+  E  ``facade_planes``: facades as vertical planes along the street, whose inverse depth vanishes
+     on the principal column (our addition; docs/METHOD.md),
 and keeps the result only where it reprojects better than the prediction (the Depth Hints gate).
 Pseudo-semantics warp the source frames' class probabilities into the target with the predicted
 depth and pose, fuse them with the target's own prediction, and keep the fused label only where it
@@ -178,8 +180,16 @@ def _surface_design(x: torch.Tensor, y: torch.Tensor, order: int) -> torch.Tenso
 
     Inverse depth of a 3D plane is exactly linear in (x, y) = K^-1 (u, v): with n . X + d = 0 and
     X = z (x, y, 1), 1/z = -(n_x x + n_y y + n_z) / d. So order 1 IS the ground plane and order 2
-    a smooth curved surface, fitted by the same linear least squares.
+    a smooth curved surface, fitted by the same linear least squares. Order 0 is the level ground
+    plane of a level camera (normal = the camera's y axis, y down): 1/z = y / height, one term and
+    no intercept, so the plane's inverse depth vanishes on the principal row (the horizon). A free
+    plane fitted to a trained prediction inherits its compressed depth range (the far road too near,
+    nonzero inverse depth at the horizon); one parameter cannot, and a few hundred noisy road pixels
+    pin it down. Because the prediction it is fitted to is wrong in shape, not only noisy, it
+    needs a wider RANSAC inlier threshold than a free plane (``refine.surface_inlier``).
     """
+    if order == 0:
+        return y.unsqueeze(-1)
     terms = [torch.ones_like(x)]
     for total in range(1, order + 1):
         for py in range(total + 1):
@@ -204,7 +214,7 @@ def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.
     """RANSAC fit of inverse depth as a polynomial surface in each (image, class) segment.
 
     order=1: a plane (road / sidewalk ground plane in driving); order=2: a smooth low-order
-    surface (tissue). Every (image, class) pair with at least ``min_pixels`` pixels is fitted at
+    surface (tissue); order=0: the level ground plane of a level camera (see ``_surface_design``). Every (image, class) pair with at least ``min_pixels`` pixels is fitted at
     once: ``num_hypotheses`` minimal samples per pair are solved in one batched call, scored by
     the inlier count (relative depth residual < ``inlier_threshold``) on ``eval_pixels`` random
     pixels of the segment, and the winner is refit to all its inliers. Segments where fewer than
@@ -282,8 +292,8 @@ def vertical_run_end(labels: torch.Tensor) -> torch.Tensor:
 
 
 def ground_contact(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tensor, ground_classes: Iterable[int],
-                   upright_classes: Iterable[int], generator: torch.Generator | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   upright_classes: Iterable[int], generator: torch.Generator | None = None, ground_order: int = 1,
+                   inlier_threshold: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
     """Upright surfaces stand on the ground: give their pixels the ground plane's depth where they touch it.
 
     Self-supervision is weakest on exactly the surfaces a driving scene is full of: the textureless
@@ -296,11 +306,12 @@ def ground_contact(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tenso
     of the same class, and if the pixel just below is ground with an accepted plane, take the
     plane's depth there. Occluded or non-vertical parts, a pitched camera and wrong labels give
     wrong hints; the Depth Hints gate keeps them out where they reproject worse than the
-    prediction. Returns (hint: depth with contact depths on accepted pixels, valid mask
-    B x 1 x H x W bool).
+    prediction. ``ground_order`` 0 fits the level plane instead of a free one (``_surface_design``).
+    Returns (hint: depth with contact depths on accepted pixels, valid mask B x 1 x H x W bool).
     """
     labels = _as_labels(seg_labels)
-    ground, ground_ok = segment_surface_fit(depth, labels, K, ground_classes, order=1, generator=generator)
+    ground, ground_ok = segment_surface_fit(depth, labels, K, ground_classes, order=ground_order,
+                                            inlier_threshold=inlier_threshold, generator=generator)
     upright = torch.tensor([int(c) for c in upright_classes], device=depth.device, dtype=labels.dtype)
     b, _, h, w = depth.shape
     end = vertical_run_end(labels)
@@ -309,6 +320,58 @@ def ground_contact(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tenso
     valid = torch.isin(labels, upright) & contact_ok
     hint = torch.where(valid, torch.gather(ground[:, 0], 1, below), depth[:, 0])
     return hint.unsqueeze(1), valid.unsqueeze(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Operator E: facades along the street
+# ----------------------------------------------------------------------------------------------
+def facade_planes(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tensor, classes: Iterable[int],
+                  band: float = 0.0, min_pixels: int = 32, min_offset: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+    """Facades take the depth of a vertical plane along the street: 1/z = a |x|, x = (u - cx) / fx.
+
+    Why: a short run's facades are its largest error, and they are too near where they are far (a
+    trained baseline's log-depth slope on buildings is 0.5-0.7): their far end has almost no
+    parallax at training resolution, so photometry cannot tell 40 m from 80 m there. Geometry can.
+    A camera looking along a street sees each facade as a vertical plane parallel to its axis, at
+    lateral offset X, so 1/z = |x| / X: zero on the principal column (the street's vanishing
+    line), growing linearly outwards, with ONE unknown per facade. A free plane fitted to the
+    prediction would keep its compression; this one takes 1/X as the median of (1/z) / |x| over
+    the outer half of the facade's pixels (its near, well-measured part: over all of them, the
+    too-near far end biases it) and extends it to the far end.
+    One plane per (image, side of the principal column, class): building, wall and fence on each
+    side stand at different offsets. Wrong where the street turns or the camera is not looking
+    along it; ``band`` > 0 (relative distance, as operator B) leaves pixels far off the plane alone
+    (a tree or a car labelled building stands in front of it), and the gate does the rest.
+    Returns (hint, valid mask B x 1 x H x W bool).
+    """
+    labels = _as_labels(seg_labels)
+    b, _, h, w = depth.shape
+    classes = [int(c) for c in classes]
+    out, valid = depth.clone(), torch.zeros_like(depth, dtype=torch.bool)
+    if not classes:
+        return out, valid
+    x = (torch.arange(w, device=depth.device, dtype=depth.dtype).view(1, 1, w) - K[:, 0, 2].view(b, 1, 1)) \
+        / K[:, 0, 0].view(b, 1, 1)  # B x 1 x W normalised column
+    x = x.expand(b, h, w).reshape(b, 1, 1, h * w)
+    side = torch.stack([x < -min_offset, x > min_offset], dim=1).view(b, 2, 1, h * w)
+    cls = torch.tensor(classes, device=depth.device, dtype=labels.dtype).view(1, 1, -1, 1)
+    member = (labels.view(b, 1, 1, h * w) == cls) & side  # B x 2 x C x HW
+    inv = 1.0 / depth.reshape(b, 1, 1, h * w).clamp_min(_EPS)
+    offset = x.abs().expand_as(member)
+    nan = torch.full_like(offset, float("nan"))
+    # the outer half of each facade (|x| above its median): the near part, where parallax measured it
+    outer = member & (offset >= torch.nanmedian(torch.where(member, offset, nan), dim=-1, keepdim=True).values)
+    ratio = torch.where(outer, inv / offset.clamp_min(min_offset), nan)
+    slope = torch.nanmedian(ratio, dim=-1, keepdim=True).values  # 1 / lateral offset, B x 2 x C x 1
+    ok = member & (member.sum(-1, keepdim=True) >= min_pixels) & (slope > 0)
+    fit = slope.nan_to_num(0.0) * x.abs()
+    if band > 0:
+        ok = ok & ((fit / inv - 1).abs() < band)
+    hit = ok.any(dim=(1, 2))  # a pixel belongs to one side and one class: at most one fit
+    fit_inv = (fit * ok).sum(dim=(1, 2))
+    valid = hit.view(b, 1, h, w)
+    out = torch.where(valid, 1.0 / fit_inv.clamp_min(_EPS).view(b, 1, h, w), depth)
+    return out, valid
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,18 +473,23 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
                                            source_weight=texture_weight(image), local_linear=True,
                                            domain=refine_cfg.smooth_domain)
         elif op == "surface":
-            # plane (1) for driving; a curved surface (2) suits tissue
+            # plane (1) or level plane (0) for driving; a curved surface (2) suits tissue
             hint, _ = segment_surface_fit(hint, labels, K, refine_cfg.stuff_classes, order=refine_cfg.surface_order,
-                                          band=refine_cfg.surface_band, generator=generator)
+                                          band=refine_cfg.surface_band, inlier_threshold=refine_cfg.surface_inlier,
+                                          generator=generator)
         elif op == "border":
             hint = border_morphing(hint, labels)
         elif op == "contact":
             hint, _ = ground_contact(hint, labels, K, refine_cfg.stuff_classes, refine_cfg.upright_classes,
-                                     generator=generator)
+                                     generator=generator, ground_order=0 if refine_cfg.surface_order == 0 else 1,
+                                     inlier_threshold=refine_cfg.surface_inlier)
+        elif op == "facade":
+            hint, _ = facade_planes(hint, labels, K, refine_cfg.facade_classes, band=refine_cfg.surface_band)
         elif op == "oracle":
             hint = oracle_hint(hint, depth_gt)
         else:
-            raise ValueError(f"refine.hint_operators: unknown operator {op!r} (smooth | surface | border | contact | oracle)")
+            raise ValueError(f"refine.hint_operators: unknown operator {op!r} "
+                             "(smooth | surface | border | contact | facade | oracle)")
     return hint
 
 

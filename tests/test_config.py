@@ -66,6 +66,8 @@ def test_wrong_type_is_named(tmp_path):
     ("trainer.devices=0", "trainer.devices"),
     ("model.encoder=vgg16", "model.encoder"),
     ("refine.smooth_domain=depth", "refine.smooth_domain"),
+    ("loss.planar_weight=-0.1", "loss.planar_weight"),
+    ("loss.planar_segments=gt", "loss.planar_segments"),
 ])
 def test_impossible_values_are_named(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -101,3 +103,13 @@ def test_exponent_without_dot_is_a_number(tmp_path):
     path.write_text("optim:\n  lr: 1e-4\n")
     assert load_config(path).optim.lr == 1e-4
     assert load_config(None, ["optim.lr=2e-4"]).optim.lr == 2e-4
+
+
+def test_planar_prior_needs_the_segments_it_follows():
+    with pytest.raises(ConfigError, match=r"loss\.planar_segments: 'labels' needs noisy labels"):
+        load_config(None, ["loss.planar_weight=0.1"])
+    with pytest.raises(ConfigError, match=r"loss\.planar_segments: 'prediction' needs a segmentation branch"):
+        load_config(None, ["loss.planar_weight=0.1", "loss.planar_segments=prediction"])
+    with pytest.raises(ConfigError, match=r"loss\.planar_classes"):
+        load_config(None, ["loss.planar_weight=0.1", "data.labels=x", "loss.planar_classes=[]"])
+    assert load_config(None, ["loss.planar_weight=0.1", "data.labels=x"]).loss.planar_weight == 0.1

@@ -309,3 +309,69 @@ def test_objective_stays_float32_under_bfloat16_autocast():
         mixed, maps = L.self_supervised_objective(batch, half_outputs, poses, cfg)
     assert maps["reproj/0"].dtype == torch.float32
     torch.testing.assert_close(mixed["photo"], reference["photo"], rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------- planar prior
+def _plane_disp(h: int = 20, w: int = 30, tilt: float = 0.02) -> torch.Tensor:
+    """Inverse depth of a tilted plane seen by a pinhole camera: affine in the pixel coordinates."""
+    v, u = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    return (0.1 + tilt * v + 0.005 * u)[None, None]
+
+
+def test_planar_loss_is_zero_for_any_tilted_plane_where_first_order_smoothness_is_not():
+    disp = _plane_disp()
+    road = torch.zeros(1, 20, 30, dtype=torch.long)
+    assert float(L.planar_loss(disp, road, [0])) < 1e-6
+    assert float(L.planar_loss(_plane_disp(tilt=0.2), road, [0])) < 1e-6
+    assert float(L.smoothness_loss(disp, torch.zeros(1, 3, 20, 30))) > 0.01  # it penalises the tilt
+
+
+def test_planar_loss_sees_a_bump_only_inside_planar_segments_and_never_across_a_border():
+    disp = _plane_disp()
+    bumped = disp.clone()
+    bumped[..., 8:12, 5:9] += 0.3  # an object standing on the plane
+    road = torch.zeros(1, 20, 30, dtype=torch.long)
+    assert float(L.planar_loss(bumped, road, [0])) > 0.01
+    labelled = road.clone()
+    labelled[:, 8:12, 5:9] = 13  # the bump is labelled car: not a planar class, so no penalty
+    assert float(L.planar_loss(bumped, labelled, [0])) < 1e-6
+    assert float(L.planar_loss(bumped, road, [1])) == 0  # no pixel of the planar classes: no term
+    ignored = road.clone()
+    ignored[:, 8:12, 5:9] = 255
+    assert float(L.planar_loss(bumped, ignored, [0])) < 1e-6
+    # two different planes meeting at a labelled border: each is planar, the crease is not penalised
+    crease = torch.where(torch.arange(30) < 15, disp, 2 * disp + 0.5)
+    split = road.clone()
+    split[..., 15:] = 2
+    assert float(L.planar_loss(crease, split, [0, 2])) < 1e-6
+    assert float(L.planar_loss(crease, road, [0])) > 0
+
+
+def test_planar_loss_resizes_full_resolution_segments_to_a_coarse_scale_and_has_a_gradient():
+    disp = _plane_disp()
+    disp[..., 10, 10] += 0.2
+    disp.requires_grad_(True)
+    road = torch.zeros(1, 40, 60, dtype=torch.long)
+    loss = L.planar_loss(disp, road, [0])
+    loss.backward()
+    assert loss > 0 and disp.grad[..., 10, 10] > 0  # the gradient flattens the spike
+
+
+def test_objective_adds_the_weighted_planar_term_from_labels_or_from_the_branch():
+    batch, poses = _textured_plane_batch(num_classes=2)
+    cfg = from_dict({"data": {"height": 32, "width": 48, "labels": "x"}, "model": {"scales": [0, 1]},
+                     "loss": {"planar_weight": 0.5, "planar_classes": [0, 1]}})
+    outputs = _outputs_for_depth(Z_TRUE, cfg)
+    outputs["disp/0"] = outputs["disp/0"] + 0.01 * torch.rand(1, 1, H, W, generator=torch.Generator().manual_seed(5))
+    losses, _ = L.self_supervised_objective(batch, outputs, poses, cfg)
+    expected = 0.5 * (L.planar_loss(outputs["disp/0"], batch["labels/0"], [0, 1])
+                      + L.planar_loss(outputs["disp/1"], batch["labels/0"], [0, 1]) / 2) / 2
+    torch.testing.assert_close(losses["planar"], expected)
+    assert losses["planar"] > 0
+    torch.testing.assert_close(losses["loss"], losses["photo"] + losses["smooth"] + losses["planar"])
+    branch = from_dict({"data": {"height": 32, "width": 48}, "model": {"scales": [0], "num_classes": 2},
+                        "loss": {"planar_weight": 0.5, "planar_segments": "prediction", "seg_weight": 0}})
+    outputs["seg/0"] = torch.zeros(1, 2, H, W)
+    outputs["seg/0"][:, 1, :, : W // 2] = 1  # the branch calls the left half class 1, the right half class 0
+    losses, _ = L.self_supervised_objective({k: v for k, v in batch.items() if k != "labels/0"}, outputs, poses, branch)
+    torch.testing.assert_close(losses["planar"], 0.5 * L.planar_loss(outputs["disp/0"], outputs["seg/0"].argmax(1), [0, 1, 2, 3]))

@@ -140,6 +140,35 @@ def test_surface_band_leaves_a_mislabelled_object_alone():
     assert valid0[car].all() and ((fit0 - depth).abs() / depth)[car].max() < 0.01  # without: pushed onto the road
 
 
+def test_level_ground_plane_undoes_a_compressed_depth_range_that_a_free_plane_keeps():
+    """A short run's road is a plane with too little range (inverse depth = a true + b, b > 0: the far
+    road too near). A free plane fits that exactly; the level plane (order 0) has no intercept, so it
+    returns the true road up to scale, with noise and outliers on top."""
+    K, depth, lab = _ground_plane_scene()
+    road = lab[:, None] == 0
+    g = torch.Generator().manual_seed(1)
+    compressed = 1 / (0.5 / depth + 0.5 * (1 / depth)[road].mean())
+    noisy = compressed * (1 + 0.03 * torch.randn(depth.shape, generator=g))
+    noisy[torch.rand(depth.shape, generator=g) < 0.2] *= 3.0
+    free, _ = refine.segment_surface_fit(noisy, lab, K, classes=[0], order=1, min_pixels=20,
+                                         generator=torch.Generator().manual_seed(0))
+    level, valid = refine.segment_surface_fit(noisy, lab, K, classes=[0], order=0, min_pixels=20,
+                                              inlier_threshold=0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(valid, road)
+
+    def scaled_abs_rel(pred: torch.Tensor) -> float:
+        p, t = pred[road], depth[road]
+        return float(((p * (t.median() / p.median()) - t).abs() / t).mean())
+
+    assert scaled_abs_rel(level) < 0.01 < 0.1 < scaled_abs_rel(free)
+    # operator D on the level plane: class 2 (the upper half) stands on the road's first row
+    contact, ok = refine.ground_contact(noisy, lab, K, [0], [2], ground_order=0, inlier_threshold=0.3,
+                                        generator=torch.Generator().manual_seed(0))
+    first_road = int(road[0, 0, :, 0].nonzero()[0])
+    assert torch.equal(ok, ~road)
+    torch.testing.assert_close(contact[ok], level[..., first_road, :].expand_as(contact)[ok])
+
+
 def test_surface_fit_order2_and_rejects_non_surfaces():
     K, _, _ = _ground_plane_scene()
     x = (torch.arange(W) - (W - 1) / 2) / 40.0
@@ -154,6 +183,67 @@ def test_surface_fit_order2_and_rejects_non_surfaces():
     _, valid = refine.segment_surface_fit(rough, lab, K, classes=[0], order=1, min_pixels=20,
                                           generator=torch.Generator().manual_seed(0))
     assert not valid.any()
+
+
+# ----------------------------------------------------------------------------------------------
+# Operator E: facades along the street
+# ----------------------------------------------------------------------------------------------
+def _street_canyon(f: float = 40.0, left: float = 6.0, right: float = 9.0):
+    """Facades on both sides of a camera looking along the street: z = X / |x|, x = (u - cx) / f."""
+    K = geometry.intrinsics_matrix(f, f, (W - 1) / 2, (H - 1) / 2)[None]
+    x = ((torch.arange(W, dtype=torch.float32) - (W - 1) / 2) / f).view(1, W).expand(H, W)
+    depth = torch.where(x < 0, left / x.abs().clamp_min(1e-3), right / x.abs().clamp_min(1e-3)).clamp_max(80.0)
+    lab = torch.full((1, H, W), 2, dtype=torch.long)
+    lab[:, :, (x[0].abs() < 0.1)] = 10  # sky down the middle
+    return K, depth[None, None].clone(), lab
+
+
+def _scaled_abs_rel(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> float:
+    p, t = pred[mask], true[mask]
+    return float(((p * (t.median() / p.median()) - t).abs() / t).mean())
+
+
+def test_facade_planes_undo_most_of_a_compressed_depth_range_on_both_sides():
+    K, depth, lab = _street_canyon()
+    building = lab[:, None] == 2
+    exact, valid = refine.facade_planes(depth * 1.7, lab, K, [2, 3])
+    assert torch.equal(valid, building)
+    torch.testing.assert_close(exact, depth * 1.7)  # true facades (any scale) are a fixed point
+    compressed = 1 / (0.4 / depth + 0.6 * (1 / depth)[building].mean())  # far end much too near
+    compressed = compressed * (1 + 0.05 * torch.randn(depth.shape, generator=torch.Generator().manual_seed(0)))
+    hint, valid = refine.facade_planes(compressed, lab, K, [2, 3])
+    assert torch.equal(valid, building)
+    assert torch.equal(hint[~valid], compressed[~valid])  # the sky keeps its depth
+    assert _scaled_abs_rel(hint, depth, building) < 0.6 * _scaled_abs_rel(compressed, depth, building)
+    # the far end (beside the sky, near the vanishing line) moves back, towards the truth
+    sky = lab[:, None] == 10
+    far_end = building & (sky.roll(1, -1) | sky.roll(-1, -1))
+    assert far_end.sum() == 2 * H and (hint[far_end] > 1.5 * compressed[far_end]).all()
+
+
+def test_facade_planes_leave_objects_in_front_alone_with_a_band_and_skip_small_segments():
+    K, depth, lab = _street_canyon()
+    scene = depth.clone()
+    scene[..., 10:16, 3:7] = 2.0  # a tree labelled building, far in front of the facade
+    hint, valid = refine.facade_planes(scene, lab, K, [2], band=0.5)
+    tree = torch.zeros_like(valid)
+    tree[..., 10:16, 3:7] = True
+    assert not valid[tree].any() and torch.equal(hint[tree], scene[tree])
+    assert valid[(lab[:, None] == 2) & ~tree].all()
+    _, none = refine.facade_planes(scene, lab, K, [2], min_pixels=H * W)
+    assert not none.any()
+    _, other = refine.facade_planes(scene, lab, K, [3])
+    assert not other.any()
+
+
+def test_facade_operator_is_selectable_and_needs_its_classes():
+    K, depth, lab = _street_canyon()
+    cfg = from_dict({"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["facade"]}}).refine
+    hint = refine.make_depth_hint(depth * 1.3, lab, torch.rand(1, 3, H, W), K, cfg)
+    torch.testing.assert_close(hint[lab[:, None] == 2], depth[lab[:, None] == 2] * 1.3, rtol=1e-4, atol=0)
+    with pytest.raises(ConfigError, match=r"refine\.facade_classes"):
+        from_dict({"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["facade"],
+                                                            "facade_classes": []}})
 
 
 # ----------------------------------------------------------------------------------------------
