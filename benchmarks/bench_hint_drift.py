@@ -40,7 +40,7 @@ def load_test_set(data: Path, labels: str, size: tuple[int, int]):
     overrides = [f"data.path={data / 'data'}", f"data.val_split={data / 'splits' / 'test.txt'}",
                  f"data.labels={data / labels}", f"data.gt_labels={data / 'gt_labels'}",
                  f"data.gt_depth={data / 'gt_depth'}", f"data.height={size[0]}", f"data.width={size[1]}"]
-    cfg = load_config(REPO / "configs" / "semhint_synth_drive.yaml", overrides)
+    cfg = load_config(REPO / "configs" / "ablations" / "drive_hint_smooth.yaml", overrides)  # operator A's settings
     return build_dataset(cfg.data, "val"), cfg
 
 

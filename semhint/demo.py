@@ -88,8 +88,11 @@ def semhint_config(base: dict, labels: Path, num_classes: int) -> dict:
     # hint weight 0.05, not 1: the hint is a smoothed copy of the network's own depth, and at weight 1
     # its gradient is 10-20x the photometric one, so training collapses to a constant depth
     # (docs/RESULTS.md, "first recipe"; benchmarks/run_semhint.py --grad-norms)
-    cfg["refine"] = {"hint": True, "hint_operators": ["smooth"], "hint_weight": 0.05, "pseudo_seg": True,
-                     "warmup_epochs": 0}
+    # the pseudo-depth is the street's geometry (operators D, B, E) on the noisy labels: on SynthDrive it
+    # measured better than operator A (docs/METHOD.md, operator E)
+    cfg["refine"] = {"hint": True, "hint_operators": ["contact", "surface", "facade"], "hint_segments": "labels",
+                     "stuff_classes": [0, 1], "upright_classes": [5, 13], "facade_classes": [2, 3, 4],
+                     "hint_weight": 0.05, "pseudo_seg": True, "warmup_epochs": 0}
     return cfg
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,17 +48,32 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def ablation_parent(path: Path) -> Path:
+    """The config an ablation was made from: the first config path its header comment names."""
+    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    found = re.search(r"configs/[\w./-]+\.yaml", header)
+    assert found, f"{path.name}: its header must name the config it ablates"
+    return REPO / found.group(0)
+
+
 @pytest.mark.parametrize("path", ABLATIONS, ids=_rel)
 def test_ablation_changes_only_its_own_switches(path):
-    """An ablation is the main config with one idea switched: anything more would confound it.
+    """An ablation is its parent config with one idea switched: anything more would confound it.
 
     One idea may take up to three keys (operator D without the gate: the operator list, the segments
-    it follows and the gate)."""
-    main, ablation = _flat(to_dict(load_config(MAIN_DRIVE))), _flat(to_dict(load_config(path)))
+    it follows and the gate). The parent is the main config or an ablation that leads back to it
+    (the ablations made before the main config took the street hints name
+    configs/ablations/drive_hint_smooth.yaml, the main config of that time)."""
+    parent, chain = ablation_parent(path), [path]
+    main, ablation = _flat(to_dict(load_config(parent))), _flat(to_dict(load_config(path)))
     changed = {k for k in main if main[k] != ablation[k]} - {"name", "trainer.out_dir"}
-    assert len(changed) <= 3, f"{path.name} changes {sorted(changed)}"
+    assert len(changed) <= 3, f"{path.name} changes {sorted(changed)} of {parent.name}"
     assert changed <= {"model.shared_layers", "model.seg_grad_scale", "data.labels"} or all(
         k.startswith(("refine.", "loss.")) for k in changed), f"{path.name} changes {sorted(changed)}"
+    while parent != MAIN_DRIVE:  # every chain of parents ends at the main config, without a loop
+        assert parent.is_file() and parent not in chain, f"{path.name}: parent chain {chain} does not reach the main config"
+        chain.append(parent)
+        parent = ablation_parent(parent)
 
 
 def test_there_is_a_semhint_config_beside_each_trainable_baseline():
