@@ -206,6 +206,13 @@ def _ridge_solve(A: torch.Tensor, q: torch.Tensor, w: torch.Tensor | None = None
     return torch.linalg.solve(ata + ridge * eye, atq)
 
 
+def _fit_start(depth: torch.Tensor, seg_labels: torch.Tensor, classes: Iterable[int]
+               ) -> tuple[torch.Tensor, list[int], torch.Tensor, torch.Tensor]:
+    """What every per-segment fit starts from: labels, class ids, the depth untouched, nothing fitted."""
+    return (_as_labels(seg_labels), [int(c) for c in classes], depth.clone(),
+            torch.zeros_like(depth, dtype=torch.bool))
+
+
 def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tensor, classes: Iterable[int],
                         order: int = 1, num_hypotheses: int = 64, inlier_threshold: float = 0.05,
                         min_pixels: int = 64, min_inlier_ratio: float = 0.3, eval_pixels: int = 2048,
@@ -226,12 +233,10 @@ def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.
     the fitted surface inside accepted segments and the input depth elsewhere, valid mask (B,1,H,W)
     bool of the fitted pixels).
     """
-    labels = _as_labels(seg_labels)
-    b, _, h, w = depth.shape
-    classes = [int(c) for c in classes]
-    out, valid = depth.clone(), torch.zeros_like(depth, dtype=torch.bool)
+    labels, classes, out, valid = _fit_start(depth, seg_labels, classes)
     if not classes:
         return out, valid
+    b, _, h, w = depth.shape
     dtype = torch.float64 if depth.dtype == torch.float64 else torch.float32
     inv_K = torch.linalg.inv(K[:, :3, :3].to(torch.float64)).to(dtype)
     rays = inv_K @ geometry.pixel_grid(h, w, device=depth.device, dtype=dtype)  # B x 3 x HW
@@ -344,12 +349,10 @@ def facade_planes(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tensor
     (a tree or a car labelled building stands in front of it), and the gate does the rest.
     Returns (hint, valid mask B x 1 x H x W bool).
     """
-    labels = _as_labels(seg_labels)
-    b, _, h, w = depth.shape
-    classes = [int(c) for c in classes]
-    out, valid = depth.clone(), torch.zeros_like(depth, dtype=torch.bool)
+    labels, classes, out, valid = _fit_start(depth, seg_labels, classes)
     if not classes:
         return out, valid
+    b, _, h, w = depth.shape
     x = (torch.arange(w, device=depth.device, dtype=depth.dtype).view(1, 1, w) - K[:, 0, 2].view(b, 1, 1)) \
         / K[:, 0, 0].view(b, 1, 1)  # B x 1 x W normalised column
     x = x.expand(b, h, w).reshape(b, 1, 1, h * w)
