@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from semhint.fileio import write_json, write_text  # noqa: E402
+from semhint.core.fileio import write_json, write_text  # noqa: E402
 
 RESULTS_MD = REPO / "docs" / "RESULTS.md"
 RESULTS_DIR = REPO / "benchmarks" / "results"

@@ -34,7 +34,7 @@ from _results import markdown_table, write_section  # noqa: E402
 
 
 def variant_config(data: Path, run_dir: Path, steps: int, seed: int, overrides: dict):
-    from semhint.config import from_dict
+    from semhint.core.config import from_dict
     from semhint.demo import base_config
 
     cfg = base_config(data, run_dir, 0, steps, seed)
@@ -111,7 +111,7 @@ def main() -> None:
 
             fit(variant_config(data, run_dir, args.steps, args.seed, overrides))
         curve = val_curve(run_dir)
-        from semhint.config import load_config
+        from semhint.core.config import load_config
 
         cfg = load_config(run_dir / "config.yaml")  # what the run really used, whatever the command line says
         row = {"variant": name, "seed": cfg.trainer.seed,

@@ -29,7 +29,7 @@ import torch.nn.functional as F  # noqa: E402
 from _results import markdown_table, write_section  # noqa: E402
 from bench_hint_quality import load_run  # noqa: E402
 
-from semhint import geometry  # noqa: E402
+from semhint.core import geometry  # noqa: E402
 from semhint.data.labels import CITYSCAPES  # noqa: E402
 
 

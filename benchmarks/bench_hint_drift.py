@@ -28,7 +28,7 @@ import torch.nn.functional as F  # noqa: E402
 from _results import markdown_table, write_section  # noqa: E402
 
 from semhint import refine  # noqa: E402
-from semhint.config import load_config  # noqa: E402
+from semhint.core.config import load_config  # noqa: E402
 
 CLASSES = {"road": 0, "sidewalk": 1, "building": 2, "vegetation": 8, "car": 13}
 SKY_DEPTH = 80.0  # sky has no ground truth: it gets the evaluation cap, and its own segment keeps it apart

@@ -31,8 +31,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _results import markdown_table, write_section  # noqa: E402
 
-from semhint import geometry, losses, refine  # noqa: E402
-from semhint.config import load_config  # noqa: E402
+from semhint import losses, refine  # noqa: E402
+from semhint.core import geometry
+from semhint.core.config import load_config  # noqa: E402
 
 OPERATOR_SETS = (["smooth"], ["surface"], ["border"], ["contact"], ["smooth", "contact"], ["contact", "surface"],
                  ["facade"], ["contact", "surface", "facade"], ["oracle"])
@@ -71,7 +72,7 @@ def _abs_rel_sums(pred: torch.Tensor, hint: torch.Tensor, gt: torch.Tensor, mask
 def moving_masks(dataset, data: Path, indices: range) -> torch.Tensor | None:
     """B x 1 x H x W bool of the renderer's independently moving pixels, or None without gt_dynamic/."""
     from semhint.data import mirrored_path
-    from semhint.fileio import read_label_png
+    from semhint.core.fileio import read_label_png
 
     paths = [mirrored_path(data / "gt_dynamic", dataset.frames[i].target, dataset.frames[i].data_root) for i in indices]
     if not all(p.is_file() for p in paths):

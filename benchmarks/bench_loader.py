@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from semhint.config import DataConfig  # noqa: E402
+from semhint.core.config import DataConfig  # noqa: E402
 from semhint.data.snippets import build_dataset  # noqa: E402
 
 KITTI_SAMPLE = REPO.parent / "shared" / "data" / "kitti_sample"

@@ -29,7 +29,7 @@ SPLIT = REPO / "configs" / "splits" / "kitti_sample_even.txt"
 
 
 def kitti(args) -> None:
-    from semhint.config import load_config
+    from semhint.core.config import load_config
     from semhint.data.kitti import export_gt
     from semhint.evaluation import evaluate_depth, load_gt_depths, run_evaluation
     from semhint.training import fit

@@ -22,8 +22,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _results import markdown_table, write_section  # noqa: E402
 
-from semhint import geometry, losses, refine  # noqa: E402
-from semhint.config import Config  # noqa: E402
+from semhint import losses, refine  # noqa: E402
+from semhint.core import geometry
+from semhint.core.config import Config  # noqa: E402
 
 NUM_CLASSES = 19
 
@@ -126,7 +127,7 @@ def quality_rows(synth: Path, label_root: Path, operator_sets: list[list[str]], 
     import numpy as np
 
     from semhint.data import read_depth_png
-    from semhint.fileio import read_label_png, read_rgb
+    from semhint.core.fileio import read_label_png, read_rgb
 
     meta = json.loads((synth / "meta.json").read_text())
     intr = meta["intrinsics"]

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import markdown_table, write_section  # noqa: E402
 from reference_step import ReferenceInference, ReferenceStep  # noqa: E402
 
-from semhint import geometry  # noqa: E402
-from semhint.config import from_dict  # noqa: E402
+from semhint.core import geometry  # noqa: E402
+from semhint.core.config import from_dict  # noqa: E402
 from semhint.training import SemHintModule  # noqa: E402
 
 # the numbers (a plain implementation, fp32, 2 threads, measured on another machine)

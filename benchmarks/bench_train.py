@@ -23,8 +23,8 @@ from lightning.pytorch.callbacks import Callback
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import markdown_table, write_section  # noqa: E402
 
-from semhint.config import load_config  # noqa: E402
-from semhint.fileio import read_rgb  # noqa: E402
+from semhint.core.config import load_config  # noqa: E402
+from semhint.core.fileio import read_rgb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

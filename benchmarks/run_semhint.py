@@ -41,7 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from semhint.config import Config, from_dict, load_config, to_dict  # noqa: E402
+from semhint.core.config import Config, from_dict, load_config, to_dict  # noqa: E402
 
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 WORLDS = {  # render preset overrides, the classes reported, the class set name
@@ -136,7 +136,7 @@ def _frame_maps(cfg: Config, root: Path, split: Path, label_root: str) -> tuple[
     from semhint.data import mirrored_path, read_depth_png
     from semhint.data.labels import read_label_png
     from semhint.data.snippets import frame_refs
-    from semhint.fileio import read_rgb
+    from semhint.core.fileio import read_rgb
 
     refs = frame_refs(cfg.data, str(split))
     rgbs = [read_rgb(r.target) for r in refs]
@@ -321,7 +321,7 @@ def one_run(args) -> None:
                   shared_layers=cfg.model.shared_layers if cfg.model.num_classes else None,
                   shared_params=shared if cfg.model.num_classes else None,
                   refine=refine_stats(run_dir))
-    from semhint.fileio import write_json
+    from semhint.core.fileio import write_json
 
     write_json(run_dir / "result.json", result)
     for ckpt in (run_dir / "checkpoints").glob("best-*.ckpt"):  # keep last.ckpt only: disk is shared
@@ -481,7 +481,7 @@ def _abs_rel_by_seed(results: list[dict], cls: str | None = None) -> dict[int, f
 
 def _vs_baseline(baseline: list[dict], results: list[dict], cls: str | None = None, short: bool = False) -> str:
     """Difference of mean AbsRel to the baseline with Welch's 95 % interval, p, and seeds won."""
-    from semhint.seedstats import compare_seeds, format_comparison
+    from semhint.core.stats import compare_seeds, format_comparison
 
     ref, mine = _abs_rel_by_seed(baseline, cls), _abs_rel_by_seed(results, cls)
     if len(ref) < 2 or len(mine) < 2 or results is baseline:

@@ -297,8 +297,8 @@ _COMMANDS = [_add_train, _add_kitti, _add_split, _add_evaluate, _add_predict, _a
 
 
 def main(argv: list[str] | None = None) -> int:
-    from semhint.config import ConfigError
-    from semhint.fileio import InputError
+    from semhint.core.config import ConfigError
+    from semhint.core.fileio import InputError
 
     parser = build_parser()
     args = parser.parse_args(argv)

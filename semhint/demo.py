@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semhint.config import Config, from_dict
-from semhint.fileio import read_rgb, write_json, write_text
+from semhint.core.config import Config, from_dict
+from semhint.core.fileio import read_rgb, write_json, write_text
 
 
 @dataclass
@@ -185,7 +185,7 @@ def load_test_set(data_root: Path, cfg: Config) -> TestSet:
     from semhint.data import mirrored_path, read_depth_png
     from semhint.data.snippets import frame_refs
 
-    from semhint.fileio import read_label_png
+    from semhint.core.fileio import read_label_png
 
     refs = frame_refs(cfg.data, str(data_root / "splits" / "test.txt"))
     gt_root, label_root = data_root / "gt_depth", data_root / "gt_labels"
@@ -240,7 +240,7 @@ def _median_scaled_depth(depth: np.ndarray, gt: np.ndarray, cfg: Config) -> np.n
 def write_panels(path: Path, test: TestSet, runs: list[DemoRun], predictions: dict[str, list[np.ndarray]],
                  count: int = 4) -> None:
     """Rows of test frames: input, exact depth, then each run's median-scaled depth."""
-    from semhint.reporting import depth_panels
+    from semhint.core.pictures import depth_panels
 
     picks = np.linspace(0, len(test.names) - 1, min(count, len(test.names))).round().astype(int)
     rows = []
@@ -285,7 +285,7 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 4.0, steps: int
              seed: int = 0) -> Path:
     """Render, train every run in :func:`demo_runs`, evaluate against exact depth, write the report."""
     from semhint.inference import load_predictor
-    from semhint.reporting import training_curves
+    from semhint.core.pictures import training_curves
 
     t0 = time.perf_counter()
     out = Path(out_dir)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from semhint.fileio import InputError
+from semhint.core.fileio import InputError
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
@@ -307,7 +307,7 @@ def report_dict(result: DepthEvaluation, **extra: Any) -> dict[str, Any]:
 
 def write_report(path: str | Path, result: DepthEvaluation, **extra: Any) -> None:
     """Write :func:`report_dict` as JSON atomically."""
-    from semhint.fileio import write_json
+    from semhint.core.fileio import write_json
 
     write_json(path, report_dict(result, **extra))
 
@@ -338,7 +338,7 @@ def _as_stack(array: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 def load_predictions(path: str | Path) -> np.ndarray:
     """Predictions from an .npy (N x H x W) or .npz (key pred_disps / pred_depths / disp / depth, else the first)."""
-    from semhint.fileio import load_npz
+    from semhint.core.fileio import load_npz
 
     path = Path(path)
     if path.suffix == ".npz":
@@ -360,7 +360,7 @@ def load_gt_depths(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
     frame's true (H, W) under ``sizes``; frames are cropped back to it, because the evaluation crop
     is a fraction of the true image size.
     """
-    from semhint.fileio import load_npz
+    from semhint.core.fileio import load_npz
 
     path = Path(path)
     arrays = load_npz(path)
@@ -380,7 +380,7 @@ def predict_split(checkpoint: str | Path, split: str | Path, data_path: str | Pa
     from tqdm import tqdm
 
     from semhint.data.kitti import frame_refs
-    from semhint.fileio import read_rgb
+    from semhint.core.fileio import read_rgb
     from semhint.inference import load_predictor
 
     predictor = load_predictor(checkpoint, device=device)
@@ -396,7 +396,7 @@ def predict_split(checkpoint: str | Path, split: str | Path, data_path: str | Pa
 
 def load_label_dir(directory: str | Path, count: int) -> list[np.ndarray]:
     """The label PNGs of a folder in sorted name order, one per evaluated image (count must match)."""
-    from semhint.fileio import read_label_png
+    from semhint.core.fileio import read_label_png
 
     directory = Path(directory)
     if not directory.is_dir():

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from semhint import geometry
-from semhint.config import Config, ConfigError, from_dict
-from semhint.fileio import InputError, atomic_path, read_rgb, save_image, save_npy, write_json
+from semhint.core import geometry
+from semhint.core.config import Config, ConfigError, from_dict
+from semhint.core.fileio import InputError, atomic_path, read_rgb, save_image, save_npy, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -278,7 +278,7 @@ def _save_depth_png16(path: Path, depth: np.ndarray) -> None:
 def _write_frame_outputs(name: str, rgb: np.ndarray, depth: np.ndarray, opts: PredictOptions, K: np.ndarray | None,
                          max_depth: float) -> np.ndarray:
     """depth .npy, 16-bit PNG, colour preview and optional PLY for one frame; returns the preview."""
-    from semhint.reporting import colorize_depth
+    from semhint.core.pictures import colorize_depth
 
     base = opts.out_dir / name
     save_npy(base.with_name(base.name + "_depth.npy"), depth)

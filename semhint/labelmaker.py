@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from semhint.config import ModelConfig
+from semhint.core.config import ModelConfig
 from semhint.data import IMAGE_SUFFIXES, mirrored_path
 from semhint.data.labels import write_label_png
-from semhint.fileio import InputError, atomic_path, read_label_png, read_rgb, save_image, write_json
+from semhint.core.fileio import InputError, atomic_path, read_label_png, read_rgb, save_image, write_json
 from semhint.models.labeler import Labeler, labeler_model_config
 
 IGNORE = 255

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from semhint.geometry import disp_to_depth, warp
+from semhint.core.geometry import disp_to_depth, warp
 
 IGNORE_INDEX = 255
 

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
-from semhint import geometry
+from semhint.core import geometry
 
 IGNORE = 255
 _EPS = 1e-6

@@ -21,8 +21,9 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from semhint import __version__, geometry
-from semhint.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
+from semhint import __version__
+from semhint.core import geometry
+from semhint.core.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
 
 CONFIG_KEY = "semhint_config"
 VERSION_KEY = "semhint_version"
@@ -152,7 +153,7 @@ class SemHintModule(L.LightningModule):
         """Input, disparity and automask panels to TensorBoard (rank 0 only; loggers are rank-aware)."""
         if not self.trainer.is_global_zero:
             return
-        from semhint.reporting import colorize
+        from semhint.core.pictures import colorize
 
         writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
         if not writers:
@@ -251,7 +252,7 @@ def save_model_checkpoint(module: SemHintModule, path: str | Path) -> Path:
 
     It has the layout of a Lightning checkpoint's model part, so every loader reads both.
     """
-    from semhint.fileio import atomic_path
+    from semhint.core.fileio import atomic_path
 
     with atomic_path(path, suffix=".ckpt") as tmp:
         torch.save({"state_dict": module.state_dict(), CONFIG_KEY: to_dict(module.cfg), VERSION_KEY: __version__}, tmp)
@@ -369,7 +370,7 @@ def _resolve_resume(cfg: Config, resume: str | None) -> str | None:
         return None
     path = Path(cfg.trainer.out_dir) / "checkpoints" / "last.ckpt" if resume == "auto" else Path(resume)
     if not path.is_file():
-        from semhint.fileio import InputError
+        from semhint.core.fileio import InputError
 
         raise InputError(f"{path}: checkpoint to resume from not found")
     return str(path)

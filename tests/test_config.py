@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from semhint.config import Config, ConfigError, load_config, save_config, to_dict
+from semhint.core.config import Config, ConfigError, load_config, save_config, to_dict
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from semhint.cli import main
-from semhint.config import DataConfig
+from semhint.core.config import DataConfig
 from semhint.data import folder
 from semhint.data.snippets import build_dataset
-from semhint.fileio import InputError
+from semhint.core.fileio import InputError
 
 H, W = 24, 40
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from semhint.cli import main
-from semhint.config import DataConfig
+from semhint.core.config import DataConfig
 from semhint.data import kitti
 from semhint.data.snippets import build_dataset
-from semhint.fileio import InputError
+from semhint.core.fileio import InputError
 
 SAMPLE_DRIVE = "2011_09_26/2011_09_26_drive_sfnd_sync"
 FX, CX, CY = 721.5377, 609.5593, 172.854

@@ -10,7 +10,7 @@ import pytest
 
 from semhint import evaluation as E
 from semhint.cli import main
-from semhint.fileio import InputError, save_image, save_npz
+from semhint.core.fileio import InputError, save_image, save_npz
 
 
 # ---------------------------------------------------------------------------------------------- oracles
@@ -217,9 +217,9 @@ def test_cli_evaluate_checkpoint_on_kitti_sample_frames(kitti_sample, tmp_path, 
     """--checkpoint runs the network on each split frame; the numbers equal evaluating its disparities."""
     import torch
 
-    from semhint.config import from_dict
+    from semhint.core.config import from_dict
     from semhint.data.kitti import export_gt
-    from semhint.fileio import read_rgb
+    from semhint.core.fileio import read_rgb
     from semhint.inference import load_predictor
     from semhint.training import SemHintModule, save_model_checkpoint
 

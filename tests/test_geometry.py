@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from semhint import geometry as G
+from semhint.core import geometry as G
 
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from semhint.cli import main as cli_main
-from semhint.config import from_dict
-from semhint.fileio import InputError
-from semhint import geometry
+from semhint.core.config import from_dict
+from semhint.core.fileio import InputError
+from semhint.core import geometry
 from semhint.inference import Predictor, depth_to_point_cloud, export_model, load_predictor, predict_inputs, write_ply
 from semhint.training import SemHintModule, save_model_checkpoint
 

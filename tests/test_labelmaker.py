@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from semhint import labelmaker
-from semhint.fileio import InputError, read_label_png, read_rgb, save_image
+from semhint.core.fileio import InputError, read_label_png, read_rgb, save_image
 
 H, W = 64, 64
 

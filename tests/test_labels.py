@@ -10,7 +10,7 @@ import pytest
 from semhint.data import labels as L
 from semhint.data.synthetic.corrupt import corrupt_label_dir, corrupt_labels
 from semhint.evaluation import confusion_matrix, iou_scores
-from semhint.fileio import InputError
+from semhint.core.fileio import InputError
 
 
 def test_cityscapes_has_the_19_train_ids_with_official_colours():

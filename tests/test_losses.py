@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semhint import geometry as G
+from semhint.core import geometry as G
 from semhint import losses as L
-from semhint.config import Config, from_dict
+from semhint.core.config import Config, from_dict
 
 
 

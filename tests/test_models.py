@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from semhint.config import ModelConfig
-from semhint.fileio import InputError
+from semhint.core.config import ModelConfig
+from semhint.core.fileio import InputError
 from semhint.models import DepthNet, build_depth_net, build_pose_net, count_parameters, parameter_report
 from semhint.models.decoder import DEC_CHANNELS, NUM_LAYERS, MultiTaskDecoder
 from semhint.models.encoders import (

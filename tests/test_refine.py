@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from semhint import geometry, losses, refine
-from semhint.config import Config, ConfigError, from_dict
+from semhint import losses, refine
+from semhint.core import geometry
+from semhint.core.config import Config, ConfigError, from_dict
 
 H, W = 24, 32
 
@@ -289,7 +290,7 @@ def test_ground_contact_leaves_objects_not_standing_on_ground_alone():
 def test_contact_operator_needs_its_classes_in_the_config():
     import pytest
 
-    from semhint.config import ConfigError, from_dict
+    from semhint.core.config import ConfigError, from_dict
 
     cfg = {"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["contact"], "upright_classes": []}}
     with pytest.raises(ConfigError, match="upright_classes"):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from semhint.config import load_config, to_dict
+from semhint.core.config import load_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from semhint.config import ConfigError, DataConfig
+from semhint.core.config import ConfigError, DataConfig
 from semhint.data import FrameRef, mirrored_path, read_depth_png, write_depth_png
 from semhint.data import snippets
 from semhint.data.snippets import SnippetDataset, apply_jitter, build_dataset, draw_jitter, load_resized
-from semhint.fileio import InputError, save_image
+from semhint.core.fileio import InputError, save_image
 
 H, W = 24, 40  # stored frames
 NH, NW = 12, 32  # network resolution
@@ -160,7 +160,7 @@ def test_bad_inputs(tmp_path):
 
 def test_gt_depth_npz_must_match_the_split(tmp_path):
     make_dataset_root(tmp_path)
-    from semhint.fileio import save_npz
+    from semhint.core.fileio import save_npz
 
     save_npz(tmp_path / "gt.npz", gt_depths=np.ones((2, H, W), np.float32), frames=np.array(["seq 1", "seq 2"]))
     s = build_dataset(config(tmp_path, gt_depth=str(tmp_path / "gt.npz")), "val")[1]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from semhint import geometry
+from semhint.core import geometry
 from semhint.data.synthetic import drive, render_drive
 from semhint.data.synthetic.writer import read_poses
 
@@ -146,7 +146,7 @@ def test_output_layout_is_kitti_raw(written):
 def test_kitti_loader_reads_the_output_unchanged(written):
     from semhint.data import read_depth_png
     from semhint.data.kitti import frame_refs
-    from semhint.fileio import read_label_png
+    from semhint.core.fileio import read_label_png
 
     refs = frame_refs(written / "data", written / "splits" / "train.txt", [0, -1, 1])
     assert refs and refs[0].K_hw == (64, 208)
@@ -159,7 +159,7 @@ def test_kitti_loader_reads_the_output_unchanged(written):
 
 
 def test_dynamic_masks_mark_moving_cars_only(written):
-    from semhint.fileio import read_label_png
+    from semhint.core.fileio import read_label_png
 
     moving = 0
     for path in sorted((written / "gt_dynamic").rglob("*.png")):

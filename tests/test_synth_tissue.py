@@ -94,7 +94,7 @@ def test_rendering_is_deterministic_for_a_seed():
 def test_output_layout(tmp_path):
     from semhint.data import read_depth_png
     from semhint.data.folder import frame_refs, read_intrinsics
-    from semhint.fileio import load_npz
+    from semhint.core.fileio import load_npz
 
     render_tissue(tmp_path, preset="tiny", seed=0, frames=4, progress=False)
     meta = json.loads((tmp_path / "meta.json").read_text())
@@ -147,7 +147,7 @@ def test_tracks_stay_exact_under_the_sweep():
 
 
 def test_render_rejects_a_negative_sweep(tmp_path):
-    from semhint.fileio import InputError
+    from semhint.core.fileio import InputError
 
     with pytest.raises(InputError, match="sweep"):
         render_tissue(tmp_path, preset="tiny", sweep_mm=-1.0, progress=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from semhint.cli import main
-from semhint.fileio import InputError, load_npz, save_image
+from semhint.core.fileio import InputError, load_npz, save_image
 from semhint.tracking import evaluate_tracks, load_clip, track
 from semhint.tracking.io import load_generic, load_super
 from semhint.tracking.toy import make_toy_clip, write_toy_clip
@@ -158,7 +158,7 @@ def test_cli_track_errors_exit_nonzero(toy_seq, generic, tmp_path, capsys):
 def test_track_with_a_depth_checkpoint_fixes_scale_at_first_frame(toy_seq, tmp_path):
     import torch
 
-    from semhint.config import from_dict
+    from semhint.core.config import from_dict
     from semhint.tracking import depth_source, resolve_scale
     from semhint.training import SemHintModule, save_model_checkpoint
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from semhint import geometry
-from semhint.config import from_dict, load_config
+from semhint.core import geometry
+from semhint.core.config import from_dict, load_config
 from semhint.training import CONFIG_KEY, SemHintModule, fit, predict_poses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def test_pose_warmup_step_sees_a_plane_at_the_mean_depth_and_no_automask():
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
-    from semhint.fileio import InputError
+    from semhint.core.fileio import InputError
 
     cfg = from_dict({"trainer": {"out_dir": str(tmp_path / "nothing")}})
     with pytest.raises(InputError, match="last.ckpt: checkpoint to resume from not found"):

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from semhint.fileio import InputError, atomic_path, read_image_array
+from semhint.core.fileio import InputError, atomic_path, read_image_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEPTH_PNG_SCALE = 256.0  # KITTI depth-benchmark convention: value = round(depth * 256), 0 = invalid

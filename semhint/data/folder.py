@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from semhint.data import DirListing, FrameRef, image_hw, split_entries, write_split
-from semhint.fileio import InputError
+from semhint.core.fileio import InputError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 INTRINSICS_NAMES = ("intrinsics.yaml", "intrinsics.yml", "intrinsics.json")
@@ -315,7 +315,7 @@ def frame_motion(snippets: list[dict[int, Path]], measure: str = "flow", work_wi
     from tqdm import tqdm
 
     from semhint.data.snippets import resize_array
-    from semhint.fileio import read_rgb
+    from semhint.core.fileio import read_rgb
 
     if measure not in ("flow", "photometric"):
         raise InputError(f"--static-measure must be 'flow' or 'photometric', got {measure!r}")

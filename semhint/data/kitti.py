@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from semhint.data import DirListing, FrameRef, image_hw, read_split_lines, split_entries
-from semhint.fileio import InputError, load_npz, save_npz
+from semhint.core.fileio import InputError, load_npz, save_npz
 
 SIDES = {"l": "image_02", "r": "image_03"}
 _CAMERA_INDEX = {"l": 2, "r": 3}

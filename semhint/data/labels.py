@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semhint.fileio import InputError, read_label_png, save_image
+from semhint.core.fileio import InputError, read_label_png, save_image
 
 IGNORE_INDEX = 255
 

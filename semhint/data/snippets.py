@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from semhint import geometry
+from semhint.core import geometry
 from semhint.data import DirListing, FrameRef, mirrored_path, read_depth_png
-from semhint.fileio import InputError, read_label_png, read_rgb, save_npy
+from semhint.core.fileio import InputError, read_label_png, read_rgb, save_npy
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ def frame_refs(data_cfg, split_file: str) -> list[FrameRef]:
     from semhint.data import folder, kitti
 
     if not data_cfg.path:
-        from semhint.config import ConfigError
+        from semhint.core.config import ConfigError
 
         raise ConfigError("data.path: empty; set it to the dataset root")
     if data_cfg.kind == "kitti":
@@ -250,7 +250,7 @@ def build_dataset(data_cfg, split: str, train_gt: bool = False) -> SnippetDatase
     ``train_gt`` also gives training snippets their ground-truth depth (the diagnostic hint operator
     "oracle" needs it); self-supervised training never sees it otherwise.
     """
-    from semhint.config import ConfigError
+    from semhint.core.config import ConfigError
 
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")

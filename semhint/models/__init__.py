@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from semhint.config import ModelConfig
+from semhint.core.config import ModelConfig
 from semhint.models.decoder import MultiTaskDecoder
 from semhint.models.encoders import build_encoder, load_torchvision_weights
 from semhint.models.pose import PoseNet

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from semhint.fileio import InputError
+from semhint.core.fileio import InputError
 
 # ImageNet statistics used by torchvision's ResNet weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

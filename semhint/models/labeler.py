@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from semhint.config import ModelConfig
+from semhint.core.config import ModelConfig
 from semhint.models import build_depth_net
 
 

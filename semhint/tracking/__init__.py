@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from semhint.fileio import InputError
+from semhint.core.fileio import InputError
 from semhint.tracking.flow import inside, make_flow_tracker, sample_field
 from semhint.tracking.graph import DeformationGraph, GraphConfig
 from semhint.tracking.io import Clip, load_clip, save_tracks, write_overlay
@@ -250,7 +250,7 @@ def track_command(source: str, points: str | None = None, depth: str = "none", m
         paths["video"] = write_overlay(out_dir / "overlay.mp4", clip, result.xy, result.visible)
     report = {"outputs": {k: str(v) for k, v in paths.items()}, "meta": meta}
     if clip.truth is not None and (clip.truth.frames > 0).any():
-        from semhint.fileio import write_json
+        from semhint.core.fileio import write_json
 
         report["scores"] = evaluate_tracks(result, clip)
         write_json(out_dir / "scores.json", report["scores"])

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from semhint.data import DirListing, read_depth_png
-from semhint.fileio import InputError, atomic_path, read_label_png, read_rgb, save_npz, write_json
+from semhint.core.fileio import InputError, atomic_path, read_label_png, read_rgb, save_npz, write_json
 
 SUPER_FRAME = re.compile(r"^(\d+)-left\.(png|jpg|jpeg)$", re.I)
 
@@ -181,7 +181,7 @@ def load_synth_tissue(seq_dir: str | Path) -> Clip:
 
 
 def _npz(path: Path) -> dict[str, np.ndarray]:
-    from semhint.fileio import load_npz
+    from semhint.core.fileio import load_npz
 
     return load_npz(path)
 
@@ -326,7 +326,7 @@ def _intrinsics_for(path: Path, frame: Path) -> np.ndarray:
         return K
     import torch
 
-    from semhint.geometry import resize_intrinsics
+    from semhint.core.geometry import resize_intrinsics
 
     K4 = torch.eye(4)
     K4[:3, :3] = torch.as_tensor(K, dtype=torch.float32)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semhint.fileio import InputError
+from semhint.core.fileio import InputError
 
 PRESETS = {
     "drive": {
@@ -141,7 +141,7 @@ def _drive_sequence(job, bar=None) -> list[dict]:
 def _tissue_sequence(job, bar=None) -> list[dict]:
     """Render and write one tissue sequence with its tracks; returns the frames picked for the preview."""
     from semhint.data.synthetic import tissue, writer
-    from semhint.fileio import save_npz
+    from semhint.core.fileio import save_npz
 
     out, cfg, seq, seq_seed, picks = job
     scene = tissue.build_scene(cfg, seq_seed)

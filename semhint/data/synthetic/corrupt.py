@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from semhint.data.labels import IGNORE_INDEX, ClassSet, get_class_set, read_label_png, write_label_png
-from semhint.fileio import InputError, write_json
+from semhint.core.fileio import InputError, write_json
 
 
 def corrupt_labels(labels: np.ndarray, class_set: ClassSet, strength: float, rng: np.random.Generator) -> np.ndarray:

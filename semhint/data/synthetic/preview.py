@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from semhint.data.labels import ClassSet, colorize
-from semhint.fileio import atomic_path
+from semhint.core.fileio import atomic_path
 
 
 def inverse_depth_colour(depth: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from semhint.data import DEPTH_PNG_SCALE, write_depth_png, write_split
 from semhint.data.labels import write_label_png
-from semhint.fileio import save_image, write_json, write_text
+from semhint.core.fileio import save_image, write_json, write_text
 
 DATE = "2000_01_01"  # a date no real KITTI drive has, so synthetic and real data never mix up
 MAX_PNG_DEPTH = 65535 / DEPTH_PNG_SCALE

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semhint.fileio import atomic_path
+from semhint.core.fileio import atomic_path
 
 
 def colorize(values: np.ndarray, cmap: str = "magma", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from semhint.seedstats import compare_seeds, format_comparison
+from semhint.core.stats import compare_seeds, format_comparison
 
 
 def test_welch_p_value_and_interval_agree_with_scipy():
