@@ -30,7 +30,7 @@ from _results import markdown_table, write_section  # noqa: E402
 from bench_hint_quality import load_run  # noqa: E402
 
 from semhint.core import geometry  # noqa: E402
-from semhint.data.labels import CITYSCAPES  # noqa: E402
+from semhint.core.conventions import CITYSCAPES  # noqa: E402
 
 
 def class_sums(module, dataset, cfg, batch_size: int = 8) -> dict[int, np.ndarray]:

@@ -71,7 +71,7 @@ def _abs_rel_sums(pred: torch.Tensor, hint: torch.Tensor, gt: torch.Tensor, mask
 
 def moving_masks(dataset, data: Path, indices: range) -> torch.Tensor | None:
     """B x 1 x H x W bool of the renderer's independently moving pixels, or None without gt_dynamic/."""
-    from semhint.data import mirrored_path
+    from semhint.data.frames import mirrored_path
     from semhint.core.fileio import read_label_png
 
     paths = [mirrored_path(data / "gt_dynamic", dataset.frames[i].target, dataset.frames[i].data_root) for i in indices]

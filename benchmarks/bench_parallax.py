@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _results import markdown_table, write_section  # noqa: E402
 
-from semhint.data import read_depth_png  # noqa: E402
+from semhint.core.fileio import read_depth_png  # noqa: E402
 
 
 def camera_steps(root: Path) -> np.ndarray:

@@ -126,7 +126,7 @@ def quality_rows(synth: Path, label_root: Path, operator_sets: list[list[str]], 
 
     import numpy as np
 
-    from semhint.data import read_depth_png
+    from semhint.core.fileio import read_depth_png
     from semhint.core.fileio import read_label_png, read_rgb
 
     meta = json.loads((synth / "meta.json").read_text())

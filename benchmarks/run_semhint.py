@@ -133,8 +133,9 @@ def _frame_maps(cfg: Config, root: Path, split: Path, label_root: str) -> tuple[
     Noisy labels are [] without a label folder; the masks are [] unless the render wrote gt_dynamic/
     (SynthDrive renders before it existed did not: re-rendering with the same seed adds it, bit-identical).
     """
-    from semhint.data import mirrored_path, read_depth_png
-    from semhint.data.labels import read_label_png
+    from semhint.data.frames import mirrored_path
+    from semhint.core.fileio import read_depth_png
+    from semhint.core.fileio import read_label_png
     from semhint.data.snippets import frame_refs
     from semhint.core.fileio import read_rgb
 

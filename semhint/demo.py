@@ -182,7 +182,8 @@ class TestSet:
 
 
 def load_test_set(data_root: Path, cfg: Config) -> TestSet:
-    from semhint.data import mirrored_path, read_depth_png
+    from semhint.data.frames import mirrored_path
+    from semhint.core.fileio import read_depth_png
     from semhint.data.snippets import frame_refs
 
     from semhint.core.fileio import read_label_png

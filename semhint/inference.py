@@ -269,7 +269,10 @@ class PredictOptions:
 
 
 def _save_depth_png16(path: Path, depth: np.ndarray) -> None:
-    from semhint.data import DEPTH_PNG_SCALE, write_depth_png
+    from semhint.core.conventions import DEPTH_PNG_SCALE
+
+    # the PNG's range ends at 65535 / 256 units; the .npy beside it keeps the exact values
+    from semhint.core.fileio import write_depth_png
 
     # the PNG's range ends at 65535 / 256 units; the .npy beside it keeps the exact values
     write_depth_png(path, np.minimum(depth, 65535 / DEPTH_PNG_SCALE))

@@ -21,13 +21,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from semhint.core import conventions
 from semhint.core.config import ModelConfig
-from semhint.data import IMAGE_SUFFIXES, mirrored_path
-from semhint.data.labels import write_label_png
-from semhint.core.fileio import InputError, atomic_path, read_label_png, read_rgb, save_image, write_json
+from semhint.core.conventions import IGNORE_INDEX, IMAGE_SUFFIXES
+from semhint.core.fileio import (InputError, atomic_path, read_label_png, read_rgb, save_image, write_json,
+                                 write_label_png)
+from semhint.core.pictures import colorize_labels
+from semhint.data.frames import mirrored_path
 from semhint.models.labeler import Labeler, labeler_model_config
 
-IGNORE = 255
 CHECKPOINT_KIND = "semhint-labeler"
 
 
@@ -77,9 +79,7 @@ def class_names(classes: str) -> list[str]:
     elif spec.isdigit():
         names = [f"class_{i}" for i in range(int(spec))]
     else:
-        from semhint.data import labels as label_sets
-
-        names = list(label_sets.class_names(spec))
+        names = list(conventions.class_names(spec))
     if not 1 <= len(names) <= 254:
         raise InputError(f"--classes {classes!r}: need 1..254 classes (255 is the ignore label), got {len(names)}")
     return names
@@ -94,7 +94,7 @@ def _load_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
 def _load_labels(path: Path, size: tuple[int, int] | None, num_classes: int) -> torch.Tensor:
     """H x W int64 labels (nearest resize); classes outside the set are an InputError naming the file."""
     lab = read_label_png(path)
-    bad = (lab != IGNORE) & (lab >= num_classes)
+    bad = (lab != IGNORE_INDEX) & (lab >= num_classes)
     if bad.any():
         raise InputError(f"{path}: label {int(lab[bad][0])} outside the class set 0..{num_classes - 1} (255 = ignore)")
     if size is not None and lab.shape != tuple(size):
@@ -270,7 +270,7 @@ def train_labeler(images: str | Path, labels: str | Path, out: str | Path, class
     gen = torch.Generator().manual_seed(seed)
     data_img = torch.stack([_load_image(img, size) for img, _ in pairs])
     data_lab = torch.stack([_load_labels(lab, size, len(names)) for _, lab in pairs])
-    if not (data_lab != IGNORE).any():
+    if not (data_lab != IGNORE_INDEX).any():
         raise InputError(f"{labels}: every pixel of the chosen label maps is 255 (ignore); nothing to learn from")
 
     model = Labeler(labeler_model_config(len(names), encoder, pretrained)).train()
@@ -281,7 +281,7 @@ def train_labeler(images: str | Path, labels: str | Path, out: str | Path, class
     for _ in bar:
         idx = torch.randint(0, len(pairs), (batch_size,), generator=gen)
         x, y = augment(data_img[idx], data_lab[idx], gen)
-        loss = cross_entropy(model(x), y, IGNORE)
+        loss = cross_entropy(model(x), y, IGNORE_INDEX)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -301,16 +301,10 @@ def train_labeler(images: str | Path, labels: str | Path, out: str | Path, class
 
 def colour_labels(labels: np.ndarray, classes: str, num_classes: int) -> np.ndarray:
     """H x W x 3 uint8: the named class set's palette, or matplotlib's tab20 for ad-hoc class lists."""
-    from semhint.data.labels import colorize, get_class_set
-
     try:
-        return colorize(labels, get_class_set(classes))
+        return colorize_labels(labels, conventions.get_class_set(classes))
     except InputError:
-        import matplotlib
-
-        lut = np.zeros((256, 3), np.uint8)
-        lut[:num_classes] = (255 * matplotlib.colormaps["tab20"](np.arange(num_classes) % 20)[:, :3]).astype(np.uint8)
-        return lut[labels]
+        return colorize_labels(labels, num_classes)
 
 
 def write_preview(path: str | Path, rows: list[list[np.ndarray]]) -> None:

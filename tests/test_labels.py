@@ -7,14 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from semhint.data import labels as L
+from semhint.core import conventions as C
+from semhint.core.fileio import read_label_png, write_label_png
+from semhint.core.pictures import colorize_labels
 from semhint.data.synthetic.corrupt import corrupt_label_dir, corrupt_labels
 from semhint.evaluation import confusion_matrix, iou_scores
 from semhint.core.fileio import InputError
 
 
 def test_cityscapes_has_the_19_train_ids_with_official_colours():
-    cs = L.get_class_set("cityscapes")
+    cs = C.get_class_set("cityscapes")
     assert cs.num_classes == 19 and len(cs.palette) == 19
     assert cs.names[0] == "road" and cs.names[10] == "sky" and cs.names[13] == "car" and cs.names[18] == "bicycle"
     assert cs.palette[0] == (128, 64, 128) and cs.palette[10] == (70, 130, 180) and cs.palette[13] == (0, 0, 142)
@@ -23,26 +25,26 @@ def test_cityscapes_has_the_19_train_ids_with_official_colours():
 
 
 def test_tissue_set_and_unknown_names():
-    assert L.class_names("tissue") == ("tissue A", "tissue B", "instrument")
+    assert C.class_names("tissue") == ("tissue A", "tissue B", "instrument")
     with pytest.raises(InputError, match="cityscapes"):
-        L.get_class_set("kitti")
+        C.get_class_set("kitti")
     with pytest.raises(InputError, match="no group"):
-        L.TISSUE.group("vehicle")
+        C.TISSUE.group("vehicle")
 
 
 def test_label_png_round_trip_keeps_ignore(tmp_path):
     lab = np.array([[0, 1, 255], [18, 13, 10]], dtype=np.int64)
-    L.write_label_png(tmp_path / "a" / "x.png", lab)
-    back = L.read_label_png(tmp_path / "a" / "x.png")
+    write_label_png(tmp_path / "a" / "x.png", lab)
+    back = read_label_png(tmp_path / "a" / "x.png")
     assert back.dtype == np.uint8
     np.testing.assert_array_equal(back, lab)
     assert not list((tmp_path / "a").glob(".*"))  # no temp file left behind
     with pytest.raises(InputError, match="0..255"):
-        L.write_label_png(tmp_path / "bad.png", np.array([[300]]))
+        write_label_png(tmp_path / "bad.png", np.array([[300]]))
 
 
 def test_colorize_uses_palette_and_ignore_is_black():
-    rgb = L.colorize(np.array([[0, 255], [13, -1]]), "cityscapes")
+    rgb = colorize_labels(np.array([[0, 255], [13, -1]]), "cityscapes")
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
     assert tuple(rgb[0, 0]) == (128, 64, 128) and tuple(rgb[1, 0]) == (0, 0, 142)
     assert tuple(rgb[0, 1]) == (0, 0, 0) and tuple(rgb[1, 1]) == (0, 0, 0)
@@ -67,7 +69,7 @@ def _miou(gt: np.ndarray, pred: np.ndarray) -> float:
 
 def test_corruption_strength_zero_is_identity_and_miou_falls_with_strength():
     gt = _street()
-    cs = L.CITYSCAPES
+    cs = C.CITYSCAPES
     same = corrupt_labels(gt, cs, 0.0, np.random.default_rng(0))
     np.testing.assert_array_equal(same, gt)
     assert _miou(gt, same) == 1.0
@@ -83,8 +85,8 @@ def test_corruption_strength_zero_is_identity_and_miou_falls_with_strength():
 
 def test_corrupt_label_dir_mirrors_files_and_reports_miou(tmp_path):
     gt_root = tmp_path / "gt"
-    L.write_label_png(gt_root / "seq" / "000000.png", _street())
-    L.write_label_png(gt_root / "seq" / "000001.png", _street()[:, ::-1])
+    write_label_png(gt_root / "seq" / "000000.png", _street())
+    write_label_png(gt_root / "seq" / "000001.png", _street()[:, ::-1])
     report = corrupt_label_dir(gt_root, tmp_path / "noisy", strength=0.5, seed=1)
     assert report["files"] == 2 and 0.0 < report["miou"] < 1.0
     assert (tmp_path / "noisy" / "seq" / "000001.png").is_file()
@@ -94,7 +96,7 @@ def test_corrupt_label_dir_mirrors_files_and_reports_miou(tmp_path):
 def test_cli_labels_corrupt(tmp_path, capsys):
     from semhint.cli import main
 
-    L.write_label_png(tmp_path / "gt" / "a.png", _street())
+    write_label_png(tmp_path / "gt" / "a.png", _street())
     assert main(["labels", "corrupt", "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "n"), "--strength", "0"]) == 0
     assert "mIoU vs ground truth = 1.0000" in capsys.readouterr().out
     assert main(["labels", "corrupt", "--gt", str(tmp_path / "missing"), "--out", str(tmp_path / "n2")]) == 2
@@ -107,9 +109,9 @@ def test_cli_labels_corrupt_takes_the_class_set_from_synth_meta(tmp_path, capsys
     lab = np.zeros((40, 60), dtype=np.uint8)
     lab[:, 30:] = 1
     lab[10:20, 5:50] = 2
-    L.write_label_png(tmp_path / "gt_labels" / "tissue_01" / "000000.png", lab)
+    write_label_png(tmp_path / "gt_labels" / "tissue_01" / "000000.png", lab)
     assert main(["labels", "corrupt", "--gt", str(tmp_path / "gt_labels"), "--out", str(tmp_path / "noisy"),
                  "--strength", "0.5"]) == 0
     assert "noisy tissue label maps" in capsys.readouterr().out
-    noisy = L.read_label_png(tmp_path / "noisy" / "tissue_01" / "000000.png")
+    noisy = read_label_png(tmp_path / "noisy" / "tissue_01" / "000000.png")
     assert noisy.max() <= 2

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from semhint.core.config import ConfigError, DataConfig
-from semhint.data import FrameRef, mirrored_path, read_depth_png, write_depth_png
+from semhint.data.frames import FrameRef, mirrored_path
+from semhint.core.fileio import read_depth_png, write_depth_png
 from semhint.data import snippets
 from semhint.data.snippets import SnippetDataset, apply_jitter, build_dataset, draw_jitter, load_resized
 from semhint.core.fileio import InputError, save_image

@@ -144,7 +144,7 @@ def test_output_layout_is_kitti_raw(written):
 
 
 def test_kitti_loader_reads_the_output_unchanged(written):
-    from semhint.data import read_depth_png
+    from semhint.core.fileio import read_depth_png
     from semhint.data.kitti import frame_refs
     from semhint.core.fileio import read_label_png
 

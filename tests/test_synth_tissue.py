@@ -92,7 +92,7 @@ def test_rendering_is_deterministic_for_a_seed():
 
 
 def test_output_layout(tmp_path):
-    from semhint.data import read_depth_png
+    from semhint.core.fileio import read_depth_png
     from semhint.data.folder import frame_refs, read_intrinsics
     from semhint.core.fileio import load_npz
 

@@ -17,9 +17,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the source and the key."""
+from semhint.core.errors import ConfigError
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,9 +16,8 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-
-class InputError(ValueError):
-    """Bad user input (missing file, corrupt image, malformed split line...): one clear line."""
+from semhint.core.conventions import DEPTH_PNG_SCALE, IGNORE_INDEX
+from semhint.core.errors import InputError
 
 
 @contextmanager
@@ -112,3 +111,41 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
     except Exception as exc:  # zipfile / pickle / value errors all mean 'corrupt'
         raise InputError(f"{path}: cannot read npz ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
+
+
+def read_depth_png(path: str | Path) -> np.ndarray:
+    """A uint16 depth PNG (value = round(depth * 256), 0 = invalid) as float32 H x W depth."""
+    raw = read_image_array(path, "depth PNG", modes=("I;16", "I;16B", "I"), mode_rule="16-bit single-channel")
+    return (raw.astype(np.float32) / DEPTH_PNG_SCALE).astype(np.float32)
+
+
+def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
+    """Write H x W depth as a uint16 PNG (round(depth * 256); <= 0 and non-finite become 0), atomically.
+
+    The range is 0..255.996 units (metres or millimetres per ``data.unit``); larger values are an
+    error rather than a silent clip, because a clipped ground truth corrupts every metric.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    if depth.ndim != 2:
+        raise InputError(f"{path}: depth must be H x W, got shape {depth.shape}")
+    depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0)
+    scaled = np.round(depth * DEPTH_PNG_SCALE)
+    if scaled.max(initial=0) > np.iinfo(np.uint16).max:
+        raise InputError(f"{path}: depth {depth.max():.3f} exceeds the uint16 PNG range (max {65535 / DEPTH_PNG_SCALE:.3f})")
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(scaled.astype(np.uint16)).save(tmp, format="PNG")
+
+
+def write_label_png(path: str | Path, labels: np.ndarray) -> None:
+    """Write an H x W class map (ids 0..254, 255 = ignore) as a single-channel PNG, atomically.
+
+    Values outside 0..255 cannot be stored in 8 bits and would wrap silently, so they are an error.
+    """
+    arr = np.asarray(labels)
+    if arr.ndim != 2:
+        raise InputError(f"{path}: label map must be H x W, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > IGNORE_INDEX):
+            raise InputError(f"{path}: label values must be in 0..255, got {arr.min()}..{arr.max()}")
+        arr = arr.astype(np.uint8)
+    save_image(path, np.ascontiguousarray(arr))

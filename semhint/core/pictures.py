@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semhint.core.conventions import IGNORE_INDEX, ClassSet, get_class_set
 from semhint.core.fileio import atomic_path
 
 
@@ -127,3 +128,23 @@ def training_curves(csv_paths: dict[str, Path], path: str | Path,
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def label_palette(class_set: ClassSet | str | int) -> np.ndarray:
+    """256 x 3 uint8 lookup table: a named set's own colours, or matplotlib's tab20 for a bare class count."""
+    if isinstance(class_set, int):
+        import matplotlib
+
+        lut = np.zeros((256, 3), np.uint8)
+        n = min(class_set, IGNORE_INDEX)
+        lut[:n] = (255 * matplotlib.colormaps["tab20"](np.arange(n) % 20)[:, :3]).astype(np.uint8)
+        return lut
+    return (get_class_set(class_set) if isinstance(class_set, str) else class_set).palette_array()
+
+
+def colorize_labels(labels: np.ndarray, class_set: ClassSet | str | int) -> np.ndarray:
+    """H x W class ids -> H x W x 3 uint8 preview in the set's palette (ignore and unknown ids black)."""
+    arr = np.asarray(labels)
+    if arr.dtype != np.uint8:
+        arr = np.where((arr < 0) | (arr > IGNORE_INDEX), IGNORE_INDEX, arr).astype(np.uint8)
+    return label_palette(class_set)[arr]

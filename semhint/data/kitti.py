@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semhint.data import DirListing, FrameRef, image_hw, read_split_lines, split_entries
+from semhint.data.frames import DirListing, FrameRef, image_hw, read_split_lines, split_entries
 from semhint.core.fileio import InputError, load_npz, save_npz
 
 SIDES = {"l": "image_02", "r": "image_03"}

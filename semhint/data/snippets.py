@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 from semhint.core import geometry
-from semhint.data import DirListing, FrameRef, mirrored_path, read_depth_png
+from semhint.data.frames import DirListing, FrameRef, mirrored_path
+from semhint.core.fileio import read_depth_png
 from semhint.core.fileio import InputError, read_label_png, read_rgb, save_npy
 
 

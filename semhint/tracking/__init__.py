@@ -116,7 +116,7 @@ def _checkpoint_depth(path: Path, clip: Clip, device: str) -> DepthFn:
 def default_occluders() -> tuple[int, ...]:
     """The instrument class(es) of the endoscopic class set (semhint.data.labels.TISSUE), which
     SynthTissue renders and label maps given with --labels are expected to follow."""
-    from semhint.data.labels import TISSUE
+    from semhint.core.conventions import TISSUE
 
     return tuple(int(c) for c in TISSUE.groups["instrument"])
 

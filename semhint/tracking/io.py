@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semhint.data import DirListing, read_depth_png
+from semhint.data.frames import DirListing
+from semhint.core.fileio import read_depth_png
 from semhint.core.fileio import InputError, atomic_path, read_label_png, read_rgb, save_npz, write_json
 
 SUPER_FRAME = re.compile(r"^(\d+)-left\.(png|jpg|jpeg)$", re.I)
@@ -317,7 +318,7 @@ def _optional_intrinsics(folder: Path, override: str | Path | None, frame: Path)
 
 def _intrinsics_for(path: Path, frame: Path) -> np.ndarray:
     """3 x 3 K in pixels of the stored frames (rescaled when the file names another width/height)."""
-    from semhint.data import image_hw
+    from semhint.data.frames import image_hw
     from semhint.data.folder import read_intrinsics
 
     K, hw = read_intrinsics(path)

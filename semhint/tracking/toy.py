@@ -117,7 +117,7 @@ def write_toy_clip(clip: ToyClip, out: str | Path, name: str = "toy") -> Path:
 
     Returns OUT/data/NAME, the folder ``semhint track`` and ``load_clip`` take.
     """
-    from semhint.data import write_depth_png
+    from semhint.core.fileio import write_depth_png
     from semhint.core.fileio import save_image, save_npz, write_text
 
     out = Path(out)

@@ -173,7 +173,7 @@ def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences
     a script that calls this with workers needs the usual ``if __name__ == "__main__":`` guard.
     """
     from semhint import __version__
-    from semhint.data.labels import CITYSCAPES
+    from semhint.core.conventions import CITYSCAPES
     from semhint.data.synthetic import drive, writer
 
     s = resolve_preset("drive", preset, sequences=sequences, frames=frames, size=size, moving_cars=moving_cars,
@@ -213,7 +213,7 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
     that depth can be learnt from parallax; the default keeps the tracking clips' near-static camera.
     """
     from semhint import __version__
-    from semhint.data.labels import TISSUE
+    from semhint.core.conventions import TISSUE
     from semhint.data.synthetic import tissue, writer
 
     if sweep_mm is not None and not (sweep_mm >= 0 and math.isfinite(sweep_mm)):

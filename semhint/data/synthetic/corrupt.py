@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from semhint.data.labels import IGNORE_INDEX, ClassSet, get_class_set, read_label_png, write_label_png
+from semhint.core.conventions import IGNORE_INDEX, ClassSet, get_class_set
+from semhint.core.fileio import read_label_png, write_label_png
 from semhint.core.fileio import InputError, write_json
 
 

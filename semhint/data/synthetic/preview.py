@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semhint.data.labels import ClassSet, colorize
+from semhint.core.conventions import ClassSet
+from semhint.core.pictures import colorize_labels
 from semhint.core.fileio import atomic_path
 
 
@@ -48,7 +49,7 @@ def contact_sheet(path: str | Path, frames: list[dict], class_set: ClassSet, tit
             axes[0, j].set_ylim(h - 0.5, -0.5)
         axes[0, j].set_title(f"frame {fr['frame']}", fontsize=8)
         axes[1, j].imshow(inverse_depth_colour(fr["depth"]))
-        axes[2, j].imshow(colorize(fr["labels"], class_set))
+        axes[2, j].imshow(colorize_labels(fr["labels"], class_set))
     for i, name in enumerate(["image" + (" + tracks" if tracks else ""), "depth (inverse, magma)", "semantics"]):
         axes[i, 0].set_ylabel(name, fontsize=8)
     for ax in axes.ravel():

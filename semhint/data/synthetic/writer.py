@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from semhint.data import DEPTH_PNG_SCALE, write_depth_png, write_split
-from semhint.data.labels import write_label_png
+from semhint.core.conventions import DEPTH_PNG_SCALE
+from semhint.core.fileio import write_depth_png
+from semhint.data.frames import write_split
+from semhint.core.fileio import write_label_png
 from semhint.core.fileio import save_image, write_json, write_text
 
 DATE = "2000_01_01"  # a date no real KITTI drive has, so synthetic and real data never mix up

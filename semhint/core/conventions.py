@@ -1,24 +1,24 @@
-"""Label maps: class sets with names and palettes, PNG class maps (255 = ignore), colourised previews.
+"""Facts every floor shares, in one place: the ignore label, file suffixes, the depth-PNG scale, class sets.
 
-A label map is a single-channel PNG whose pixel values are class ids, 255 meaning "ignore" (no
-label). The class sets here are the ones semhint's data speaks: the 19 Cityscapes train ids for
-driving (what SynthDrive renders, and what common street-scene models predict) and the three
-endoscopic classes of SynthTissue.
+A label map is a single-channel PNG whose pixel values are class ids, ``IGNORE_INDEX`` (255) meaning
+"no label". The class sets are the label spaces semhint's data speaks: the 19 Cityscapes train ids
+for driving (what SynthDrive renders, and what common street-scene models predict) and the three
+endoscopic classes of SynthTissue. Readers of images and videos (training, prediction, labelling)
+all accept exactly the suffixes below, so a folder one command reads is a folder every command reads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from semhint.core.fileio import InputError, read_label_png, save_image
+from semhint.core.errors import InputError
 
-IGNORE_INDEX = 255
-
-__all__ = ["IGNORE_INDEX", "ClassSet", "CITYSCAPES", "TISSUE", "get_class_set", "class_names", "read_label_png",
-           "write_label_png", "colorize"]
+IGNORE_INDEX = 255  # label value meaning "no label"; at most 254 classes fit below it in a uint8 map
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
+DEPTH_PNG_SCALE = 256.0  # KITTI depth-benchmark convention: value = round(depth * 256), 0 = invalid
 
 
 @dataclass(frozen=True)
@@ -100,28 +100,3 @@ def get_class_set(name: str) -> ClassSet:
 def class_names(name: str) -> tuple[str, ...]:
     """The class names of the set called ``name``."""
     return get_class_set(name).names
-
-
-def write_label_png(path: str | Path, labels: np.ndarray) -> None:
-    """Write an H x W class map (ids 0..254, 255 = ignore) as a single-channel PNG, atomically.
-
-    Values outside 0..255 cannot be stored in 8 bits and would wrap silently, so they are an error.
-    """
-    arr = np.asarray(labels)
-    if arr.ndim != 2:
-        raise InputError(f"{path}: label map must be H x W, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        if arr.size and (arr.min() < 0 or arr.max() > IGNORE_INDEX):
-            raise InputError(f"{path}: label values must be in 0..255, got {arr.min()}..{arr.max()}")
-        arr = arr.astype(np.uint8)
-    save_image(path, np.ascontiguousarray(arr))
-
-
-def colorize(labels: np.ndarray, class_set: ClassSet | str) -> np.ndarray:
-    """H x W class ids -> H x W x 3 uint8 preview in the set's palette (ignore and unknown ids black)."""
-    cs = get_class_set(class_set) if isinstance(class_set, str) else class_set
-    arr = np.asarray(labels)
-    if arr.dtype != np.uint8:
-        arr = np.where((arr < 0) | (arr > IGNORE_INDEX), IGNORE_INDEX, arr).astype(np.uint8)
-    idx = arr
-    return cs.palette_array()[idx]
