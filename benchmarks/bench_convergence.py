@@ -67,7 +67,7 @@ def true_forward_direction(data: Path) -> np.ndarray:
 
 def pose_diagnostics(checkpoint: Path, true_dir: np.ndarray, samples: int = 16) -> dict[str, float]:
     """Predicted translation size and direction (frame +1) on un-augmented training snippets."""
-    from semhint.data.snippets import build_dataset
+    from semhint.data.build import build_dataset
     from semhint.inference import read_checkpoint
     from semhint.training import SemHintModule, collate_snippets, predict_poses
 

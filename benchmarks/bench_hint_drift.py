@@ -35,7 +35,7 @@ SKY_DEPTH = 80.0  # sky has no ground truth: it gets the evaluation cap, and its
 
 
 def load_test_set(data: Path, labels: str, size: tuple[int, int]):
-    from semhint.data.snippets import build_dataset
+    from semhint.data.build import build_dataset
 
     overrides = [f"data.path={data / 'data'}", f"data.val_split={data / 'splits' / 'test.txt'}",
                  f"data.labels={data / labels}", f"data.gt_labels={data / 'gt_labels'}",

@@ -42,7 +42,7 @@ CAR, ROAD, BUILDING = 13, 0, 2
 
 def load_run(run: Path, data: Path, labels: str, split: str):
     """(module in eval mode, validation-style dataset of the split with noisy and GT labels)."""
-    from semhint.data.snippets import build_dataset
+    from semhint.data.build import build_dataset
     from semhint.training import SemHintModule
 
     cfg = load_config(run / "config.yaml")

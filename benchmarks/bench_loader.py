@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from semhint.core.config import DataConfig  # noqa: E402
-from semhint.data.snippets import build_dataset  # noqa: E402
+from semhint.data.build import build_dataset  # noqa: E402
 
 KITTI_SAMPLE = REPO.parent / "shared" / "data" / "kitti_sample"
 

@@ -136,7 +136,7 @@ def _frame_maps(cfg: Config, root: Path, split: Path, label_root: str) -> tuple[
     from semhint.data.frames import mirrored_path
     from semhint.core.fileio import read_depth_png
     from semhint.core.fileio import read_label_png
-    from semhint.data.snippets import frame_refs
+    from semhint.data.build import frame_refs
     from semhint.core.fileio import read_rgb
 
     refs = frame_refs(cfg.data, str(split))
@@ -257,7 +257,7 @@ def refine_diagnostics(checkpoint: Path, cfg: Config, test_split: Path, batches:
 
     import torch
 
-    from semhint.data.snippets import build_dataset
+    from semhint.data.build import build_dataset
     from semhint.training import SemHintModule, collate_snippets
 
     cfg = dataclasses.replace(cfg, refine=dataclasses.replace(cfg.refine, warmup_epochs=0),
@@ -339,7 +339,7 @@ def gradient_norms(args) -> list[dict]:
 
     import torch
 
-    from semhint.data.snippets import build_dataset
+    from semhint.data.build import build_dataset
     from semhint.training import SemHintModule, collate_snippets
 
     parts = ("encoder", "decoder.shared", "decoder.depth", "decoder.disp_heads", "decoder.seg")

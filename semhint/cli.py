@@ -63,7 +63,7 @@ def _add_split(sub) -> None:
 
 
 def _run_split_make(args) -> None:
-    from semhint.data.folder import make_split
+    from semhint.data.splits import make_split
 
     counts = make_split(args.data_path, args.kind, args.out, args.frame_ids, args.stride, args.static_threshold,
                         args.static_measure, args.val_fraction, args.val_out, args.cache_dir)

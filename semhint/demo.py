@@ -184,7 +184,7 @@ class TestSet:
 def load_test_set(data_root: Path, cfg: Config) -> TestSet:
     from semhint.data.frames import mirrored_path
     from semhint.core.fileio import read_depth_png
-    from semhint.data.snippets import frame_refs
+    from semhint.data.build import frame_refs
 
     from semhint.core.fileio import read_label_png
 

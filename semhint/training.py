@@ -296,7 +296,7 @@ class DataModule(L.LightningDataModule):
         self.val_set = None
 
     def setup(self, stage: str | None = None) -> None:
-        from semhint.data.snippets import build_dataset
+        from semhint.data.build import build_dataset
 
         if self.train_set is None:
             self.train_set = build_dataset(self.cfg.data, "train", train_gt="oracle" in self.cfg.refine.hint_operators)

@@ -11,8 +11,8 @@ import torch
 
 from semhint.cli import main
 from semhint.core.config import DataConfig
-from semhint.data import folder
-from semhint.data.snippets import build_dataset
+from semhint.data import folder, splits
+from semhint.data.build import build_dataset
 from semhint.core.fileio import InputError
 
 H, W = 24, 40
@@ -125,17 +125,17 @@ def test_make_split_static_frames_stride_and_val(tmp_path):
     make_sequence(root / "a", [0, 3, 6, 6, 6, 9, 12, 15, 18, 21])
     write_intrinsics(root / "intrinsics.yaml")
     out, val = tmp_path / "train.txt", tmp_path / "val.txt"
-    counts = folder.make_split(root, "folder", out, [0, -1, 1], static_threshold=1.0)
+    counts = splits.make_split(root, "folder", out, [0, -1, 1], static_threshold=1.0)
     assert counts == {"candidates": 8, "after_static": 5, "train": 5}
     assert out.read_text().split("\n")[:-1] == ["a 1", "a 5", "a 6", "a 7", "a 8"]
-    motion = folder.frame_motion(folder._image_refs(root, ["a 1", "a 3"], [0, -1, 1]), "flow")
+    motion = splits.frame_motion(splits._image_refs(root, ["a 1", "a 3"], [0, -1, 1]), "flow")
     assert 2.0 < motion[0] < 4.0 and motion[1] < 0.5  # flow in stored pixels: a 3-pixel pan
-    counts = folder.make_split(root, "folder", out, [0, -1, 1], static_threshold=0.01, static_measure="photometric",
+    counts = splits.make_split(root, "folder", out, [0, -1, 1], static_threshold=0.01, static_measure="photometric",
                                stride=2, val_fraction=0.4, val_out=val)
     assert out.read_text().split() == ["a", "1", "a", "6"] and val.read_text().split() == ["a", "8"]
     assert counts["val"] == 1
     with pytest.raises(InputError, match=r"--val-fraction needs --val-out"):
-        folder.make_split(root, "folder", out, val_fraction=0.2)
+        splits.make_split(root, "folder", out, val_fraction=0.2)
 
 
 def test_split_make_cli(tmp_path, capsys):

@@ -11,7 +11,7 @@ import torch
 from semhint.cli import main
 from semhint.core.config import DataConfig
 from semhint.data import kitti
-from semhint.data.snippets import build_dataset
+from semhint.data.build import build_dataset
 from semhint.core.fileio import InputError
 
 SAMPLE_DRIVE = "2011_09_26/2011_09_26_drive_sfnd_sync"

@@ -134,7 +134,7 @@ def _distinct_variants() -> list:
 
 
 def _batch(cfg) -> dict:
-    from semhint.data.snippets import build_dataset
+    from semhint.data.build import build_dataset
     from semhint.training import collate_snippets
 
     dataset = build_dataset(cfg.data, "train", train_gt="oracle" in cfg.refine.hint_operators)

@@ -14,7 +14,8 @@ from semhint.core.config import ConfigError, DataConfig
 from semhint.data.frames import FrameRef, mirrored_path
 from semhint.core.fileio import read_depth_png, write_depth_png
 from semhint.data import snippets
-from semhint.data.snippets import SnippetDataset, apply_jitter, build_dataset, draw_jitter, load_resized
+from semhint.data.build import build_dataset
+from semhint.data.snippets import SnippetDataset, apply_jitter, draw_jitter, load_resized
 from semhint.core.fileio import InputError, save_image
 
 H, W = 24, 40  # stored frames

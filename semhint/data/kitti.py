@@ -174,16 +174,27 @@ def export_gt(data_path: str | Path, split: str | Path, output: str | Path, came
 
 
 def load_gt_depths(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
-    """(per-frame H x W float32 depths cropped to their true size, split lines) from an export-gt npz."""
+    """(per-frame H x W float32 depths cropped to their true size, split lines) from an export-gt npz.
+
+    `semhint kitti export-gt` zero-pads frames of different sizes to one stack and stores each
+    frame's true (H, W) under ``sizes``; frames are cropped back to it, because the evaluation crop
+    is a fraction of the true image size. The stack must be stored under ``gt_depths``: taking
+    whichever array comes first would evaluate against the wrong data without a word.
+    """
     data = load_npz(path)
     if "gt_depths" not in data:
-        raise InputError(f"{path}: no 'gt_depths' array (write it with `semhint kitti export-gt`)")
+        raise InputError(f"{path}: no 'gt_depths' array (has {', '.join(sorted(data)) or 'nothing'}; "
+                         "write it with `semhint kitti export-gt`)")
     gt = data["gt_depths"]
+    if gt.ndim == 4 and gt.shape[1] == 1:
+        gt = gt[:, 0]
     if gt.ndim != 3:
         raise InputError(f"{path}: gt_depths must be N x H x W, got shape {gt.shape}")
     sizes = data.get("sizes", np.tile(np.array(gt.shape[1:]), (len(gt), 1)))
+    if sizes.shape != (len(gt), 2):
+        raise InputError(f"{path}: 'sizes' must be N x 2 for {len(gt)} maps, got shape {sizes.shape}")
     frames = [str(f) for f in data["frames"]] if "frames" in data else []
-    return [gt[i, : sizes[i][0], : sizes[i][1]] for i in range(len(gt))], frames
+    return [gt[i, : int(sizes[i][0]), : int(sizes[i][1])] for i in range(len(gt))], frames
 
 
 # ----------------------------------------------------------------------------------------------
