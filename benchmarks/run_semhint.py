@@ -231,7 +231,7 @@ def evaluate_run(checkpoint: Path, cfg: Config, args, labels: str) -> dict:
         preds = []
         with torch.inference_mode():
             for i in range(0, len(rgbs), 8):
-                logits = net(predictor._to_tensor(rgbs[i:i + 8]))["seg/0"]
+                logits = net(predictor.network_input(rgbs[i:i + 8]))["seg/0"]
                 for lg, gt in zip(logits, gt_labels[i:i + 8]):
                     up = torch.nn.functional.interpolate(lg[None].float(), size=gt.shape, mode="bilinear",
                                                          align_corners=False)

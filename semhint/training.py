@@ -12,6 +12,7 @@ resolved config and the semhint version, so loading one never needs the YAML.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,19 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
-from semhint import __version__
 from semhint.core import geometry
-from semhint.core.config import Config, ConfigError, from_dict, load_config, save_config, to_dict
-
-CONFIG_KEY = "semhint_config"
-VERSION_KEY = "semhint_version"
-METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
+from semhint.core.checkpoints import checkpoint_metadata, save_weights
+from semhint.core.config import Config, from_dict, save_config
+from semhint.core.errors import ConfigError, InputError
+from semhint.core.pictures import colorize
+from semhint.data.build import build_dataset
+from semhint.evaluation.metrics import METRIC_NAMES, iou_scores
+from semhint.evaluation.protocols import evaluate_depth
+from semhint.losses import self_supervised_objective
+from semhint.models import build_depth_net, build_pose_net, parameter_report
+from semhint.refine import refinement_losses
 
 
 # ----------------------------------------------------------------------------------------------
@@ -74,8 +79,6 @@ def pose_warmup_config(cfg: Config) -> Config:
     sideways shift that fits one side of the road. Measured: pose net on a fixed plane, 135 steps,
     cosine to the true (forward) direction 0.99 without the mask, 0.16-0.6 with it.
     """
-    from dataclasses import replace
-
     return replace(cfg, loss=replace(cfg.loss, automask=False))
 
 
@@ -88,8 +91,6 @@ class SemHintModule(L.LightningModule):
 
     def __init__(self, cfg: Config | dict):
         super().__init__()
-        from semhint.models import build_depth_net, build_pose_net
-
         self.cfg = cfg if isinstance(cfg, Config) else from_dict(cfg, "checkpoint config")
         self.depth_net = build_depth_net(self.cfg.model)
         self.pose_net = build_pose_net(self.cfg.model)
@@ -100,8 +101,6 @@ class SemHintModule(L.LightningModule):
     # -- the objective, shared by training_step and benchmarks/bench_step.py -------------------
     def objective(self, batch: dict) -> tuple[dict, dict, dict]:
         """One forward pass and every loss term: returns (losses, maps, depth outputs)."""
-        from semhint.losses import self_supervised_objective
-
         cfg = self.cfg
         outputs = self.depth_net(batch["image_aug/0"])
         poses = predict_poses(self.pose_net, batch, cfg.data.frame_ids)
@@ -115,8 +114,6 @@ class SemHintModule(L.LightningModule):
         # stuck near zero (or collapsing) explains saturated or degenerate depth in the logs
         losses["pose_translation"] = torch.stack([T[:, :3, 3].norm(dim=1).mean() for T in poses.values()]).mean().detach()
         if cfg.refine.hint or cfg.refine.pseudo_seg:
-            from semhint.refine import refinement_losses
-
             epoch = self.current_epoch if self._trainer is not None else 0
             source_outputs = {}
             if cfg.refine.pseudo_seg and epoch >= cfg.refine.warmup_epochs:
@@ -153,8 +150,6 @@ class SemHintModule(L.LightningModule):
         """Input, disparity and automask panels to TensorBoard (rank 0 only; loggers are rank-aware)."""
         if not self.trainer.is_global_zero:
             return
-        from semhint.core.pictures import colorize
-
         writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
         if not writers:
             return
@@ -181,8 +176,6 @@ class SemHintModule(L.LightningModule):
 
     def _accumulate_depth(self, disp: torch.Tensor, depth_gt: torch.Tensor | list[torch.Tensor]) -> None:
         """Per-image errors with the protocol of cfg.eval (the same code path as `semhint evaluate`)."""
-        from semhint.evaluation import evaluate_depth
-
         e = self.cfg.eval
         scaled_disp, _ = geometry.disp_to_depth(disp.float(), self.cfg.model.min_depth, self.cfg.model.max_depth)
         for pred, gt in zip(scaled_disp[:, 0].cpu().numpy(), depth_gt):
@@ -223,7 +216,7 @@ class SemHintModule(L.LightningModule):
             conf = self._confusion if self._confusion is not None else torch.zeros(c, c, dtype=torch.float64)
             conf = self.trainer.strategy.reduce(conf.to(self.device), reduce_op="sum")
             if conf.sum() > 0:
-                self.log("val/miou", miou_from_confusion(conf), prog_bar=True)
+                self.log("val/miou", iou_scores(conf.cpu().numpy())[1], prog_bar=True)
 
     def depth_net_has_seg(self) -> bool:
         return self.cfg.model.num_classes > 0
@@ -243,8 +236,7 @@ class SemHintModule(L.LightningModule):
         return state
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CONFIG_KEY] = to_dict(self.cfg)
-        checkpoint[VERSION_KEY] = __version__
+        checkpoint.update(checkpoint_metadata(self.cfg))
 
 
 def save_model_checkpoint(module: SemHintModule, path: str | Path) -> Path:
@@ -252,19 +244,7 @@ def save_model_checkpoint(module: SemHintModule, path: str | Path) -> Path:
 
     It has the layout of a Lightning checkpoint's model part, so every loader reads both.
     """
-    from semhint.core.fileio import atomic_path
-
-    with atomic_path(path, suffix=".ckpt") as tmp:
-        torch.save({"state_dict": module.state_dict(), CONFIG_KEY: to_dict(module.cfg), VERSION_KEY: __version__}, tmp)
-    return Path(path)
-
-
-def miou_from_confusion(conf: torch.Tensor) -> float:
-    """Mean IoU over classes that occur in GT or prediction (rows = GT, columns = prediction)."""
-    inter = conf.diag()
-    union = conf.sum(0) + conf.sum(1) - inter
-    present = union > 0
-    return float((inter[present] / union[present]).mean()) if present.any() else float("nan")
+    return save_weights(module.state_dict(), module.cfg, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,8 +256,6 @@ def collate_snippets(samples: list[dict]) -> dict:
     KITTI dates differ in image size (1242x375, 1224x370, ...), so an Eigen validation batch can
     hold LiDAR maps that cannot be stacked; everything at network resolution stacks as usual.
     """
-    from torch.utils.data import default_collate
-
     gts = [s.pop("depth_gt") for s in samples if "depth_gt" in s]
     batch = default_collate(samples)
     if gts:
@@ -296,8 +274,6 @@ class DataModule(L.LightningDataModule):
         self.val_set = None
 
     def setup(self, stage: str | None = None) -> None:
-        from semhint.data.build import build_dataset
-
         if self.train_set is None:
             self.train_set = build_dataset(self.cfg.data, "train", train_gt="oracle" in self.cfg.refine.hint_operators)
         if self.val_set is None and self.cfg.data.val_split:
@@ -335,8 +311,6 @@ class _RunFolder(Callback):
 def _log_parameter_counts(trainer: L.Trainer, module: SemHintModule) -> None:
     """Print the parameter counts (shared decoder included: a studied variable) and store them as
     hyperparameters of the run (TensorBoard hparams, logs/csv/hparams.yaml)."""
-    from semhint.models import parameter_report
-
     report = parameter_report(module.depth_net)
     print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in report.items()))
     for logger in trainer.loggers:
@@ -370,8 +344,6 @@ def _resolve_resume(cfg: Config, resume: str | None) -> str | None:
         return None
     path = Path(cfg.trainer.out_dir) / "checkpoints" / "last.ckpt" if resume == "auto" else Path(resume)
     if not path.is_file():
-        from semhint.core.fileio import InputError
-
         raise InputError(f"{path}: checkpoint to resume from not found")
     return str(path)
 
@@ -412,8 +384,3 @@ def fit(cfg: Config, resume: str | None = None, extra_callbacks: list[Callback] 
     if trainer.is_global_zero:
         print(f"run folder: {out}  (last checkpoint: {out / 'checkpoints' / 'last.ckpt'})")
     return out
-
-
-def train_from_config_file(config_path: str | Path, overrides: list[str] | None = None, resume: str | None = None) -> Path:
-    """The `semhint train` command: load + validate the YAML with overrides, then :func:`fit`."""
-    return fit(load_config(config_path, overrides), resume=resume)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from semhint.cli import main
+from semhint.app.cli import main
 from semhint.core.config import DataConfig
 from semhint.data import kitti
 from semhint.data.build import build_dataset

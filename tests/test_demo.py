@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from semhint.cli import main as cli_main
+from semhint.app.cli import main as cli_main
 
 
 @pytest.mark.slow

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from semhint.cli import main as cli_main
+from semhint.app.cli import main as cli_main
 from semhint.core.config import from_dict
 from semhint.core.fileio import InputError
 from semhint.core import geometry
-from semhint.inference import Predictor, depth_to_point_cloud, export_model, load_predictor, predict_inputs, write_ply
+from semhint.app.predict import predict_inputs
+from semhint.export import export_model
+from semhint.inference import Predictor, depth_to_point_cloud, load_predictor, write_ply
 from semhint.training import SemHintModule, save_model_checkpoint
 
 H, W = 64, 96
@@ -59,12 +61,12 @@ def test_channels_last_predictor_matches_plain_net():
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
     with torch.inference_mode():
         sigmoid = plain(x)["disp/0"]
-        ours = predictor.net(predictor._to_tensor([rgb]))["disp/0"]
+        ours = predictor.net(predictor.network_input([rgb]))["disp/0"]
     np.testing.assert_allclose(ours.numpy(), sigmoid.numpy(), atol=1e-5, rtol=0)
     expected, _ = geometry.disp_to_depth(sigmoid, cfg.model.min_depth, cfg.model.max_depth)
     np.testing.assert_allclose(predictor.predict_disparity(rgb), expected[0, 0].numpy(), rtol=1e-5, atol=1e-6)
     contiguous = Predictor(copy.deepcopy(plain), cfg, channels_last=False)
-    assert not contiguous._to_tensor([rgb]).is_contiguous(memory_format=torch.channels_last)
+    assert not contiguous.network_input([rgb]).is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(predictor.predict_depth(rgb), contiguous.predict_depth(rgb), rtol=1e-5)
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from semhint import labelmaker
+from semhint.core.config import parse_size
+from semhint.labelmaker import labeler as labelmaker
 from semhint.core.fileio import InputError, read_label_png, read_rgb, save_image
 
 H, W = 64, 64
@@ -72,7 +73,7 @@ def test_clear_errors(tmp_path):
     with pytest.raises(InputError, match="cannot read checkpoint"):
         labelmaker.load_labeler(tmp_path / "junk.ckpt")
     with pytest.raises(InputError, match="HEIGHTxWIDTH"):
-        labelmaker.parse_size("96by320")
+        parse_size("96by320")
     assert labelmaker.class_names("tissue") == ["tissue A", "tissue B", "instrument"]
     with pytest.raises(InputError, match="unknown class set"):
         labelmaker.class_names("pascal")
@@ -92,7 +93,7 @@ def test_augment_keeps_labels_aligned_with_pixels():
 
 
 def test_cli_train_then_predict(tmp_path, capsys):
-    from semhint.cli import main
+    from semhint.app.cli import main
 
     data, gt = _make_frames(tmp_path, count=2)
     ckpt = tmp_path / "m.ckpt"

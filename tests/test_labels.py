@@ -10,8 +10,8 @@ import pytest
 from semhint.core import conventions as C
 from semhint.core.fileio import read_label_png, write_label_png
 from semhint.core.pictures import colorize_labels
-from semhint.data.synthetic.corrupt import corrupt_label_dir, corrupt_labels
-from semhint.evaluation import confusion_matrix, iou_scores
+from semhint.labelmaker.corrupt import corrupt_label_dir, corrupt_labels
+from semhint.evaluation.metrics import confusion_matrix, iou_scores
 from semhint.core.fileio import InputError
 
 
@@ -94,7 +94,7 @@ def test_corrupt_label_dir_mirrors_files_and_reports_miou(tmp_path):
 
 
 def test_cli_labels_corrupt(tmp_path, capsys):
-    from semhint.cli import main
+    from semhint.app.cli import main
 
     write_label_png(tmp_path / "gt" / "a.png", _street())
     assert main(["labels", "corrupt", "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "n"), "--strength", "0"]) == 0
@@ -103,7 +103,7 @@ def test_cli_labels_corrupt(tmp_path, capsys):
 
 
 def test_cli_labels_corrupt_takes_the_class_set_from_synth_meta(tmp_path, capsys):
-    from semhint.cli import main
+    from semhint.app.cli import main
 
     (tmp_path / "meta.json").write_text(json.dumps({"class_set": "tissue"}))
     lab = np.zeros((40, 60), dtype=np.uint8)

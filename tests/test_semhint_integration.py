@@ -91,7 +91,7 @@ def test_there_is_a_semhint_config_beside_each_trainable_baseline():
 @pytest.fixture(scope="module")
 def tiny_drive_with_labels(tmp_path_factory) -> Path:
     from semhint.data.synthetic import render_drive
-    from semhint.data.synthetic.corrupt import corrupt_label_dir
+    from semhint.labelmaker.corrupt import corrupt_label_dir
 
     root = tmp_path_factory.mktemp("drive")
     render_drive(root, preset="tiny", seed=0, progress=False)
@@ -170,7 +170,7 @@ def test_variant_trains_one_step(path, tiny_drive_with_labels, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_tissue_with_labels(tmp_path_factory) -> Path:
     from semhint.data.synthetic import render_tissue
-    from semhint.data.synthetic.corrupt import corrupt_label_dir
+    from semhint.labelmaker.corrupt import corrupt_label_dir
 
     root = tmp_path_factory.mktemp("tissue")
     render_tissue(root, preset="tiny", seed=0, progress=False)

@@ -172,7 +172,7 @@ def test_dynamic_masks_mark_moving_cars_only(written):
 
 
 def test_cli_synth_drive_with_preview(tmp_path):
-    from semhint.cli import main
+    from semhint.app.cli import main
 
     rc = main(["synth", "drive", "--out", str(tmp_path), "--preset", "tiny", "--sequences", "1", "--frames", "3",
                "--size", "32x96", "--preview"])

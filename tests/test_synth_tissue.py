@@ -160,7 +160,7 @@ def torch_equal(a, b) -> bool:
 
 
 def test_cli_sweep_lands_in_the_poses_and_meta(tmp_path):
-    from semhint.cli import main
+    from semhint.app.cli import main
 
     base = ["synth", "tissue", "--preset", "tiny", "--sequences", "1", "--frames", "5", "--workers", "1"]
     assert main(base + ["--out", str(tmp_path / "swept"), "--sweep-mm", "12"]) in (None, 0)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from semhint.cli import main
+from semhint.app.cli import main
 from semhint.core.fileio import InputError, load_npz, save_image
 from semhint.tracking import evaluate_tracks, load_clip, track
 from semhint.tracking.io import load_generic, load_super

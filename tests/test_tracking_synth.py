@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from semhint.cli import main
+from semhint.app.cli import main
 from semhint.tracking import evaluate_tracks, load_clip, track
 
 

@@ -14,7 +14,8 @@ from lightning.pytorch.callbacks import Callback
 
 from semhint.core import geometry
 from semhint.core.config import from_dict, load_config
-from semhint.training import CONFIG_KEY, SemHintModule, fit, predict_poses
+from semhint.core.checkpoints import CONFIG_KEY
+from semhint.training import SemHintModule, fit, predict_poses
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -217,7 +218,7 @@ def test_trainer_compile_uses_one_lazily_compiled_objective_never_pickled(monkey
 def test_ddp_two_cpu_processes_over_gloo(tiny_drive, tmp_path):
     """`semhint train` with 2 processes: trains, reduces val metrics, rank 0 writes, resumes."""
     out = tmp_path / "ddp"
-    base = [sys.executable, "-m", "semhint.cli", "train", str(REPO / "configs" / "synth_drive.yaml"),
+    base = [sys.executable, "-m", "semhint", "train", str(REPO / "configs" / "synth_drive.yaml"),
             *tiny_overrides(tiny_drive, out, **{"trainer.devices": 2, "trainer.strategy": "ddp", "optim.batch_size": 1,
                                                 "trainer.image_log_every_n_steps": 0})]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from semhint.core.errors import ConfigError
+from semhint.core.errors import ConfigError, InputError
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,3 +432,14 @@ def save_config(cfg: Config, path: str | Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     tmp.replace(path)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'HxW' (e.g. '192x640') to (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise InputError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 192x640")
+    h, w = int(parts[0]), int(parts[1])
+    if h < 8 or w < 8:
+        raise InputError(f"--size {text!r}: height and width must be at least 8 pixels")
+    return h, w

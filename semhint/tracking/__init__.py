@@ -8,7 +8,7 @@
 - ``graph+flow``: the graph with flow residuals added.
 
 ``evaluate_tracks(result, clip)`` scores a result against the clip's labelled points and always
-reports the zero-motion baseline beside it. ``track_command`` is what ``semhint track`` calls.
+reports the zero-motion baseline beside it.
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
-from semhint.core.fileio import InputError
+from semhint.core.conventions import TISSUE
+from semhint.core.errors import InputError
+from semhint.inference import load_predictor
 from semhint.tracking.flow import inside, make_flow_tracker, sample_field
 from semhint.tracking.graph import DeformationGraph, GraphConfig
-from semhint.tracking.io import Clip, load_clip, save_tracks, write_overlay
+from semhint.tracking.io import Clip, load_clip
 from semhint.tracking.lift import SCALE_POLICIES, ScaledDepth, backproject_points, corrupt_depth, sample_depth
 from semhint.tracking.metrics import edge_points, high_motion_frames, score
 
@@ -107,8 +110,6 @@ class _Cached:
 def _checkpoint_depth(path: Path, clip: Clip, device: str) -> DepthFn:
     if not path.is_file():
         raise InputError(f"{path}: --depth must be 'gt', 'none' or an existing checkpoint file")
-    from semhint.inference import load_predictor
-
     predictor = load_predictor(path, device=device)
     return lambda t: np.asarray(predictor.predict_depth(clip.frame(t)), dtype=np.float32)
 
@@ -116,8 +117,6 @@ def _checkpoint_depth(path: Path, clip: Clip, device: str) -> DepthFn:
 def default_occluders() -> tuple[int, ...]:
     """The instrument class(es) of the endoscopic class set (semhint.data.labels.TISSUE), which
     SynthTissue renders and label maps given with --labels are expected to follow."""
-    from semhint.core.conventions import TISSUE
-
     return tuple(int(c) for c in TISSUE.groups["instrument"])
 
 
@@ -155,8 +154,6 @@ def track(clip: Clip, mode: str = "flow", depth: str | DepthFn = "none", *, flow
 
 
 def _run(clip, mode, depth_at, labels_at, flow_tracker, cfg, progress) -> TrackResult:
-    from tqdm import tqdm
-
     n_frames, queries = len(clip), np.asarray(clip.queries, dtype=np.float64)
     n = len(queries)
     xy = np.zeros((n_frames, n, 2))
@@ -232,34 +229,6 @@ def evaluate_tracks(result: TrackResult, clip: Clip, edge_px: float = 8.0, high_
         out[name] = score(res.xy[frames], gt_xy, valid, pred_xyz, gt_xyz, edge, high, survival_px)
     out["method"]["fps"] = result.fps
     return out
-
-
-def track_command(source: str, points: str | None = None, depth: str = "none", mode: str = "flow", out: str = "tracks",
-                  intrinsics: str | None = None, labels: str | None = None, flow: str = "dis", scale: str = "auto",
-                  video: bool = True, device: str = "cpu", flow_width: int | None = None, semantic: bool = False) -> dict:
-    """What ``semhint track`` does: load, track, save NPZ + JSON (+ overlay), and score if labels exist."""
-    clip = load_clip(source, points, intrinsics, labels)
-    result = track(clip, mode, depth, flow=flow, scale=scale, device=device, flow_width=flow_width,
-                   graph=replace(GRAPH_PRESETS.get(mode, GraphConfig()), semantic=semantic))
-    out_dir = Path(out)
-    meta = {"source": str(source), "mode": mode, "depth": str(depth), "flow": flow,
-            "scale": resolve_scale(clip, depth, scale) if mode != "flow" else None,
-            "frames": len(clip), "points": int(len(clip.queries)), "fps": round(result.fps, 2)}
-    paths = save_tracks(out_dir, result.xy, result.visible, result.xyz, meta)
-    if video:
-        paths["video"] = write_overlay(out_dir / "overlay.mp4", clip, result.xy, result.visible)
-    report = {"outputs": {k: str(v) for k, v in paths.items()}, "meta": meta}
-    if clip.truth is not None and (clip.truth.frames > 0).any():
-        from semhint.core.fileio import write_json
-
-        report["scores"] = evaluate_tracks(result, clip)
-        write_json(out_dir / "scores.json", report["scores"])
-        m, z = report["scores"]["method"]["2d"], report["scores"]["zero_motion"]["2d"]
-        if m.get("count"):
-            print(f"2D error {m['mean_px']:.2f} px (median {m['median_px']:.2f}, delta_avg {m['delta_avg']:.3f}); "
-                  f"zero motion {z['mean_px']:.2f} px")
-    print(f"{len(clip)} frames, {len(clip.queries)} points, {result.fps:.1f} fps -> {out_dir}")
-    return report
 
 
 __all__ = ["MODES", "GRAPH_PRESETS", "TrackResult", "GraphConfig", "Clip", "load_clip", "track", "evaluate_tracks", "zero_motion", "resolve_scale",

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing as mp
 import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
-from semhint.core.fileio import InputError
+from semhint.core.config import parse_size
+from semhint.core.conventions import CITYSCAPES, TISSUE
+from semhint.core.errors import InputError
+from semhint.core.fileio import save_npz
+from semhint.core.version import __version__
+from semhint.data.synthetic import drive, tissue, writer
+from semhint.data.synthetic.preview import contact_sheet
 
 PRESETS = {
     "drive": {
@@ -30,18 +39,7 @@ PRESETS = {
     },
 }
 
-__all__ = ["PRESETS", "render_drive", "render_tissue", "resolve_preset", "parse_size", "synth_command"]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' (e.g. '192x640') to (height, width)."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise InputError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 192x640")
-    h, w = int(parts[0]), int(parts[1])
-    if h < 8 or w < 8:
-        raise InputError(f"--size {text!r}: height and width must be at least 8 pixels")
-    return h, w
+__all__ = ["PRESETS", "render_drive", "render_tissue", "resolve_preset"]
 
 
 def resolve_preset(kind: str, preset: str, **overrides) -> dict:
@@ -61,8 +59,6 @@ def resolve_preset(kind: str, preset: str, **overrides) -> dict:
 
 
 def _progress(total: int, desc: str):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit="frame")
 
 
@@ -82,8 +78,6 @@ def default_workers(sequences: int, frames: int) -> int:
 
 
 def _init_worker() -> None:
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -93,8 +87,6 @@ def _run_jobs(fn, jobs: list, workers: int | None, frames: int, desc: str | None
     bar = _progress(len(jobs) * frames, desc) if desc else None
     sheet: list[dict] = []
     if workers == 1:
-        import torch
-
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # per-primitive ops are small: extra threads only add synchronisation
         try:
@@ -103,8 +95,6 @@ def _run_jobs(fn, jobs: list, workers: int | None, frames: int, desc: str | None
         finally:
             torch.set_num_threads(threads)
     else:
-        import multiprocessing as mp
-
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
             for frames_done in pool.imap_unordered(_job_in_worker, [(fn, job) for job in jobs]):
                 sheet += frames_done
@@ -122,8 +112,6 @@ def _job_in_worker(item) -> list[dict]:
 
 def _drive_sequence(job, bar=None) -> list[dict]:
     """Render and write one drive; returns the frames picked for the preview."""
-    from semhint.data.synthetic import drive, writer
-
     out, cfg, seq, seq_seed, picks = job
     scene = drive.build_scene(cfg, seq_seed)
     sheet = []
@@ -140,9 +128,6 @@ def _drive_sequence(job, bar=None) -> list[dict]:
 
 def _tissue_sequence(job, bar=None) -> list[dict]:
     """Render and write one tissue sequence with its tracks; returns the frames picked for the preview."""
-    from semhint.data.synthetic import tissue, writer
-    from semhint.core.fileio import save_npz
-
     out, cfg, seq, seq_seed, picks = job
     scene = tissue.build_scene(cfg, seq_seed)
     xy, xyz, vis, queries_uv, sheet = [], [], [], None, []
@@ -172,10 +157,6 @@ def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences
     ``workers`` > 1 renders sequences in spawned processes (results are identical to ``workers=1``);
     a script that calls this with workers needs the usual ``if __name__ == "__main__":`` guard.
     """
-    from semhint import __version__
-    from semhint.core.conventions import CITYSCAPES
-    from semhint.data.synthetic import drive, writer
-
     s = resolve_preset("drive", preset, sequences=sequences, frames=frames, size=size, moving_cars=moving_cars,
                        stops=stops)
     out = Path(out)
@@ -197,8 +178,6 @@ def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences
                  "world x right, y down, z forward; T(target->source) = inv(P_source) @ P_target",
     })
     if preview:
-        from semhint.data.synthetic.preview import contact_sheet
-
         contact_sheet(out / "preview.png", sheet, CITYSCAPES, f"SynthDrive {cfg.height}x{cfg.width}, seed {seed}")
     return out
 
@@ -212,10 +191,6 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
     ``sweep_mm`` > 0 moves the camera back and forth across the tissue (TissueConfig.sweep_mm), so
     that depth can be learnt from parallax; the default keeps the tracking clips' near-static camera.
     """
-    from semhint import __version__
-    from semhint.core.conventions import TISSUE
-    from semhint.data.synthetic import tissue, writer
-
     if sweep_mm is not None and not (sweep_mm >= 0 and math.isfinite(sweep_mm)):
         raise InputError(f"--sweep-mm must be a finite number >= 0, got {sweep_mm}")
     s = resolve_preset("tissue", preset, sequences=sequences, frames=frames, size=size, queries=queries,
@@ -241,23 +216,5 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
                   "tracks_3d (T x N x 3 mm, camera frame), visibility (T x N bool: in view, not hidden by the instrument)",
     })
     if preview:
-        from semhint.data.synthetic.preview import contact_sheet
-
         contact_sheet(out / "preview.png", sheet, TISSUE, f"SynthTissue {cfg.height}x{cfg.width}, seed {seed}", tracks=True)
     return out
-
-
-def synth_command(kind: str, out: str, preset: str, seed: int, sequences: int | None, frames: int | None,
-                  size: str | None, preview: bool, static_cars: bool = False, no_stops: bool = False,
-                  workers: int | None = None, sweep_mm: float | None = None) -> None:
-    """`semhint synth drive|tissue`: render a world and say where it went."""
-    if kind == "drive":
-        path = render_drive(out, preset, seed, sequences, frames, size, moving_cars=False if static_cars else None,
-                            stops=False if no_stops else None, preview=preview, workers=workers)
-    elif kind == "tissue":
-        path = render_tissue(out, preset, seed, sequences, frames, size, preview=preview, workers=workers,
-                             sweep_mm=sweep_mm)
-    else:
-        raise InputError(f"unknown synthetic world {kind!r} (choose drive or tissue)")
-    print(f"wrote {path} (data/, gt_depth/, gt_labels/, {'tracks/' if kind == 'tissue' else 'gt_dynamic/'}, poses/, splits/, meta.json)"
-          + (f"; preview: {path / 'preview.png'}" if preview else ""))

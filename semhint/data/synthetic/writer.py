@@ -20,10 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from semhint.core.conventions import DEPTH_PNG_SCALE
-from semhint.core.fileio import write_depth_png
+from semhint.core.fileio import save_image, write_depth_png, write_json, write_label_png, write_text
 from semhint.data.frames import write_split
-from semhint.core.fileio import write_label_png
-from semhint.core.fileio import save_image, write_json, write_text
 
 DATE = "2000_01_01"  # a date no real KITTI drive has, so synthetic and real data never mix up
 MAX_PNG_DEPTH = 65535 / DEPTH_PNG_SCALE

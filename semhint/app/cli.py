@@ -1,13 +1,17 @@
-"""The `semhint` command line: parses arguments and calls one library function per command.
+"""The `semhint` command line: argument parsing only; each command runs in its own module of semhint.app.
 
-Each command's section below belongs to the module that implements it; imports are lazy so that
-`semhint --help` stays instant and a command only pays for what it uses.
+The parsers live here, with no heavy imports, so that `semhint --help` is instant; a command's
+module (and with it torch, Lightning, OpenCV) is imported only when that command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+from semhint.core.errors import ConfigError, InputError
+from semhint.core.version import __version__
 
 
 def _add_train(sub) -> None:
@@ -15,16 +19,9 @@ def _add_train(sub) -> None:
     p.add_argument("config", help="YAML config file (see configs/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=2e-4 model.shared_layers=6")
     p.add_argument("--resume", default=None, help="checkpoint to resume from, or 'auto' for the run's last.ckpt")
-    p.set_defaults(func=_run_train)
+    p.set_defaults(handler="train:run")
 
 
-def _run_train(args) -> None:
-    from semhint.training import train_from_config_file
-
-    train_from_config_file(args.config, args.overrides, resume=args.resume)
-
-
-# ---- (other commands are added below by their modules' owners) -------------------------------
 
 
 def _add_kitti(sub) -> None:
@@ -35,13 +32,8 @@ def _add_kitti(sub) -> None:
     e.add_argument("--split", required=True, help="split file, lines 'DATE/DRIVE FRAME l|r'")
     e.add_argument("--output", required=True, help="output .npz (gt_depths, sizes, frames)")
     e.add_argument("--camera-z", action="store_true", help="store camera z instead of velodyne forward distance")
-    e.set_defaults(func=_run_kitti_export_gt)
+    e.set_defaults(handler="kitti:export_gt")
 
-
-def _run_kitti_export_gt(args) -> None:
-    from semhint.data.kitti import export_gt
-
-    print(export_gt(args.data_path, args.split, args.output, camera_z=args.camera_z))
 
 
 def _add_split(sub) -> None:
@@ -59,15 +51,8 @@ def _add_split(sub) -> None:
     m.add_argument("--val-fraction", type=float, default=0.0, help="hold out this tail fraction of each sequence")
     m.add_argument("--val-out", default=None, help="validation split file to write")
     m.add_argument("--cache-dir", default="", help="where a video file is decoded (default ~/.cache/semhint)")
-    m.set_defaults(func=_run_split_make)
+    m.set_defaults(handler="split:make")
 
-
-def _run_split_make(args) -> None:
-    from semhint.data.splits import make_split
-
-    counts = make_split(args.data_path, args.kind, args.out, args.frame_ids, args.stride, args.static_threshold,
-                        args.static_measure, args.val_fraction, args.val_out, args.cache_dir)
-    print(" ".join(f"{k}={v}" for k, v in counts.items()))
 
 
 
@@ -91,18 +76,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--labels", default=None, help="folder of label PNGs at GT size (sorted = GT order): per-class AbsRel")
     p.add_argument("--class-names", default=None, help="comma-separated class names for --labels (index order)")
     p.add_argument("--out", default=None, help="write the JSON report here")
-    p.set_defaults(func=_run_evaluate)
+    p.set_defaults(handler="evaluate:run")
 
-
-def _run_evaluate(args) -> None:
-    from semhint.evaluation import run_evaluation
-
-    run_evaluation(args.gt, predictions=args.predictions, pred_type=args.pred_type, checkpoint=args.checkpoint,
-                   split=args.split, data_path=args.data_path, protocol=args.protocol, min_depth=args.min_depth,
-                   max_depth=args.max_depth, crop=args.crop, median_scaling=args.median_scaling,
-                   fixed_scale=args.scale, labels=args.labels,
-                   class_names=args.class_names.split(",") if args.class_names else None, out=args.out,
-                   device=args.device)
 
 
 def _add_predict(sub) -> None:
@@ -115,14 +90,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--ply", action="store_true", help="also write a coloured point cloud per frame (needs --intrinsics)")
     p.add_argument("--intrinsics", default=None, help="YAML/JSON with fx fy cx cy (and width height) of the inputs")
     p.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY instead of binary")
-    p.set_defaults(func=_run_predict)
+    p.set_defaults(handler="predict:run")
 
-
-def _run_predict(args) -> None:
-    from semhint.inference import predict_inputs
-
-    predict_inputs(args.checkpoint, args.inputs, args.out, device=args.device, png16=not args.no_png16, ply=args.ply,
-                   intrinsics=args.intrinsics, ply_ascii=args.ply_ascii)
 
 
 def _add_export(sub) -> None:
@@ -130,13 +99,8 @@ def _add_export(sub) -> None:
     p.add_argument("checkpoint", help="a .ckpt written by `semhint train`")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx / .pt)")
-    p.set_defaults(func=_run_export)
+    p.set_defaults(handler="export:run")
 
-
-def _run_export(args) -> None:
-    from semhint.inference import export_model
-
-    export_model(args.checkpoint, args.format, args.out)
 
 
 def _add_demo(sub) -> None:
@@ -147,13 +111,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--steps", type=int, default=-1, help="stop after this many steps instead (-1 = time budget only)")
     p.add_argument("--preset", default="demo", choices=["tiny", "demo"], help="size of the rendered set")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run_demo)
+    p.set_defaults(handler="demo:run")
 
-
-def _run_demo(args) -> None:
-    from semhint.demo import run_demo
-
-    run_demo(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset, seed=args.seed)
 
 
 def _add_track(sub) -> None:
@@ -172,14 +131,8 @@ def _add_track(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--flow-width", type=int, default=None, help="compute DIS flow at this image width (faster on large frames)")
     p.add_argument("--semantic", action="store_true", help="graph modes: skin within one class, drop data that changed class")
-    p.set_defaults(func=_run_track)
+    p.set_defaults(handler="track:run")
 
-
-def _run_track(args) -> None:
-    from semhint.tracking import track_command
-
-    track_command(args.source, args.points, args.depth, args.mode, args.out, args.intrinsics, args.labels,
-                  args.flow, args.scale, not args.no_video, args.device, args.flow_width, args.semantic)
 
 
 def _add_synth(sub) -> None:
@@ -203,15 +156,8 @@ def _add_synth(sub) -> None:
             w.add_argument("--sweep-mm", type=float, default=None,
                            help="amplitude (mm) of a back-and-forth camera sweep across the tissue, for depth training "
                                 "(default 0: the near-static camera of the tracking clips)")
-    p.set_defaults(func=_run_synth)
+    p.set_defaults(handler="synth:run")
 
-
-def _run_synth(args) -> None:
-    from semhint.data.synthetic import synth_command
-
-    synth_command(args.world, args.out, args.preset, args.seed, args.sequences, args.frames, args.size, args.preview,
-                  getattr(args, "static_cars", False), getattr(args, "no_stops", False), args.workers,
-                  getattr(args, "sweep_mm", None))
 
 
 def _add_labels_corrupt(labels_sub) -> None:
@@ -221,13 +167,8 @@ def _add_labels_corrupt(labels_sub) -> None:
     p.add_argument("--strength", type=float, default=0.5, help="noise strength in [0, 1] (0 = ground truth)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", default=None, help="class set: cityscapes or tissue (default: from ../meta.json of --gt, else cityscapes)")
-    p.set_defaults(func=_run_labels_corrupt)
+    p.set_defaults(handler="labels:corrupt")
 
-
-def _run_labels_corrupt(args) -> None:
-    from semhint.data.synthetic.corrupt import corrupt_command
-
-    corrupt_command(args.gt, args.out, args.strength, args.seed, args.classes)
 
 
 def _add_labels_train(labels_sub) -> None:
@@ -246,14 +187,8 @@ def _add_labels_train(labels_sub) -> None:
                    "efficientnet_lite0 (ImageNet weights help most when only a few frames are labelled)")
     p.add_argument("--gt-labels", default=None, help="ground-truth label root: report mIoU on held-out frames")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run_labels_train)
+    p.set_defaults(handler="labels:train")
 
-
-def _run_labels_train(args) -> None:
-    from semhint.labelmaker import labels_train_command
-
-    labels_train_command(args.images, args.labels, args.out, args.classes, args.size, args.steps, args.frames,
-                         args.batch_size, args.lr, args.encoder, args.pretrained, args.gt_labels, args.seed)
 
 
 def _add_labels_predict(labels_sub) -> None:
@@ -264,13 +199,8 @@ def _add_labels_predict(labels_sub) -> None:
     p.add_argument("--gt-labels", default=None, help="ground-truth label root mirroring --data-path: report mIoU")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--preview", default=None, help="also write this PNG: four frames, image | labels | ground truth")
-    p.set_defaults(func=_run_labels_predict)
+    p.set_defaults(handler="labels:predict")
 
-
-def _run_labels_predict(args) -> None:
-    from semhint.labelmaker import labels_predict_command
-
-    labels_predict_command(args.model, args.data_path, args.out, args.gt_labels, args.batch_size, args.preview)
 
 
 # `semhint labels X` sub-commands: append an _add_labels_X here
@@ -284,34 +214,42 @@ def _add_labels(sub) -> None:
         add(labels_sub)
 
 
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="configs: print one resolved (bases and overrides applied), list the shipped ones")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = csub.add_parser("show", help="print the resolved config of a NAME (e.g. synth_drive) or a YAML PATH")
+    show.add_argument("config", help="a shipped config's name (`semhint config list`) or a YAML file")
+    show.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=2e-4")
+    show.set_defaults(handler="config:show")
+    lst = csub.add_parser("list", help="the configs shipped with semhint")
+    lst.set_defaults(handler="config:list_configs")
+
+
+_COMMANDS = [_add_train, _add_kitti, _add_split, _add_evaluate, _add_predict, _add_export, _add_demo, _add_track,
+             _add_synth, _add_labels, _add_config]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semhint", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--version", action="version", version=f"semhint {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
     return parser
 
 
-_COMMANDS = [_add_train, _add_kitti, _add_split, _add_evaluate, _add_predict, _add_export, _add_demo, _add_track, _add_synth, _add_labels]
-
-
 def main(argv: list[str] | None = None) -> int:
-    from semhint.core.config import ConfigError
-    from semhint.core.fileio import InputError
-
+    """Parse, run one command, and turn every user mistake into one line on stderr and exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.version:
-        from semhint import __version__
-
-        print(__version__)
-        return 0
-    if not getattr(args, "func", None):
+    if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    module_name, function = args.handler.split(":")
     try:
-        result = args.func(args)
+        # lazy: a command pays only for its own imports (torch, Lightning, OpenCV), and --help stays instant
+        module = importlib.import_module(f"semhint.app.{module_name}")
+        result = getattr(module, function)(args)
     except (InputError, ConfigError, FileNotFoundError) as exc:
         print(f"semhint {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -14,10 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy import ndimage
+from tqdm import tqdm
 
 from semhint.core.conventions import IGNORE_INDEX, ClassSet, get_class_set
-from semhint.core.fileio import read_label_png, write_label_png
-from semhint.core.fileio import InputError, write_json
+from semhint.core.errors import InputError
+from semhint.core.fileio import read_label_png, write_json, write_label_png
+from semhint.evaluation.metrics import confusion_matrix, iou_scores
 
 
 def corrupt_labels(labels: np.ndarray, class_set: ClassSet, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -108,8 +110,6 @@ def corrupt_label_dir(gt_root: str | Path, out_root: str | Path, strength: float
     Returns (and writes to ``out_root/corruption.json``) the noisy labels' mIoU against the ground
     truth: the noise level a training run on them will see.
     """
-    from semhint.evaluation import confusion_matrix, iou_scores
-
     gt_root, out_root = Path(gt_root), Path(out_root)
     cs = get_class_set(classes)
     files = sorted(p for p in gt_root.rglob("*.png") if not p.name.startswith("."))
@@ -118,12 +118,7 @@ def corrupt_label_dir(gt_root: str | Path, out_root: str | Path, strength: float
     if out_root.resolve() == gt_root.resolve():
         raise InputError(f"{out_root}: the output folder must differ from the ground-truth folder")
     conf = np.zeros((cs.num_classes, cs.num_classes), dtype=np.int64)
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(files, desc="corrupt labels", unit="map")
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        bar = files
+    bar = tqdm(files, desc="corrupt labels", unit="map")
     for i, path in enumerate(bar):
         gt = read_label_png(path)
         top = int(gt[gt != IGNORE_INDEX].max(initial=0))
@@ -149,11 +144,3 @@ def default_class_set(gt_root: str | Path) -> str:
         return str(json.loads(meta.read_text())["class_set"])
     except (OSError, ValueError, KeyError, TypeError):
         return "cityscapes"
-
-
-def corrupt_command(gt: str, out: str, strength: float, seed: int, classes: str | None = None) -> None:
-    """`semhint labels corrupt`: corrupt a label folder and print the resulting mIoU."""
-    classes = classes or default_class_set(gt)
-    report = corrupt_label_dir(gt, out, strength, seed, classes)
-    print(f"wrote {report['files']} noisy {classes} label maps to {out} (strength {strength}, seed {seed}): "
-          f"mIoU vs ground truth = {report['miou']:.4f}")

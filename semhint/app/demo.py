@@ -13,15 +13,34 @@ to the trivial baseline that predicts one constant depth, median-scaled the same
 
 from __future__ import annotations
 
+import argparse
 import json
+import multiprocessing
+import os
+import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from semhint.core.checkpoints import read_checkpoint
 from semhint.core.config import Config, from_dict
-from semhint.core.fileio import read_rgb, write_json, write_text
+from semhint.core.fileio import read_depth_png, read_label_png, read_rgb, write_json, write_text
+from semhint.core.pictures import depth_panels, training_curves
+from semhint.data.build import frame_refs
+from semhint.data.frames import mirrored_path
+from semhint.data.synthetic import render_drive
+from semhint.evaluation.metrics import METRIC_NAMES, evaluate_segmentation
+from semhint.evaluation.protocols import evaluate_depth
+from semhint.inference import load_predictor
+from semhint.labelmaker.corrupt import corrupt_label_dir
+from semhint.training import fit
+
+
+def run(args: argparse.Namespace) -> None:
+    run_demo(args.out, minutes=args.minutes, steps=args.steps, preset=args.preset, seed=args.seed)
 
 
 @dataclass
@@ -98,10 +117,6 @@ def semhint_config(base: dict, labels: Path, num_classes: int) -> dict:
 
 def make_noisy_labels(data_root: Path, seed: int) -> tuple[Path, float]:
     """Corrupted copies of the rendered labels (made once); returns their folder and their mIoU."""
-    import json
-
-    from semhint.data.synthetic.corrupt import corrupt_label_dir
-
     out = data_root / f"labels_corrupt{NOISE_STRENGTH:g}"
     info = out / "corruption.json"
     if not info.is_file():
@@ -123,8 +138,6 @@ def demo_runs(data_root: Path, out_dir: Path, minutes: float, steps: int, seed: 
 # ----------------------------------------------------------------------------------------------
 def render_data(out_dir: Path, preset: str, seed: int) -> Path:
     """Render SynthDrive (KITTI layout, exact depth, splits) once; reuse it when already there."""
-    from semhint.data.synthetic import render_drive
-
     root = out_dir / "synth_drive"
     if not (root / "splits" / "test.txt").is_file():
         render_drive(root, preset=preset, seed=seed)
@@ -133,10 +146,6 @@ def render_data(out_dir: Path, preset: str, seed: int) -> Path:
 
 def train(run: DemoRun) -> DemoRun:
     """Train one run from scratch (an existing run folder is replaced) and keep its last checkpoint."""
-    import shutil
-
-    from semhint.training import fit
-
     out = Path(run.cfg.trainer.out_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -144,9 +153,7 @@ def train(run: DemoRun) -> DemoRun:
     fit(run.cfg)
     run.train_seconds = time.perf_counter() - t0
     run.checkpoint = out / "checkpoints" / "last.ckpt"
-    import torch
-
-    run.steps = int(torch.load(run.checkpoint, map_location="cpu", weights_only=True)["global_step"])
+    run.steps = read_checkpoint(run.checkpoint).global_step
     return run
 
 
@@ -158,10 +165,6 @@ def train_all(runs: list[DemoRun]) -> list[DemoRun]:
     steps as running it alone, in half the time on two cores. Only the first run draws a progress
     bar; two bars in one terminal would overwrite each other.
     """
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
     workers = min(len(runs), os.cpu_count() or 1)
     if workers < 2:
         return [train(run) for run in runs]
@@ -182,12 +185,6 @@ class TestSet:
 
 
 def load_test_set(data_root: Path, cfg: Config) -> TestSet:
-    from semhint.data.frames import mirrored_path
-    from semhint.core.fileio import read_depth_png
-    from semhint.data.build import frame_refs
-
-    from semhint.core.fileio import read_label_png
-
     refs = frame_refs(cfg.data, str(data_root / "splits" / "test.txt"))
     gt_root, label_root = data_root / "gt_depth", data_root / "gt_labels"
     labels = [read_label_png(mirrored_path(label_root, r.target, r.data_root)) for r in refs] if label_root.is_dir() else []
@@ -197,8 +194,6 @@ def load_test_set(data_root: Path, cfg: Config) -> TestSet:
 
 def evaluate(disparities: list[np.ndarray], test: TestSet, cfg: Config) -> dict[str, float]:
     """Mean errors with the config's protocol (median scaling) over the test frames."""
-    from semhint.evaluation import evaluate_depth
-
     e = cfg.eval
     result = evaluate_depth(disparities, test.depths, min_depth=e.min_depth, max_depth=e.max_depth, crop=e.crop,
                             median_scaling=e.median_scaling, pred_is_disp=True)
@@ -207,22 +202,11 @@ def evaluate(disparities: list[np.ndarray], test: TestSet, cfg: Config) -> dict[
 
 def branch_miou(checkpoint: Path, test: TestSet) -> float | None:
     """mIoU of a run's segmentation branch against the ground-truth labels (None without a branch)."""
-    import torch
-    import torch.nn.functional as F
-
-    from semhint.evaluation import evaluate_segmentation
-    from semhint.inference import Predictor, load_depth_net
-
-    cfg, net = load_depth_net(checkpoint)
-    if cfg.model.num_classes == 0 or not test.labels:
+    predictor = load_predictor(checkpoint)
+    if predictor.config.model.num_classes == 0 or not test.labels:
         return None
-    predictor = Predictor(net, cfg)
-    preds = []
-    with torch.inference_mode():
-        for rgb, gt in zip(test.images, test.labels):
-            logits = net(predictor._to_tensor([rgb]))["seg/0"].float()
-            preds.append(F.interpolate(logits, size=gt.shape, mode="bilinear", align_corners=False)[0].argmax(0).numpy())
-    return evaluate_segmentation(test.labels, preds, cfg.model.num_classes)["miou"]
+    preds = [predictor.predict_segmentation_batch([rgb])[0] for rgb in test.images]
+    return evaluate_segmentation(test.labels, preds, predictor.config.model.num_classes)["miou"]
 
 
 def constant_disparities(test: TestSet) -> list[np.ndarray]:
@@ -241,8 +225,6 @@ def _median_scaled_depth(depth: np.ndarray, gt: np.ndarray, cfg: Config) -> np.n
 def write_panels(path: Path, test: TestSet, runs: list[DemoRun], predictions: dict[str, list[np.ndarray]],
                  count: int = 4) -> None:
     """Rows of test frames: input, exact depth, then each run's median-scaled depth."""
-    from semhint.core.pictures import depth_panels
-
     picks = np.linspace(0, len(test.names) - 1, min(count, len(test.names))).round().astype(int)
     rows = []
     for i in picks:
@@ -255,8 +237,6 @@ def write_panels(path: Path, test: TestSet, runs: list[DemoRun], predictions: di
 
 def markdown_report(runs: list[DemoRun], constant: dict[str, float], test: TestSet, seconds: float,
                     labels_miou: float | None = None) -> str:
-    from semhint.evaluation import METRIC_NAMES
-
     header = ("| model | " + " | ".join(METRIC_NAMES) + " | seg mIoU | steps | train time |\n|"
               + "---|" * (len(METRIC_NAMES) + 4) + "\n")
     lines = [f"| constant depth (median-scaled) | " + " | ".join(f"{constant[m]:.3f}" for m in METRIC_NAMES)
@@ -285,9 +265,6 @@ def markdown_report(runs: list[DemoRun], constant: dict[str, float], test: TestS
 def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 4.0, steps: int = -1, preset: str = "demo",
              seed: int = 0) -> Path:
     """Render, train every run in :func:`demo_runs`, evaluate against exact depth, write the report."""
-    from semhint.inference import load_predictor
-    from semhint.core.pictures import training_curves
-
     t0 = time.perf_counter()
     out = Path(out_dir)
     print(f"[demo] rendering SynthDrive ({preset}) into {out / 'synth_drive'}")

@@ -20,14 +20,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
 from semhint.core import conventions
 from semhint.core.config import ModelConfig
+from semhint.core.version import __version__
 from semhint.core.conventions import IGNORE_INDEX, IMAGE_SUFFIXES
 from semhint.core.fileio import (InputError, atomic_path, read_label_png, read_rgb, save_image, write_json,
                                  write_label_png)
 from semhint.core.pictures import colorize_labels
 from semhint.data.frames import mirrored_path
+from semhint.evaluation.metrics import confusion_matrix, segmentation_summary
+from semhint.losses import cross_entropy
 from semhint.models.labeler import Labeler, labeler_model_config
 
 CHECKPOINT_KIND = "semhint-labeler"
@@ -147,8 +151,6 @@ def colour_jitter(images: torch.Tensor, generator: torch.Generator, strength: fl
 def save_labeler(path: str | Path, model: Labeler, classes: str, names: list[str], size: tuple[int, int],
                  extra: dict) -> None:
     """Atomic checkpoint: weights + everything needed to use them (no YAML needed later)."""
-    from semhint import __version__
-
     state = {"kind": CHECKPOINT_KIND, "semhint_version": __version__, "model": asdict(model.cfg),
              "classes": classes, "class_names": names, "size": list(size),
              "state_dict": model.state_dict(), **extra}
@@ -199,21 +201,13 @@ class ConfusionAccumulator:
         self.frames = 0
 
     def add(self, gt: np.ndarray, pred: np.ndarray) -> None:
-        from semhint.evaluation import confusion_matrix
-
         if gt.shape != pred.shape:
             pred = np.asarray(Image.fromarray(pred).resize((gt.shape[1], gt.shape[0]), Image.NEAREST))
         self.conf += confusion_matrix(gt, pred, len(self.names))
         self.frames += 1
 
     def summary(self) -> dict:
-        from semhint.evaluation import iou_scores
-
-        iou, miou = iou_scores(self.conf)
-        total = self.conf.sum()
-        return {"miou": miou, "pixel_accuracy": float(np.trace(self.conf) / total) if total else float("nan"),
-                "frames": self.frames,
-                "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(self.names, iou)}}
+        return {**segmentation_summary(self.conf, self.names), "frames": self.frames}
 
 
 def _iterate_batches(paths: Sequence[Path], size: tuple[int, int], batch_size: int):
@@ -252,10 +246,6 @@ def train_labeler(images: str | Path, labels: str | Path, out: str | Path, class
     Returns a summary (frames used, final loss, seconds, and with ``gt_labels`` the mIoU on up to
     ``eval_frames`` held-out frames that have ground truth: the noise level of its labels).
     """
-    from tqdm import tqdm
-
-    from semhint.losses import cross_entropy
-
     if steps < 1 or batch_size < 1:
         raise InputError(f"labels train: --steps and --batch-size must be >= 1, got {steps}, {batch_size}")
     if size[0] < 32 or size[1] < 32:
@@ -329,8 +319,6 @@ def predict_labels(model_path: str | Path, data_path: str | Path, out: str | Pat
     ``out/labels_info.json`` so the label folder records where it came from. ``preview`` writes
     a PNG of four frames spread over the data: image | labels (| ground truth).
     """
-    from tqdm import tqdm
-
     model, meta = load_labeler(model_path)
     data_path, out = Path(data_path), Path(out)
     size = tuple(meta["size"])
@@ -370,34 +358,3 @@ def format_summary(summary: dict) -> str:
         lines.append(f"mIoU vs ground truth: {100 * ev['miou']:.1f} % over {ev['frames']} frames "
                      f"(pixel accuracy {100 * ev['pixel_accuracy']:.1f} %)")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------
-# command-line entry points (semhint/cli.py calls these; they print, the functions above do not)
-# ----------------------------------------------------------------------------------------------
-def parse_size(text: str) -> tuple[int, int]:
-    """``"96x320"`` -> (96, 320)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 96x320") from None
-    return h, w
-
-
-def labels_train_command(images: str, labels: str, out: str, classes: str, size: str, steps: int, frames: int,
-                         batch_size: int, lr: float, encoder: str, pretrained: str, gt_labels: str | None,
-                         seed: int) -> None:
-    summary = train_labeler(images, labels, out, classes, parse_size(size), steps, frames, batch_size, lr, encoder,
-                            pretrained, gt_labels, seed=seed)
-    print(f"labeler saved to {out}: trained on {summary['frames']} frames, {steps} steps, "
-          f"{summary['seconds']} s, final loss {summary['final_loss']:.3f}")
-    if "eval" in summary:
-        print(format_summary({**summary, "frames": summary["eval"]["frames"]}).splitlines()[-1])
-
-
-def labels_predict_command(model: str, data_path: str, out: str, gt_labels: str | None, batch_size: int,
-                           preview: str | None = None) -> None:
-    summary = predict_labels(model, data_path, out, gt_labels, batch_size, preview=preview)
-    print(f"labels written to {out}: " + format_summary(summary).replace("\n", "; "))
-    if preview:
-        print(f"preview: {preview}")

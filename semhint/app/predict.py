@@ -1,0 +1,111 @@
+"""`semhint predict`: depth for image files, folders and videos from a checkpoint, as files people can use.
+
+Per frame: depth ``.npy`` (exact), 16-bit PNG, a colour preview and (with intrinsics) a PLY point
+cloud; per video a side-by-side input | depth video; a summary with the network's frame rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from semhint.core.conventions import DEPTH_PNG_SCALE
+from semhint.core.errors import InputError
+from semhint.core.fileio import save_image, save_npy, write_depth_png, write_json
+from semhint.core.pictures import colorize_depth
+from semhint.data.media import classify_inputs, iter_frames, video_fps
+from semhint.inference import depth_to_point_cloud, load_predictor, read_intrinsics_file, write_ply
+
+
+def run(args: argparse.Namespace) -> None:
+    predict_inputs(args.checkpoint, args.inputs, args.out, device=args.device, png16=not args.no_png16, ply=args.ply,
+                   intrinsics=args.intrinsics, ply_ascii=args.ply_ascii)
+
+
+@dataclass
+class PredictOptions:
+    out_dir: Path
+    png16: bool = True
+    ply: bool = False
+    intrinsics: str | None = None
+    ply_ascii: bool = False
+
+
+def _save_depth_png16(path: Path, depth: np.ndarray) -> None:
+    # the PNG's range ends at 65535 / 256 units; the .npy beside it keeps the exact values
+    write_depth_png(path, np.minimum(depth, 65535 / DEPTH_PNG_SCALE))
+
+
+def _write_frame_outputs(name: str, rgb: np.ndarray, depth: np.ndarray, opts: PredictOptions, K: np.ndarray | None,
+                         max_depth: float) -> np.ndarray:
+    """depth .npy, 16-bit PNG, colour preview and optional PLY for one frame; returns the preview."""
+    base = opts.out_dir / name
+    save_npy(base.with_name(base.name + "_depth.npy"), depth)
+    if opts.png16:
+        _save_depth_png16(base.with_name(base.name + "_depth.png"), depth)
+    preview = colorize_depth(depth)
+    save_image(base.with_name(base.name + "_preview.png"), preview)
+    if K is not None:
+        points, colors = depth_to_point_cloud(depth, K, rgb, max_depth=max_depth)
+        write_ply(base.with_name(base.name + ".ply"), points, colors, binary=not opts.ply_ascii)
+    return preview
+
+
+class _SideBySideVideo:
+    """Input | colour-mapped depth, written to a temp file and renamed when complete."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps, self.writer, self.tmp = path, fps, None, None
+
+    def add(self, rgb: np.ndarray, preview: np.ndarray) -> None:
+        frame = np.concatenate([rgb, preview], axis=1)
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = self.path.with_name(f".{self.path.stem}.tmp.mp4")
+            h, w = frame.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.tmp.replace(self.path)
+
+
+def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device: str = "cpu",
+                   png16: bool = True, ply: bool = False, intrinsics: str | None = None, ply_ascii: bool = False
+                   ) -> dict:
+    """Depth files for every frame of every input; returns a summary."""
+    if ply and not intrinsics:
+        raise InputError("--ply needs --intrinsics FILE (fx fy cx cy of the input images) to place points in 3-D")
+    sources = classify_inputs(inputs)
+    predictor = load_predictor(checkpoint, device)
+    opts = PredictOptions(Path(out_dir), png16=png16, ply=ply, intrinsics=intrinsics, ply_ascii=ply_ascii)
+    frames, seconds = 0, 0.0
+    for source in sources:
+        video = _SideBySideVideo(opts.out_dir / f"{source.path.stem}_depth.mp4", video_fps(source.path)) \
+            if source.kind == "video" else None
+        try:
+            for name, rgb in tqdm(iter_frames(source), desc=source.path.name, unit="frame", leave=False):
+                t0 = time.perf_counter()
+                depth = predictor.predict_depth(rgb)
+                seconds += time.perf_counter() - t0
+                frames += 1
+                K = read_intrinsics_file(intrinsics, rgb.shape[:2]) if ply else None
+                preview = _write_frame_outputs(name, rgb, depth, opts, K, predictor.config.model.max_depth)
+                if video is not None:
+                    video.add(rgb, preview)
+        finally:
+            if video is not None:
+                video.close()
+    fps = frames / seconds if seconds > 0 else float("nan")
+    summary = {"frames": frames, "network_fps": fps, "out_dir": str(opts.out_dir), "checkpoint": str(checkpoint)}
+    write_json(opts.out_dir / "predict_summary.json", summary)
+    print(f"predicted {frames} frame(s) at {fps:.1f} frames/s (network only) -> {opts.out_dir}")
+    return summary
