@@ -15,9 +15,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from semhint.core.conventions import IGNORE_INDEX
 from semhint.core.geometry import disp_to_depth, warp
-
-IGNORE_INDEX = 255
 
 
 # ----------------------------------------------------------------------------------------------

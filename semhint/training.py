@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from semhint.core import geometry
 from semhint.core.checkpoints import checkpoint_metadata, save_weights
-from semhint.core.config import Config, from_dict, save_config
+from semhint.core.config import Config, from_dict, load_config, save_config
 from semhint.core.errors import ConfigError, InputError
 from semhint.core.pictures import colorize
 from semhint.data.build import build_dataset
@@ -32,7 +32,7 @@ from semhint.evaluation.metrics import METRIC_NAMES, iou_scores
 from semhint.evaluation.protocols import evaluate_depth
 from semhint.losses import self_supervised_objective
 from semhint.models import build_depth_net, build_pose_net, parameter_report
-from semhint.refine import refinement_losses
+from semhint.refine import check_config, refinement_losses
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,8 +370,15 @@ def build_trainer(cfg: Config, extra_callbacks: list[Callback] | None = None) ->
     )
 
 
+def load_training_config(source: str | Path, overrides: list[str] | None = None) -> Config:
+    """A config (shipped name or YAML path, plus dotted overrides) checked against everything training
+    needs, the hint-operator registry included, so that a bad key fails before any work starts."""
+    return check_config(load_config(source, overrides), str(source))
+
+
 def fit(cfg: Config, resume: str | None = None, extra_callbacks: list[Callback] | None = None) -> Path:
     """Train ``cfg``; ``resume`` = a checkpoint path or "auto" (the run's last.ckpt). Returns the run folder."""
+    check_config(cfg)
     if cfg.trainer.num_threads > 0:
         torch.set_num_threads(cfg.trainer.num_threads)
     ckpt_path = _resolve_resume(cfg, resume)

@@ -243,8 +243,8 @@ def test_facade_operator_is_selectable_and_needs_its_classes():
     hint = refine.make_depth_hint(depth * 1.3, lab, torch.rand(1, 3, H, W), K, cfg)
     torch.testing.assert_close(hint[lab[:, None] == 2], depth[lab[:, None] == 2] * 1.3, rtol=1e-4, atol=0)
     with pytest.raises(ConfigError, match=r"refine\.facade_classes"):
-        from_dict({"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["facade"],
-                                                            "facade_classes": []}})
+        refine.check_config(from_dict({"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["facade"],
+                                                                               "facade_classes": []}}))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def test_contact_operator_needs_its_classes_in_the_config():
 
     cfg = {"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["contact"], "upright_classes": []}}
     with pytest.raises(ConfigError, match="upright_classes"):
-        from_dict(cfg, "test.yaml")
+        refine.check_config(from_dict(cfg, "test.yaml"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -550,7 +550,21 @@ def test_oracle_hint_is_the_scaled_ground_truth_where_it_exists():
 
 def test_oracle_operator_needs_ground_truth_in_the_config():
     with pytest.raises(ConfigError, match="oracle"):
-        from_dict({"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["oracle"]}}, "test.yaml")
+        refine.check_config(from_dict({"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["oracle"]}},
+                                      "test.yaml"))
+
+
+def test_config_validation_reads_the_operator_registry(monkeypatch):
+    cfg = from_dict({"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["surface", "plane9"]}})
+    with pytest.raises(ConfigError, match=r"refine\.hint_operators: unknown \['plane9'\]; choose from smooth, surface"):
+        refine.check_config(cfg)
+    # registering an operator is all it takes for the config and the hint to accept it
+    monkeypatch.setitem(refine.OPERATORS, "plane9", refine.Operator("F", lambda depth, x, r: depth * 2))
+    refine.check_config(cfg)
+    K, depth, lab = _street_canyon()
+    hint = refine.make_depth_hint(depth, lab, torch.rand(1, 3, H, W), K,
+                                  from_dict({"refine": {"hint_operators": ["plane9"]}}).refine)
+    torch.testing.assert_close(hint, depth * 2)
 
 
 def test_hint_class_mask_and_its_config_check():

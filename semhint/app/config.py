@@ -8,10 +8,11 @@ import argparse
 import yaml
 
 from semhint.core.config import load_config, shipped_configs, to_dict
+from semhint.refine import check_config
 
 
 def show(args: argparse.Namespace) -> None:
-    print(yaml.safe_dump(to_dict(load_config(args.config, args.overrides)), sort_keys=False), end="")
+    print(yaml.safe_dump(to_dict(check_config(load_config(args.config, args.overrides), args.config)), sort_keys=False), end="")
 
 
 def list_configs(args: argparse.Namespace) -> None:

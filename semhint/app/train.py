@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from semhint.core.config import load_config
-from semhint.training import fit
+from semhint.training import fit, load_training_config
 
 
 def run(args: argparse.Namespace) -> None:
-    fit(load_config(args.config, args.overrides), resume=args.resume)
+    fit(load_training_config(args.config, args.overrides), resume=args.resume)

@@ -90,7 +90,7 @@ class RefineConfig:
     """Cross-task refinement (METHOD.md, idea 4). Everything off = the baseline."""
 
     hint: bool = False  # pseudo-depth from semantics
-    hint_operators: list[str] = field(default_factory=lambda: ["smooth"])  # smooth | surface | border | contact | facade | oracle (diagnostic: needs GT)
+    hint_operators: list[str] = field(default_factory=lambda: ["smooth"])  # names in semhint.refine.operators.OPERATORS, applied in order
     hint_weight: float = 1.0
     hint_gate: bool = True  # Depth Hints rule: use the hint only where it reprojects better
     hint_gate_margin: float = 0.0  # ...or no more than this much worse (photometric error units): ties go to semantics
@@ -175,7 +175,6 @@ class Config:
 # ----------------------------------------------------------------------------------------------
 ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
-HINT_OPERATORS = ("smooth", "surface", "border", "contact", "facade", "oracle")
 HINT_SEGMENTS = ("prediction", "labels")
 SMOOTH_DOMAINS = ("log", "disp")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
@@ -231,9 +230,6 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("loss.planar_segments", "'labels' needs noisy labels (data.labels)")
     if lo.planar_weight > 0 and not lo.planar_classes:
         fail("loss.planar_classes", "must name at least one class when loss.planar_weight > 0")
-    bad_ops = [op for op in r.hint_operators if op not in HINT_OPERATORS]
-    if bad_ops:
-        fail("refine.hint_operators", f"unknown {bad_ops}; choose from {', '.join(HINT_OPERATORS)}")
     if (r.hint or r.pseudo_seg) and m.num_classes == 0:
         fail("refine", "hint / pseudo_seg need a segmentation branch (model.num_classes > 0)")
     if r.hint_segments not in HINT_SEGMENTS:
@@ -245,12 +241,6 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine.hint_classes", f"{bad_classes} outside the model's classes 0..{m.num_classes - 1}")
     if r.hint_gate_margin < 0:
         fail("refine.hint_gate_margin", f"must be >= 0, got {r.hint_gate_margin}")
-    if "oracle" in r.hint_operators and not d.gt_depth:
-        fail("refine.hint_operators", "the diagnostic operator 'oracle' needs ground-truth depth (data.gt_depth)")
-    if "contact" in r.hint_operators and not (r.upright_classes and r.stuff_classes):
-        fail("refine.upright_classes", "operator 'contact' needs upright_classes (objects) and stuff_classes (ground)")
-    if "facade" in r.hint_operators and not r.facade_classes:
-        fail("refine.facade_classes", "operator 'facade' needs facade_classes (building, wall, ...)")
     if r.surface_order not in (0, 1, 2):
         fail("refine.surface_order", f"must be 0, 1 or 2, got {r.surface_order}")
     if not 0 < r.surface_inlier < 1:

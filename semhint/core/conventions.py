@@ -45,6 +45,12 @@ class ClassSet:
     def num_classes(self) -> int:
         return len(self.names)
 
+    def id(self, name: str) -> int:
+        """The class id of ``name`` (e.g. CITYSCAPES.id("car") == 13); an InputError lists the names."""
+        if name not in self.names:
+            raise InputError(f"class set {self.name}: no class {name!r} (have: {', '.join(self.names)})")
+        return self.names.index(name)
+
     def group(self, name: str) -> tuple[int, ...]:
         """The class ids of group ``name``; an InputError lists the groups that exist."""
         if name not in self.groups:

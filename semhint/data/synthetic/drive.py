@@ -18,12 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from semhint.core.conventions import CITYSCAPES
 from semhint.data.synthetic.noise import fbm, noise_table
 from semhint.data.synthetic.raycast import BOX, CYLINDER, SPHERE, Prims, cast, length3, normals, screen_boxes
 
-# Cityscapes train ids (see semhint.data.labels.CITYSCAPES)
-ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON = range(12)
-CAR, TRUCK = 13, 14
+# the classes SynthDrive renders, as Cityscapes train ids
+ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR, TRUCK = (
+    CITYSCAPES.id(n) for n in ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+                               "vegetation", "terrain", "sky", "person", "car", "truck"))
 
 # procedural pattern codes
 PLAIN, WINDOWS, TILES = 0, 1, 2

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from semhint.core.conventions import IGNORE_INDEX, TISSUE
 from semhint.data.synthetic.noise import fbm, noise_table
 from semhint.data.synthetic.raycast import length3
 
-TISSUE_A, TISSUE_B, INSTRUMENT = 0, 1, 2
-IGNORE = 255
+TISSUE_A, TISSUE_B, INSTRUMENT = (TISSUE.id(n) for n in TISSUE.names)  # the classes SynthTissue renders
 DT = torch.float32  # float32 converges to ~1e-5 px here; float64 would only double the cost
 
 
@@ -286,7 +286,7 @@ def render_frame(scene: TissueScene, cfg: TissueConfig, frame: int) -> dict[str,
         ok = ok | hit
         u = torch.where(hit, torch.full_like(u, float("nan")), u)
         v = torch.where(hit, torch.full_like(v, float("nan")), v)
-    label = torch.where(ok, label, torch.tensor(IGNORE))
+    label = torch.where(ok, label, torch.tensor(IGNORE_INDEX))
     image = _shade(albedo, normal, rays, depth, scene.distance, K, H, W, spec_k, spec_exp)
     if cfg.noise > 0:
         g = torch.Generator().manual_seed(int(cfg.seed) * 100003 + frame * 7919 + int(scene.distance * 1000))
@@ -348,7 +348,7 @@ def pick_queries(scene: TissueScene, cfg: TissueConfig, first: dict[str, np.ndar
     """Material coordinates (N x 2) of query points: tissue pixels visible in the first frame."""
     uv = first["uv"].reshape(-1, 2)
     labels = first["labels"].reshape(-1)
-    good = np.flatnonzero((labels != INSTRUMENT) & (labels != IGNORE) & np.isfinite(uv).all(1))
+    good = np.flatnonzero((labels != INSTRUMENT) & (labels != IGNORE_INDEX) & np.isfinite(uv).all(1))
     pick = rng.choice(good, size=min(cfg.queries, good.size), replace=False)
     return uv[np.sort(pick)]
 

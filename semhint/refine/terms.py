@@ -1,0 +1,110 @@
+"""The refinement terms of one training step (METHOD.md 'Total loss'): the hint loss and the
+pseudo-semantic loss, with the statistics the logs show (gate acceptance, pseudo-label rate, ...).
+
+This is the glue between the training step and the operators: it reads the whole config; the
+operators below it take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from semhint.core.config import Config
+from semhint.core.conventions import IGNORE_INDEX
+from semhint.losses import cross_entropy, hint_loss
+from semhint.refine.hints import (hint_class_mask, hint_gate, hint_gt_stats, hint_segments, make_depth_hint,
+                                  reprojection_error, trust_region)
+from semhint.refine.pseudo_semantics import fuse_probabilities, select_pseudo_labels, snap_borders, warp_probabilities
+
+
+def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config) -> tuple[torch.Tensor, dict[str, float]]:
+    image = batch["image/0"].float()
+    with torch.no_grad():  # float32 throughout: log/exp and the surface solve need it under AMP
+        depth = maps["depth/0"].detach().float()
+        segments = hint_segments(outputs, batch, cfg.refine.hint_segments)
+        hint = make_depth_hint(depth, segments, image, batch["K"].float(), cfg.refine, depth_gt=batch.get("depth_gt"))
+        hint = trust_region(hint, depth, cfg.refine.hint_max_ratio, cfg.model.min_depth, cfg.model.max_depth)
+        if cfg.refine.hint_gate:
+            hint_err = reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
+            gate = hint_gate(hint_err, maps["reproj/0"].detach(), maps.get("automask/0"), cfg.refine.hint_gate_margin,
+                             cfg.refine.hint_on_masked)
+        else:
+            gate = torch.ones_like(depth, dtype=torch.bool)
+        # a hint equal to the prediction carries no information: it would only win the gate by
+        # rounding noise and dilute the mean, so such pixels are left out
+        changed = (hint - depth).abs() > 1e-3 * depth
+        gate = gate & changed & hint_class_mask(segments, cfg.refine.hint_classes)
+    # maps["depth/s"] is every scale's depth upsampled to full resolution, still in the graph
+    depths = [maps[f"depth/{s}"] for s in cfg.model.scales]
+    loss = torch.stack([hint_loss(d, hint, gate) for d in depths]).mean()
+    n_changed = changed.float().sum().item()
+    stats = {"hint_accept_rate": gate.float().mean().item(),  # fraction of all pixels the hint trains
+             "hint_changed_rate": n_changed / changed.numel(),  # fraction the operators changed
+             "hint_accept_of_changed": gate.float().sum().item() / max(1.0, n_changed)}
+    if isinstance(batch.get("depth_gt"), torch.Tensor):  # a list when frame sizes differ (KITTI): skipped
+        stats.update(hint_gt_stats(depth, hint, gate, batch["depth_gt"]))
+    return loss, stats
+
+
+def pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source_outputs: dict, cfg: Config
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    logits = outputs["seg/0"]
+    with torch.no_grad():
+        depth = maps["depth/0"].detach().float()
+        K, inv_K = batch["K"].float(), batch.get("inv_K")
+        inv_K = None if inv_K is None else inv_K.float()
+        warped, valid = [], []
+        for f, src in sorted(source_outputs.items()):
+            if f == 0 or f not in poses:
+                continue
+            p, ok = warp_probabilities(src["seg/0"].detach().float().softmax(1), depth, poses[f].detach().float(), K, inv_K)
+            warped.append(p)
+            valid.append(ok)
+        fused = fuse_probabilities(logits.detach().float().softmax(1), warped, valid)
+        noisy = batch.get("labels/0")
+        photo = maps.get("reproj/0")
+        pseudo = select_pseudo_labels(fused, noisy, None if photo is None else photo.detach(),
+                                      cfg.refine.pseudo_seg_confidence, cfg.refine.pseudo_seg_max_photo)
+        if cfg.refine.border_snap:
+            pseudo = snap_borders(pseudo, depth)
+    kept = pseudo != IGNORE_INDEX
+    loss = cross_entropy(logits, pseudo, IGNORE_INDEX)  # an exact zero (with graph) when all are ignored
+    stats = {"pseudo_label_rate": kept.float().mean().item(), "pseudo_sources": float(len(warped))}
+    both = kept & (noisy != IGNORE_INDEX) if noisy is not None else None
+    if both is not None and both.any():  # left out (not NaN) when undefined, so step averages stay finite
+        stats["pseudo_label_agreement"] = (pseudo == noisy)[both].float().mean().item()
+    gt = batch.get("gt_labels/0")
+    if gt is not None:  # does the refinement denoise? accuracy of pseudo vs noisy labels against ground truth
+        for name, lab in (("pseudo", pseudo), ("noisy", noisy)):
+            sel = (lab != IGNORE_INDEX) & (gt != IGNORE_INDEX) if lab is not None else None
+            if sel is not None and sel.any():
+                stats[f"{name}_label_gt_accuracy"] = (lab == gt)[sel].float().mean().item()
+    return loss, stats
+
+
+def refinement_losses(batch: dict, outputs: dict, maps: dict, poses: dict, source_outputs: dict, cfg: Config, epoch: int
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Cross-task refinement terms of the per-step objective (METHOD.md 'Total loss').
+
+    batch: the training batch (ARCHITECTURE.md); outputs: the depth net's dict for the target
+    ("disp/s", "seg/s"); maps: from losses.self_supervised_objective ("depth/s": every scale's
+    depth at full resolution, in the graph; "reproj/0": min reprojection error of the prediction;
+    "automask/0"); poses: {f: T
+    target->source}; source_outputs: {f: depth-net outputs of source frame f} (may be empty when
+    pseudo_seg is off). Returns ({"loss", "hint", "pseudo_seg"}, stats) where loss =
+    hint_weight * hint + pseudo_seg_weight * pseudo_seg, all zero before refine.warmup_epochs.
+    """
+    r = cfg.refine
+    ref = outputs["disp/0"]
+    zero = ref.sum() * 0.0
+    terms = {"hint": zero, "pseudo_seg": zero}
+    stats: dict[str, float] = {}
+    if epoch >= r.warmup_epochs:
+        if r.hint:
+            terms["hint"], s = hint_term(batch, outputs, maps, poses, cfg)
+            stats.update(s)
+        if r.pseudo_seg:
+            terms["pseudo_seg"], s = pseudo_seg_term(batch, outputs, maps, poses, source_outputs, cfg)
+            stats.update(s)
+    terms["loss"] = r.hint_weight * terms["hint"] + r.pseudo_seg_weight * terms["pseudo_seg"]
+    return terms, stats
