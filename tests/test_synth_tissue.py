@@ -69,7 +69,7 @@ def test_tracks_reproject_onto_rendered_surface_points(clip):
 def test_inversion_converges_everywhere(clip):
     _, frames = clip
     for fr in frames:
-        assert (fr["labels"] != tissue.IGNORE).all()
+        assert (fr["labels"] != tissue.IGNORE_INDEX).all()
         assert (fr["depth"] > 20).all() and (fr["depth"] < 200).all()  # millimetres, close range
 
 
