@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=python3.x)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch is pinned in the same resolve so that nothing pulls a CUDA build
-	$(BIN)/python -m pip install -q "torch==2.13.0" -e ".[test,onnx,effnet]"
+	# constraints.txt pins the CPU build of torch in the same resolve, so that nothing pulls a CUDA build
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,onnx,effnet]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -27,7 +25,7 @@ import torch  # noqa: E402
 from semhint.core.config import DataConfig  # noqa: E402
 from semhint.data.build import build_dataset  # noqa: E402
 
-KITTI_SAMPLE = REPO.parent / "shared" / "data" / "kitti_sample"
+KITTI_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_sample"
 
 
 def generated_frames(root: Path, n: int = 48, hw: tuple[int, int] = (375, 1242)) -> Path:
@@ -79,7 +77,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--height", type=int, default=192)
     parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--no-record", action="store_true", help="print only; do not write docs/RESULTS.md")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not write the lab record")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -113,7 +111,7 @@ def main() -> None:
         for row in rows:
             print(" ".join(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols))
         if not args.no_record:
-            from _results import markdown_table, write_section
+            from semhint.lab.records import markdown_table, write_record
 
             body = (f"Data: {source}; {len(ds)} snippets of {n_frames} frames at {args.height}x{args.width}, "
                     f"training augmentation on, batch {args.batch_size}. 'first' = one epoch in the main process "
@@ -123,7 +121,7 @@ def main() -> None:
                     f"on {os.cpu_count()} cores (shared machine: wall-clock rates are only comparable within "
                     "this table).\n\n" + markdown_table(rows, cols))
             command = "python benchmarks/bench_loader.py " + " ".join(sys.argv[1:])
-            write_section("loader", "Data loader throughput (snippets per second)", command.strip(), body,
+            write_record("loader", "Data loader throughput (snippets per second)", command.strip(), body,
                           {"source": source, "height": args.height, "width": args.width, "batch_size": args.batch_size,
                            "load_average": load, "rows": rows})
     finally:

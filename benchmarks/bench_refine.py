@@ -4,7 +4,7 @@ Inputs are synthetic but shaped like a training step (batch 4, 19 classes in blo
 smooth depth map, two source frames, the real self-supervised objective for the maps). Reports the
 median of --repeats runs in milliseconds. Usage:
 
-    .venv/bin/python benchmarks/bench_refine.py [--threads 1] [--repeats 3] [--sizes 96x320,192x640]
+    python benchmarks/bench_refine.py [--threads 1] [--repeats 3] [--sizes 96x320,192x640]
 """
 
 from __future__ import annotations
@@ -12,19 +12,15 @@ from __future__ import annotations
 import argparse
 import shlex
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from _results import markdown_table, write_section  # noqa: E402
-
-from semhint import losses, refine  # noqa: E402
+from semhint import losses, refine
 from semhint.core import geometry
-from semhint.core.config import Config  # noqa: E402
+from semhint.core.config import Config
+from semhint.lab.records import markdown_table, write_record
 
 NUM_CLASSES = 19
 
@@ -114,113 +110,33 @@ def bench_size(h: int, w: int, batch: int, repeats: int) -> list[dict]:
     return rows
 
 
-def quality_rows(synth: Path, label_root: Path, operator_sets: list[list[str]], frames: int = 7) -> list[dict]:
-    """Hint quality on a SynthDrive render (exact depth, true poses) with a simulated failure.
-
-    The "prediction" is the true depth times a smooth random error field (exp(0.15 * blob), like
-    a local minimum spanning whole regions) times 3 % pixel noise. For each operator set the hint
-    is built from the labels under ``label_root`` and gated by the Depth Hints rule with the true
-    poses; AbsRel against the true depth is reported on the accepted pixels (prediction vs hint).
-    """
-    import json
-
-    import numpy as np
-
-    from semhint.core.fileio import read_depth_png
-    from semhint.core.fileio import read_label_png, read_rgb
-
-    meta = json.loads((synth / "meta.json").read_text())
-    intr = meta["intrinsics"]
-    K = geometry.intrinsics_matrix(intr["fx"], intr["fy"], intr["cx"], intr["cy"])[None]
-    drive = meta["sequences"][0]
-    cam = np.loadtxt(synth / "poses" / f"{drive}.txt").reshape(-1, 3, 4)
-    c2w = np.tile(np.eye(4), (len(cam), 1, 1))
-    c2w[:, :3] = cam
-
-    def frame(i: int, root: Path, kind: str):
-        path = root / drive / "image_02" / "data" / f"{i:010d}.png"
-        if kind == "rgb":
-            return torch.tensor(read_rgb(path)).permute(2, 0, 1)[None].float() / 255
-        if kind == "depth":
-            return torch.tensor(read_depth_png(path))[None, None]
-        return torch.tensor(read_label_png(path).astype(np.int64))[None]
-
-    targets = np.linspace(1, len(cam) - 2, frames).round().astype(int)
-    rows = []
-    for ops in operator_sets:
-        g = torch.Generator().manual_seed(0)  # the same simulated predictions for every operator set
-        cfg = Config()
-        cfg.refine.hint_operators = ops
-        acc, pred_err, hint_err = [], [], []
-        for t in targets:
-            batch = {f"image/{f}": frame(t + f, synth / "data", "rgb") for f in (-1, 0, 1)}
-            batch.update(K=K, inv_K=torch.linalg.inv(K))
-            poses = {f: torch.tensor(np.linalg.inv(c2w[t + f]) @ c2w[t], dtype=torch.float32)[None] for f in (-1, 1)}
-            gt = frame(t, synth / "gt_depth", "depth")
-            true = torch.where(gt > 0, gt, torch.full_like(gt, 200.0))
-            blob = F.interpolate(torch.randn(1, 1, 3, 10, generator=g), size=gt.shape[-2:], mode="bicubic")
-            pred = true * torch.exp(0.15 * blob) * torch.exp(0.03 * torch.randn(gt.shape, generator=g))
-            hint = refine.make_depth_hint(pred, frame(t, label_root, "labels"), batch["image/0"], K, cfg.refine, g)
-            gate = refine.hint_gate(refine.reprojection_error(hint, batch, poses), refine.reprojection_error(pred, batch, poses))
-            gate &= (hint - pred).abs() > 1e-3 * pred
-            stats = refine.hint_gt_stats(pred, hint, gate, gt)
-            acc.append(gate.float().mean().item())
-            pred_err.append(stats.get("pred_gt_absrel", float("nan")))
-            hint_err.append(stats.get("hint_gt_absrel", float("nan")))
-        rows.append({"operators": "+".join(ops), "labels": label_root.name, "accept_rate": float(np.mean(acc)),
-                     "pred_absrel_on_accepted": float(np.nanmean(pred_err)),
-                     "hint_absrel_on_accepted": float(np.nanmean(hint_err))})
-        print(rows[-1], flush=True)
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--sizes", default="96x320,192x640")
-    ap.add_argument("--synth", default=None, help="also measure hint quality on this `semhint synth drive` output")
-    ap.add_argument("--labels", action="append", default=None,
-                    help="label roots mirroring SYNTH/data for the quality check (repeatable; default SYNTH/gt_labels)")
-    ap.add_argument("--note", default="", help="how --synth and --labels were made (written under the quality table)")
-    ap.add_argument("--no-write", action="store_true", help="print only; do not update docs/RESULTS.md")
-    ap.add_argument("--key", default="refine", help="RESULTS.md section to (re)write")
-    ap.add_argument("--title", default="Cross-task refinement: cost per step (CPU) and hint quality")
+    ap.add_argument("--no-write", action="store_true", help="print only; do not write the lab record")
+    ap.add_argument("--key", default="refine", help="lab record to (re)write")
+    ap.add_argument("--title", default="Cross-task refinement: cost per step (CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         rows += bench_size(h, w, args.batch, args.repeats)
-    quality = []
-    if args.synth:
-        sets = [["smooth"], ["surface"], ["border"], ["smooth", "surface", "border"]]
-        for root in args.labels or [str(Path(args.synth) / "gt_labels")]:
-            quality += quality_rows(Path(args.synth), Path(root), sets)
     if args.no_write:
         return
-    command = f".venv/bin/python benchmarks/bench_refine.py --threads {args.threads} --repeats {args.repeats} " \
+    command = f"python benchmarks/bench_refine.py --threads {args.threads} --repeats {args.repeats} " \
               f"--batch {args.batch} --sizes {args.sizes}"
-    if args.synth:
-        command += f" --synth {args.synth}" + "".join(f" --labels {r}" for r in args.labels or [])
     body = ("Median wall and process-CPU time per call (torch threads = %d) on a synthetic step shaped like "
             "training: %d classes in blocky segments, two source frames, the real self-supervised objective "
             "for the maps. The machine was shared with other jobs: wall times are upper bounds, CPU times "
             "the steadier figure.\n\n" % (args.threads, NUM_CLASSES)) + markdown_table(
         rows, ["size", "batch", "what", "wall_ms", "cpu_ms"])
-    if quality:
-        body += ("\n\nHint quality on SynthDrive (true poses, exact depth; the prediction is the true depth "
-                 "times a smooth random error field and 3 % noise; see quality_rows). AbsRel against the true "
-                 "depth on the pixels the Depth Hints gate accepted, for the prediction and for the hint:\n\n"
-                 + markdown_table(quality, ["operators", "labels", "accept_rate", "pred_absrel_on_accepted",
-                                            "hint_absrel_on_accepted"]))
-        if args.note:
-            body += f"\n\nData: {args.note}"
-    if args.key != "refine" or args.title != "Cross-task refinement: cost per step (CPU) and hint quality":
+    if args.key != "refine" or args.title != "Cross-task refinement: cost per step (CPU)":
         command += f" --key {args.key} --title {shlex.quote(args.title)}"
-    write_section(args.key, args.title, command, body,
-                  {"threads": args.threads, "repeats": args.repeats, "rows": rows, "quality": quality})
+    write_record(args.key, args.title, command, body, {"threads": args.threads, "repeats": args.repeats, "rows": rows})
 
 
 if __name__ == "__main__":

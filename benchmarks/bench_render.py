@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks._results import markdown_table, write_section  # noqa: E402
+from semhint.lab.records import markdown_table, write_record  # noqa: E402
 
 
 def render_only(kind: str, height: int, width: int, frames: int) -> float:
@@ -104,7 +101,7 @@ def write_results(rows: list[dict], frames: int) -> None:
             "end: `render_drive`/`render_tissue` with 2 spawned worker processes (start-up included) writing all "
             "PNGs, frames per wall-clock second, measured on a machine shared with other jobs (load average "
             "beside it, on 2 cores), so it is a lower bound.")
-    write_section("render", "Synthetic world rendering speed", f"python benchmarks/bench_render.py --frames {frames}",
+    write_record("render", "Synthetic world rendering speed", f"python benchmarks/bench_render.py --frames {frames}",
                   body, {"rows": rows, "frames": frames})
 
 

@@ -29,12 +29,10 @@ import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import markdown_table, write_section  # noqa: E402
+from semhint.lab.records import markdown_table, write_record  # noqa: E402
 from reference_step import ReferenceInference, ReferenceStep  # noqa: E402
 
 from semhint.core import geometry  # noqa: E402
@@ -240,7 +238,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="add a row with torch.compile(module.objective); compile time reported as compile_s")
     parser.add_argument("--load", default="", help="a note on machine load at measurement time")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write the lab record")
     args = parser.parse_args()
     args.bf16 = [p == "bf16" for p in args.precisions]
     args.bf16_sizes = args.bf16_sizes or args.sizes
@@ -266,7 +264,7 @@ def main() -> None:
     md += "\n\nDepth inference, batch 1:\n\n"
     md += markdown_table(infer_rows, ["device", "threads", "size", "variant", "precision", "channels_last", "mode",
                                       "ms", "vs_reference_here", "vs_issue_reference"])
-    write_section("step", "Training step and inference time", command, md,
+    write_record("step", "Training step and inference time", command, md,
                   {"steps": step_rows, "inference": infer_rows, "issue_reference": REFERENCE, "load": args.load,
                    "command": command})
 

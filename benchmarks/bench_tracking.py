@@ -1,33 +1,25 @@
-"""Tissue-tracking benchmarks.
+"""Tissue-tracking speed: frames per second of each mode at 320x240 and 640x480 (record "tracking").
 
-    python benchmarks/bench_tracking.py speed                  # fps of each mode at 320x240 and 640x480 (key "tracking")
-    python benchmarks/bench_tracking.py synth --data OUT \\
-        [--baseline CKPT] [--semhint CKPT]                     # accuracy table on SynthTissue (key "tracking_synth")
+    python benchmarks/bench_tracking.py
 
-``speed`` renders a small deforming toy clip (semhint.tracking.toy) at each resolution, writes it
+It renders a small deforming toy clip (semhint.tracking.toy) at each resolution, writes it
 in the SynthTissue layout and times ``track`` per mode (frame decoding and depth reading included,
-set-up on the first frame excluded). ``synth`` scores every sequence under OUT/data against its
-exact tracks: zero motion, flow (DIS, LK), the graph with ground-truth depth (exact, 2 % and 5 %
-smooth relative noise) and, given checkpoints, with baseline and SemHint depth.
+set-up on the first frame excluded). The accuracy table on SynthTissue is experiments/tracking.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+import cv2  # noqa: E402  (after OMP_NUM_THREADS: the thread pools read it when they start)
+import torch  # noqa: E402
 
-import numpy as np  # noqa: E402
-from _results import markdown_table, write_section  # noqa: E402
-
-from semhint.tracking import evaluate_tracks, load_clip, track, zero_motion  # noqa: E402
+from semhint.lab.records import markdown_table, write_record  # noqa: E402
+from semhint.tracking import load_clip, track  # noqa: E402
 from semhint.tracking.toy import make_toy_clip, write_toy_clip  # noqa: E402
 
 SPEED_MODES = [("flow", "dis", None), ("flow", "dis", 320), ("flow", "lk", None), ("flow+lift", "dis", None),
@@ -35,9 +27,6 @@ SPEED_MODES = [("flow", "dis", None), ("flow", "dis", 320), ("flow", "lk", None)
 
 
 def bench_speed(frames: int, points: int) -> None:
-    import cv2
-    import torch
-
     torch.set_num_threads(2)
     rows, data = [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,135 +44,16 @@ def bench_speed(frames: int, points: int) -> None:
             f"threads {cv2.getNumThreads()}, frame PNG decoding included; DIS preset 'medium', 4 flows a frame "
             f"with re-anchoring). The machine was shared with other jobs, so treat these as lower bounds.\n\n"
             + markdown_table(rows, ["mode", "fps 320x240", "fps 640x480"]))
-    write_section("tracking", "Tissue tracking speed (CPU)", "python benchmarks/bench_tracking.py speed",
-                  body, {"frames": frames, "points": points, "fps": data})
-
-
-def _rows_for(clip, specs) -> list[tuple[str, dict]]:
-    out = []
-    for label, kwargs in specs:
-        if kwargs is None:
-            out.append((label, None))
-            continue
-        result = zero_motion(clip) if kwargs == "zero" else track(clip, progress=False, **kwargs)
-        scores = evaluate_tracks(result, clip)
-        out.append((label, scores["zero_motion"] if kwargs == "zero" else scores["method"]))
-    return out
-
-
-def bench_synth(data_root: Path, baseline: str | None, semhint: str | None, max_sequences: int,
-                noise_draws: int = 3) -> None:
-    seqs = sorted(p for p in (data_root / "data").iterdir() if (data_root / "tracks" / f"{p.name}.npz").is_file())
-    if not seqs:
-        raise SystemExit(f"{data_root}: no SynthTissue sequences (expected data/SEQ and tracks/SEQ.npz)")
-    seqs = seqs[:max_sequences]
-    specs = [
-        ("zero motion", "zero"),
-        ("flow only (DIS, re-anchored)", dict(mode="flow")),
-        ("flow only (LK)", dict(mode="flow", flow="lk")),
-        ("flow + lift, GT depth", dict(mode="flow+lift", depth="gt")),
-        ("graph, GT depth", dict(mode="graph", depth="gt")),
-        ("graph, GT depth + 2% noise", dict(mode="graph", depth="gt", depth_noise=0.02)),
-        ("graph, GT depth + 5% noise", dict(mode="graph", depth="gt", depth_noise=0.05)),
-        ("graph+flow, GT depth", dict(mode="graph+flow", depth="gt")),
-        ("graph+flow, GT depth + 2% noise", dict(mode="graph+flow", depth="gt", depth_noise=0.02)),
-        ("graph+flow, GT depth + 5% noise", dict(mode="graph+flow", depth="gt", depth_noise=0.05)),
-    ]
-    # one noise draw per sequence is itself noisy (a lucky draw can beat a milder noise level):
-    # every noise row averages ``noise_draws`` draws
-    specs = [(label, dict(kwargs, seed=k) if isinstance(kwargs, dict) and kwargs.get("depth_noise") else kwargs)
-             for label, kwargs in specs
-             for k in range(noise_draws if isinstance(kwargs, dict) and kwargs.get("depth_noise") else 1)]
-    for name, ckpt in (("baseline", baseline), ("SemHint", semhint)):
-        for mode in ("graph", "graph+flow"):
-            specs.append((f"{mode}, {name} depth", dict(mode=mode, depth=ckpt, scale="first-frame") if ckpt else None))
-    per_row: dict[str, list[dict]] = {label: [] for label, _ in specs}  # keeps the first-seen order
-    for seq in seqs:
-        clip = load_clip(seq)
-        for label, scores in _rows_for(clip, specs):
-            if scores is not None:
-                per_row[label].append(scores)
-        print(f"{seq.name}: done", flush=True)
-    rows = [_table_row(label, runs) for label, runs in per_row.items()]
-    cols = ["method", "2D mean px", "2D median px", "delta_avg 2D", "3D mean mm", "delta_avg 3D", "edge px",
-            "high-motion px", "survival", "fps"]
-    command = f"python benchmarks/bench_tracking.py synth --data {data_root}" + \
-        (f" --baseline {baseline}" if baseline else "") + (f" --semhint {semhint}" if semhint else "") + \
-        f" --noise-draws {noise_draws}"
-    pending = [label for label, runs in per_row.items() if not runs]
-    body = (f"{len(seqs)} SynthTissue sequence(s) from `{data_root}` ({_provenance(data_root)}); each number is the mean over sequences of "
-            "the per-sequence score (2D: per frame, then over frames; visible labelled points only; the query "
-            "frame excluded). Noise rows: smooth relative noise on the ground-truth depth, drawn per frame "
-            f"(seeds 0..{noise_draws - 1}; the row is the mean over sequences and draws). Depth networks: scale fixed at the first frame against ground truth. How to read it: "
-            "zero motion is the floor every tracker must beat; 'flow + lift' has the 2D error of flow by "
-            "construction (depth only shows in its 3D error); the graph rows move points with depth, so there "
-            "depth quality reaches the 2D error too. 'graph' is depth only (point-to-plane, as SuPer); "
-            "'graph+flow' adds flow residuals.\n\n"
-            + markdown_table(rows, cols))
-    if pending:
-        body += ("\n\nRows without numbers await trained checkpoints (pass --baseline / --semhint): "
-                 + ", ".join(pending) + ".")
-    write_section("tracking_synth", "Tissue tracking on SynthTissue", command, body,
-                  {"sequences": [s.name for s in seqs], "rows": rows, "raw": per_row})
-
-
-def _provenance(data_root: Path) -> str:
-    """How the data was made, from its meta.json (so the table can be regenerated)."""
-    import json
-
-    meta_file = data_root / "meta.json"
-    if not meta_file.is_file():
-        return "no meta.json"
-    meta = json.loads(meta_file.read_text())
-    st = meta.get("settings", {})
-    return (f"made by `{meta.get('generator', '?')} --out OUT --preset {meta.get('preset', '?')} --seed {meta.get('seed', '?')}`: "
-            f"{st.get('sequences', '?')} x {st.get('frames', '?')} frames at {st.get('width', '?')}x{st.get('height', '?')}")
-
-
-def _mean(runs, *keys):
-    vals = []
-    for r in runs:
-        for k in keys:
-            r = r.get(k, {}) if isinstance(r, dict) else {}
-        if isinstance(r, (int, float)) and np.isfinite(r):
-            vals.append(float(r))
-    return float(np.mean(vals)) if vals else ""
-
-
-def _table_row(label: str, runs: list[dict]) -> dict:
-    if not runs:
-        return {"method": label}
-    return {
-        "method": label,
-        "2D mean px": _mean(runs, "2d", "mean_px"),
-        "2D median px": _mean(runs, "2d", "median_px"),
-        "delta_avg 2D": _mean(runs, "2d", "delta_avg"),
-        "3D mean mm": _mean(runs, "3d", "mean_mm"),
-        "delta_avg 3D": _mean(runs, "3d", "delta_avg"),
-        "edge px": _mean(runs, "subsets", "edge", "2d", "mean_px"),
-        "high-motion px": _mean(runs, "subsets", "high_motion", "2d", "mean_px"),
-        "survival": _mean(runs, "survival"),
-        "fps": _mean(runs, "fps"),
-    }
+    write_record("tracking", "Tissue tracking speed (CPU)", "python benchmarks/bench_tracking.py", body,
+                 {"frames": frames, "points": points, "fps": data})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("speed")
-    p.add_argument("--frames", type=int, default=12)
-    p.add_argument("--points", type=int, default=64)
-    p = sub.add_parser("synth")
-    p.add_argument("--data", required=True, type=Path, help="SynthTissue output folder (semhint synth tissue --out)")
-    p.add_argument("--baseline", default=None, help="baseline depth checkpoint trained on SynthTissue")
-    p.add_argument("--semhint", default=None, help="SemHint depth checkpoint trained on SynthTissue (noisy labels)")
-    p.add_argument("--sequences", type=int, default=100, help="use at most this many sequences")
-    p.add_argument("--noise-draws", type=int, default=3, help="noise draws averaged in each noisy-depth row")
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--points", type=int, default=64)
     args = parser.parse_args()
-    if args.what == "speed":
-        bench_speed(args.frames, args.points)
-    else:
-        bench_synth(args.data, args.baseline, args.semhint, args.sequences, args.noise_draws)
+    bench_speed(args.frames, args.points)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,13 +19,11 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import markdown_table, write_section  # noqa: E402
+from semhint.lab.records import markdown_table, write_record  # noqa: E402
 
 from semhint.core.config import load_config  # noqa: E402
 from semhint.core.fileio import read_rgb  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 class StepTimer(Callback):
@@ -91,7 +88,7 @@ def main() -> None:
                 f"trainer.precision={precision}", "trainer.accelerator=cpu", "trainer.image_log_every_n_steps=0",
                 "trainer.log_every_n_steps=1000", "optim.pose_warmup_steps=0",  # time full steps, not warm-up ones
             ]
-            fit(load_config(REPO / "configs" / "synth_drive.yaml", overrides), extra_callbacks=[timer])
+            fit(load_config("synth_drive", overrides), extra_callbacks=[timer])
             rows.append(_throughput(timer, 2, args.batch_size, precision))
             print(rows[-1], flush=True)
         images = sorted((root / "data").rglob("*.png"))[:8]
@@ -106,7 +103,7 @@ def main() -> None:
     md += markdown_table(rows, ["precision", "batch", "steps_timed", "s_per_step", "snippets_per_s"])
     md += "\n\nEnd-to-end inference (`Predictor.predict_depth`: resize, network at 192x640, upsample, invert), batch 1:\n\n"
     md += markdown_table([latency], ["input", "network", "ms_per_frame", "fps"])
-    write_section("train_throughput", "Training throughput and inference latency (CPU, 192x640)",
+    write_record("train_throughput", "Training throughput and inference latency (CPU, 192x640)",
                   f"OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python benchmarks/bench_train.py --steps {args.steps} "
                   f"--precisions {' '.join(args.precisions)}",
                   md, {"training": rows, "inference": latency, "threads": torch.get_num_threads(), "load": args.load})

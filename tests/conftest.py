@@ -47,15 +47,3 @@ def kitti_sample() -> Path:
     if not (KITTI_SAMPLE / "2011_09_26" / "calib_cam_to_cam.txt").is_file():
         pytest.skip(f"{KITTI_SAMPLE} not present")
     return KITTI_SAMPLE
-
-
-def load_benchmark(name: str):
-    """Import benchmarks/NAME.py as a module (benchmarks/ is scripts, not a package)."""
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -8,7 +8,7 @@ import pytest
 
 from semhint.core.config import Config, ConfigError, load_config, save_config, to_dict
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "semhint" / "configs").rglob("*.yaml"))
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -29,7 +29,7 @@ def test_shipped_configs_exist():
 
 
 def test_monodepth2_recipe():
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "kitti_eigen_zhou.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[1] / "semhint" / "configs" / "kitti_eigen_zhou.yaml")
     assert (cfg.model.encoder, cfg.data.height, cfg.data.width) == ("resnet18", 192, 640)
     assert (cfg.optim.lr, cfg.optim.epochs, cfg.optim.milestones, cfg.optim.gamma, cfg.optim.batch_size) == (
         1e-4, 20, [15], 0.1, 12)
@@ -113,3 +113,59 @@ def test_planar_prior_needs_the_segments_it_follows():
     with pytest.raises(ConfigError, match=r"loss\.planar_classes"):
         load_config(None, ["loss.planar_weight=0.1", "data.labels=x", "loss.planar_classes=[]"])
     assert load_config(None, ["loss.planar_weight=0.1", "data.labels=x"]).loss.planar_weight == 0.1
+
+
+# ----------------------------------------------------------------------------------------------
+# inheritance: a config is a small diff over its base
+# ----------------------------------------------------------------------------------------------
+def test_base_chain_merges_deeply_and_the_file_wins(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\noptim:\n  lr: 1.0e-3\n  batch_size: 8\ndata:\n  frame_ids: [0, -1, 1]\n"
+                                     "trainer:\n  out_dir: runs/{name}\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text("base: ../a.yaml\noptim:\n  lr: 2.0e-4\ndata:\n  frame_ids: [0, 1]\n")
+    (tmp_path / "c.yaml").write_text("base: sub/b.yaml\nname: custom\nmodel:\n  shared_layers: 2\n")
+    b = load_config(tmp_path / "sub" / "b.yaml")
+    assert (b.optim.lr, b.optim.batch_size, b.data.frame_ids) == (2e-4, 8, [0, 1])  # lists replace, mappings merge
+    assert b.name == "b" and b.trainer.out_dir == "runs/b"  # name is never inherited; {name} follows it
+    c = load_config(tmp_path / "c.yaml", ["optim.batch_size=2"])
+    assert (c.name, c.trainer.out_dir, c.model.shared_layers, c.optim.lr, c.optim.batch_size) == (
+        "custom", "runs/custom", 2, 2e-4, 2)
+
+
+def test_base_errors_name_the_file(tmp_path):
+    (tmp_path / "x.yaml").write_text("base: y.yaml\n")
+    (tmp_path / "y.yaml").write_text("base: x.yaml\n")
+    with pytest.raises(ConfigError, match=r"base chain loops \(x.yaml -> y.yaml -> x.yaml\)"):
+        load_config(tmp_path / "x.yaml")
+    (tmp_path / "z.yaml").write_text("base: no_such_config\n")
+    with pytest.raises(ConfigError, match="no_such_config: config file not found"):
+        load_config(tmp_path / "z.yaml")
+    (tmp_path / "w.yaml").write_text("base: [a, b]\n")
+    with pytest.raises(ConfigError, match=r"w.yaml: base: expected the name or path"):
+        load_config(tmp_path / "w.yaml")
+
+
+def test_shipped_configs_resolve_by_name_from_anywhere(tmp_path, monkeypatch):
+    from semhint.core.config import resolve_config, shipped_configs
+
+    monkeypatch.chdir(tmp_path)  # not the repository: a pip user's working directory
+    names = shipped_configs()
+    assert {"synth_drive", "semhint_synth_drive", "ablations/drive_k4"} <= set(names)
+    by_name = load_config("ablations/drive_k4")
+    assert to_dict(by_name) == to_dict(load_config("configs/ablations/drive_k4.yaml"))
+    assert resolve_config("synth_drive") == resolve_config("configs/synth_drive.yaml")
+    assert by_name.model.shared_layers == 4 and by_name.trainer.out_dir == "runs/synth_drive/drive_k4"
+
+
+def test_config_show_prints_the_resolved_config(capsys):
+    import yaml
+
+    from semhint.app.cli import main
+
+    assert main(["config", "show", "ablations/drive_k0", "optim.lr=3e-4"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["model"]["shared_layers"] == 0 and shown["optim"]["lr"] == 3e-4
+    assert shown["refine"]["hint_operators"] == ["smooth"] and "base" not in shown
+    assert main(["config", "list"]) == 0 and "ablations/drive_k0" in capsys.readouterr().out.split()
+    assert main(["config", "show", "ablations/nope"]) == 2
+    assert "config file not found" in capsys.readouterr().err

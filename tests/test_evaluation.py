@@ -131,9 +131,9 @@ def test_per_class_abs_rel_on_a_hand_made_example():
                               labels=[labels], class_names=["road", "car", "sky"])
     assert set(result.per_class_abs_rel) == {"road", "car"}  # no sky pixel: not reported
     assert result.per_class_abs_rel["road"] == {"abs_rel": pytest.approx(0.2), "log_bias": pytest.approx(np.log(1.2)),
-                                                "pixels": 11}  # too far
+                                                "pixels": 11, "range_slope": pytest.approx(np.nan, nan_ok=True)}  # too far (GT has no depth range: no slope)
     assert result.per_class_abs_rel["car"] == {"abs_rel": pytest.approx(0.1), "log_bias": pytest.approx(np.log(0.9)),
-                                               "pixels": 11}  # too near
+                                               "pixels": 11, "range_slope": pytest.approx(np.nan, nan_ok=True)}  # too near
     table = P.format_metrics_table(result)
     assert "road" in table and "car" in table
 
@@ -246,3 +246,15 @@ def test_cli_evaluate_checkpoint_on_kitti_sample_frames(kitti_sample, tmp_path, 
     assert main(["evaluate", "--checkpoint", str(ckpt), "--split", str(split), "--data-path", str(kitti_sample),
                  "--gt", str(tmp_path / "gt.npz")]) == 2
     assert "frame 0" in capsys.readouterr().err
+
+
+def test_range_slope_is_one_for_the_right_range_and_below_one_for_a_compressed_one():
+    gt = np.array([[5.0, 10.0, 20.0, 40.0, 80.0]], np.float32)
+    labels = np.zeros_like(gt, dtype=np.uint8)
+    run = lambda pred: P.evaluate_depth([pred.astype(np.float32)], [gt], crop="none", pred_is_disp=False,  # noqa: E731
+                                        median_scaling=False, max_depth=200.0, labels=[labels], class_names=["x"])
+    assert run(gt * 1.3).per_class_abs_rel["x"]["range_slope"] == pytest.approx(1.0)  # an offset is not a range error
+    compressed = np.exp(0.5 * np.log(gt) + 1.0)
+    assert run(compressed).per_class_abs_rel["x"]["range_slope"] == pytest.approx(0.5)
+    pooled = M.class_error_sums(labels, gt, gt * 1.3, 1)[0] + M.class_error_sums(labels, gt, compressed, 1)[0]
+    assert 0.5 < M.range_slope(pooled) < 1.0  # sums pool pixels over images and runs

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from semhint.core.config import load_config, to_dict
+from semhint.core.config import load_config, resolve_config, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
-MAIN_DRIVE = REPO / "configs" / "semhint_synth_drive.yaml"
-ABLATIONS = sorted((REPO / "configs" / "ablations").glob("*.yaml"))
+CONFIGS = sorted((REPO / "semhint" / "configs").rglob("*.yaml"))
+MAIN_DRIVE = REPO / "semhint" / "configs" / "semhint_synth_drive.yaml"
+ABLATIONS = sorted((REPO / "semhint" / "configs" / "ablations").glob("*.yaml"))
 
 
 def _rel(path: Path) -> str:
@@ -48,38 +48,47 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def ablation_parent(path: Path) -> Path:
-    """The config an ablation was made from: the first config path its header comment names."""
-    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
-    found = re.search(r"configs/[\w./-]+\.yaml", header)
-    assert found, f"{path.name}: its header must name the config it ablates"
-    return REPO / found.group(0)
+def own_keys(path: Path) -> tuple[str | None, dict]:
+    """(the config a file inherits from, the keys the file itself sets) of a shipped config file."""
+    values = yaml.safe_load(path.read_text())
+    base = values.pop("base", None)
+    values.pop("name", None)
+    return base, _flat(values)
 
 
 @pytest.mark.parametrize("path", ABLATIONS, ids=_rel)
 def test_ablation_changes_only_its_own_switches(path):
-    """An ablation is its parent config with one idea switched: anything more would confound it.
+    """An ablation is its base config with one idea switched: anything more would confound it.
 
     One idea may take up to three keys (operator D without the gate: the operator list, the segments
-    it follows and the gate). The parent is the main config or an ablation that leads back to it
-    (the ablations made before the main config took the street hints name
-    configs/ablations/drive_hint_smooth.yaml, the main config of that time)."""
-    parent, chain = ablation_parent(path), [path]
-    main, ablation = _flat(to_dict(load_config(parent))), _flat(to_dict(load_config(path)))
-    changed = {k for k in main if main[k] != ablation[k]} - {"name", "trainer.out_dir"}
-    assert len(changed) <= 3, f"{path.name} changes {sorted(changed)} of {parent.name}"
-    assert changed <= {"model.shared_layers", "model.seg_grad_scale", "data.labels"} or all(
-        k.startswith(("refine.", "loss.")) for k in changed), f"{path.name} changes {sorted(changed)}"
-    while parent != MAIN_DRIVE:  # every chain of parents ends at the main config, without a loop
-        assert parent.is_file() and parent not in chain, f"{path.name}: parent chain {chain} does not reach the main config"
-        chain.append(parent)
-        parent = ablation_parent(parent)
+    it follows and the gate). The base is the main config or an ablation that leads back to it
+    (the ablations made before the main config took the street hints name ablations/drive_hint_smooth,
+    the main config of that time), so every ablation's full config is the main one plus a few keys."""
+    base, own = own_keys(path)
+    assert base is not None, f"{path.name}: an ablation names the config it varies with 'base:'"
+    assert 1 <= len(own) <= 3, f"{path.name} sets {sorted(own)}"
+    assert set(own) <= {"model.shared_layers", "model.seg_grad_scale", "data.labels"} or all(
+        k.startswith(("refine.", "loss.")) for k in own), f"{path.name} sets {sorted(own)}"
+    resolved, parent = _flat(to_dict(load_config(path))), _flat(to_dict(load_config(base)))
+    assert {k for k in parent if parent[k] != resolved[k]} <= set(own) | {"name", "trainer.out_dir"}
+    chain = [path]
+    while base != "semhint_synth_drive":  # every chain of bases ends at the main config, without a loop
+        parent_path = resolve_config(base)
+        assert parent_path not in chain, f"{path.name}: base chain {chain} loops"
+        chain.append(parent_path)
+        base, _ = own_keys(parent_path)
+        assert base is not None, f"{path.name}: base chain {chain} does not reach the main config"
+
+
+def test_every_ablation_trains_into_its_own_folder():
+    folders = [load_config(path).trainer.out_dir for path in ABLATIONS]
+    assert len(set(folders)) == len(folders) and all(f.endswith(p.stem) for f, p in zip(folders, ABLATIONS))
 
 
 def test_there_is_a_semhint_config_beside_each_trainable_baseline():
     for name in ("synth_drive", "synth_tissue", "kitti_eigen_zhou"):
-        base, semhint = load_config(REPO / "configs" / f"{name}.yaml"), load_config(
-            REPO / "configs" / f"semhint_{name}.yaml")
+        base, semhint = load_config(REPO / "semhint" / "configs" / f"{name}.yaml"), load_config(
+            REPO / "semhint" / "configs" / f"semhint_{name}.yaml")
         same = ("data.path", "data.height", "data.width", "optim.lr", "optim.batch_size", "model.encoder", "eval.max_depth")
         b, s = _flat(to_dict(base)), _flat(to_dict(semhint))
         assert all(b[k] == s[k] for k in same), "the SemHint config must train on what its baseline trains on"
@@ -191,7 +200,7 @@ def test_semhint_config_fits_end_to_end(world, request, tmp_path):
     root = request.getfixturevalue(f"tiny_{world}_with_labels")
     out = tmp_path / "run"
     size = {"drive": (32, 96), "tissue": (48, 64)}[world]
-    cfg = load_config(REPO / "configs" / f"semhint_synth_{world}.yaml", tiny_overrides(
+    cfg = load_config(REPO / "semhint" / "configs" / f"semhint_synth_{world}.yaml", tiny_overrides(
         root, out, **{"data.height": size[0], "data.width": size[1], "optim.epochs": 1,
                       "trainer.limit_train_batches": 2, "trainer.limit_val_batches": 1,
                       "trainer.log_every_n_steps": 1, "trainer.image_log_every_n_steps": 0}))

@@ -93,7 +93,7 @@ def _csv_columns(path: Path) -> set[str]:
 
 def test_train_logs_checkpoints_and_resumes_exactly(tiny_drive, tmp_path):
     out = tmp_path / "run"
-    cfg = load_config(REPO / "configs" / "synth_drive.yaml", tiny_overrides(tiny_drive, out))
+    cfg = load_config(REPO / "semhint" / "configs" / "synth_drive.yaml", tiny_overrides(tiny_drive, out))
     fit(cfg)
     last = out / "checkpoints" / "last.ckpt"
     assert last.is_file() and (out / "config.yaml").is_file()
@@ -107,7 +107,7 @@ def test_train_logs_checkpoints_and_resumes_exactly(tiny_drive, tmp_path):
     saved_adam = {float(s["step"]) for s in saved["optimizer_states"][0]["state"].values()}
 
     start = _StartState()
-    cfg2 = load_config(REPO / "configs" / "synth_drive.yaml", tiny_overrides(tiny_drive, out, **{"optim.epochs": 2}))
+    cfg2 = load_config(REPO / "semhint" / "configs" / "synth_drive.yaml", tiny_overrides(tiny_drive, out, **{"optim.epochs": 2}))
     fit(cfg2, resume="auto", extra_callbacks=[start])
     assert (start.global_step, start.epoch) == (2, 1)
     assert start.adam_steps == saved_adam == {2.0}
@@ -131,12 +131,12 @@ class _Weights(Callback):
 
 def test_pose_warmup_trains_the_pose_net_alone(tiny_drive, tmp_path):
     weights = _Weights()
-    cfg = load_config(REPO / "configs" / "synth_drive.yaml",
+    cfg = load_config(REPO / "semhint" / "configs" / "synth_drive.yaml",
                       tiny_overrides(tiny_drive, tmp_path / "warm", **{"optim.pose_warmup_steps": 2}))
     fit(cfg, extra_callbacks=[weights])
     assert weights.changed("pose_net.") and not weights.changed("depth_net.")
     after = _Weights()
-    cfg = load_config(REPO / "configs" / "synth_drive.yaml",
+    cfg = load_config(REPO / "semhint" / "configs" / "synth_drive.yaml",
                       tiny_overrides(tiny_drive, tmp_path / "after", **{"optim.pose_warmup_steps": 1}))
     fit(cfg, extra_callbacks=[after])
     assert after.changed("depth_net.")  # the second step (past the warm-up) trains depth too
@@ -218,7 +218,7 @@ def test_trainer_compile_uses_one_lazily_compiled_objective_never_pickled(monkey
 def test_ddp_two_cpu_processes_over_gloo(tiny_drive, tmp_path):
     """`semhint train` with 2 processes: trains, reduces val metrics, rank 0 writes, resumes."""
     out = tmp_path / "ddp"
-    base = [sys.executable, "-m", "semhint", "train", str(REPO / "configs" / "synth_drive.yaml"),
+    base = [sys.executable, "-m", "semhint", "train", str(REPO / "semhint" / "configs" / "synth_drive.yaml"),
             *tiny_overrides(tiny_drive, out, **{"trainer.devices": 2, "trainer.strategy": "ddp", "optim.batch_size": 1,
                                                 "trainer.image_log_every_n_steps": 0})]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}

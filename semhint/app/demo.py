@@ -27,14 +27,12 @@ import numpy as np
 
 from semhint.core.checkpoints import read_checkpoint
 from semhint.core.config import Config, from_dict
-from semhint.core.fileio import read_depth_png, read_label_png, read_rgb, write_json, write_text
+from semhint.core.fileio import write_json, write_text
 from semhint.core.pictures import depth_panels, training_curves
-from semhint.data.build import frame_refs
-from semhint.data.frames import mirrored_path
 from semhint.data.synthetic import render_drive
-from semhint.evaluation.metrics import METRIC_NAMES, evaluate_segmentation
-from semhint.evaluation.protocols import evaluate_depth
+from semhint.evaluation.metrics import METRIC_NAMES
 from semhint.inference import load_predictor
+from semhint.lab.evaluator import REPORTS, SplitData, constant_depth_report, evaluate_run, load_split
 from semhint.labelmaker.corrupt import corrupt_label_dir
 from semhint.training import fit
 
@@ -174,46 +172,6 @@ def train_all(runs: list[DemoRun]) -> list[DemoRun]:
         return list(pool.map(train, runs))
 
 
-@dataclass
-class TestSet:
-    """Full-resolution test frames and their exact depth."""
-
-    names: list[str]
-    images: list[np.ndarray]
-    depths: list[np.ndarray]
-    labels: list[np.ndarray] = field(default_factory=list)  # ground-truth class maps (for mIoU)
-
-
-def load_test_set(data_root: Path, cfg: Config) -> TestSet:
-    refs = frame_refs(cfg.data, str(data_root / "splits" / "test.txt"))
-    gt_root, label_root = data_root / "gt_depth", data_root / "gt_labels"
-    labels = [read_label_png(mirrored_path(label_root, r.target, r.data_root)) for r in refs] if label_root.is_dir() else []
-    return TestSet([r.key for r in refs], [read_rgb(r.target) for r in refs],
-                   [read_depth_png(mirrored_path(gt_root, r.target, r.data_root)) for r in refs], labels)
-
-
-def evaluate(disparities: list[np.ndarray], test: TestSet, cfg: Config) -> dict[str, float]:
-    """Mean errors with the config's protocol (median scaling) over the test frames."""
-    e = cfg.eval
-    result = evaluate_depth(disparities, test.depths, min_depth=e.min_depth, max_depth=e.max_depth, crop=e.crop,
-                            median_scaling=e.median_scaling, pred_is_disp=True)
-    return result.metrics()
-
-
-def branch_miou(checkpoint: Path, test: TestSet) -> float | None:
-    """mIoU of a run's segmentation branch against the ground-truth labels (None without a branch)."""
-    predictor = load_predictor(checkpoint)
-    if predictor.config.model.num_classes == 0 or not test.labels:
-        return None
-    preds = [predictor.predict_segmentation_batch([rgb])[0] for rgb in test.images]
-    return evaluate_segmentation(test.labels, preds, predictor.config.model.num_classes)["miou"]
-
-
-def constant_disparities(test: TestSet) -> list[np.ndarray]:
-    """The trivial baseline: the same depth everywhere (median scaling then picks its value)."""
-    return [np.ones(d.shape, np.float32) for d in test.depths]
-
-
 # ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +180,7 @@ def _median_scaled_depth(depth: np.ndarray, gt: np.ndarray, cfg: Config) -> np.n
     return depth * (np.median(gt[valid]) / np.median(depth[valid]))
 
 
-def write_panels(path: Path, test: TestSet, runs: list[DemoRun], predictions: dict[str, list[np.ndarray]],
+def write_panels(path: Path, test: SplitData, runs: list[DemoRun], predictions: dict[str, list[np.ndarray]],
                  count: int = 4) -> None:
     """Rows of test frames: input, exact depth, then each run's median-scaled depth."""
     picks = np.linspace(0, len(test.names) - 1, min(count, len(test.names))).round().astype(int)
@@ -235,11 +193,11 @@ def write_panels(path: Path, test: TestSet, runs: list[DemoRun], predictions: di
     depth_panels(rows, path)
 
 
-def markdown_report(runs: list[DemoRun], constant: dict[str, float], test: TestSet, seconds: float,
+def markdown_report(runs: list[DemoRun], constant: dict[str, float], test: SplitData, seconds: float,
                     labels_miou: float | None = None) -> str:
     header = ("| model | " + " | ".join(METRIC_NAMES) + " | seg mIoU | steps | train time |\n|"
               + "---|" * (len(METRIC_NAMES) + 4) + "\n")
-    lines = [f"| constant depth (median-scaled) | " + " | ".join(f"{constant[m]:.3f}" for m in METRIC_NAMES)
+    lines = ["| constant depth (median-scaled) | " + " | ".join(f"{constant[m]:.3f}" for m in METRIC_NAMES)
              + " | - | - | - |"]
     for run in runs:
         miou = run.metrics.get("seg_miou")
@@ -272,7 +230,7 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 4.0, steps: int
     labels, labels_miou = make_noisy_labels(data_root, seed)
     num_classes = int(json.loads((data_root / "meta.json").read_text())["num_classes"])
     runs = demo_runs(data_root, out, minutes, steps, seed, labels, num_classes)
-    test = load_test_set(data_root, runs[0].cfg)
+    test = load_split(runs[0].cfg, data_root / "splits" / "test.txt", data_root)
     predictions: dict[str, list[np.ndarray]] = {}
     budget = f"{steps} steps" if steps > 0 else f"{minutes:g} min"
     print(f"[demo] training {' and '.join(repr(r.name) for r in runs)} on CPU ({budget} each; the progress bar "
@@ -280,14 +238,12 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 4.0, steps: int
     runs = train_all(runs)
     for run in runs:
         print(f"[demo] '{run.name}': {run.steps} steps in {run.train_seconds / 60:.1f} min")
-        predictor = load_predictor(run.checkpoint)
-        disparities = [predictor.predict_disparity(rgb) for rgb in test.images]
-        run.metrics = evaluate(disparities, test, run.cfg)
-        miou = branch_miou(run.checkpoint, test)
-        if miou is not None:
-            run.metrics["seg_miou"] = miou
-        predictions[run.name] = predictor.predict_depth_batch(test.images)
-    constant = evaluate(constant_disparities(test), test, runs[0].cfg)
+        result = evaluate_run(run.checkpoint, test, REPORTS["drive"], cfg=run.cfg)
+        run.metrics = dict(result["metrics"])
+        if "branch_miou" in result:
+            run.metrics["seg_miou"] = result["branch_miou"]
+        predictions[run.name] = load_predictor(run.checkpoint).predict_depth_batch(test.images)
+    constant = constant_depth_report(test, runs[0].cfg.eval, REPORTS["drive"])["metrics"]
     write_panels(out / "depth_panels.png", test, runs, predictions)
     training_curves({r.name: Path(r.cfg.trainer.out_dir) / "logs" / "csv" / "metrics.csv" for r in runs},
                     out / "training_curves.png")

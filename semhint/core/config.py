@@ -131,7 +131,7 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    out_dir: str = "runs/default"
+    out_dir: str = "runs/{name}"  # {name}: the config's name
     seed: int = 0
     accelerator: str = "auto"  # auto | cpu | gpu
     devices: Any = 1  # int or "auto"
@@ -382,28 +382,87 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def from_dict(values: dict, source: str = "config") -> Config:
-    """Build and validate a Config from a (possibly partial) nested dict."""
-    return validate(_build(Config, values, "", source), source)
+    """Build and validate a Config from a (possibly partial) nested dict.
+
+    ``{name}`` in ``trainer.out_dir`` becomes the config's name, so configs that inherit one run
+    folder pattern (``runs/synth_drive/{name}``) each train into their own folder.
+    """
+    cfg = _build(Config, values, "", source)
+    cfg.trainer.out_dir = cfg.trainer.out_dir.replace("{name}", cfg.name)
+    return validate(cfg, source)
+
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the configs that ship inside the package
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship with semhint (``synth_drive``, ``ablations/drive_k4``, ...)."""
+    return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    """The YAML file a config reference means: an existing path (relative to ``relative_to`` first, for
+    a ``base:`` inside a file), else a shipped config by name, with or without ``configs/`` and ``.yaml``.
+
+    So ``synth_drive``, ``configs/synth_drive.yaml`` and ``semhint/configs/synth_drive.yaml`` all
+    mean the same file, from any working directory, in a clone or a pip install.
+    """
+    text = str(name_or_path)
+    candidates = [relative_to / text] if relative_to is not None else []
+    candidates.append(Path(text))
+    name = text[len("configs/"):] if text.startswith("configs/") else text
+    name = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    candidates.append(CONFIG_DIR / f"{name}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{text}: config file not found (not a file, nor a shipped config; `semhint config list` names them)")
+
+
+def _read_yaml_mapping(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.__class__.__name__})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return loaded
+
+
+def read_config_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A config file as a nested dict with its ``base:`` chain merged in (the file's own keys win).
+
+    ``base`` names another config (a path relative to this file, or a shipped name), so an
+    experiment is a small diff over the config it varies. ``name`` is never inherited: a file that
+    does not set one is named after itself.
+    """
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError(f"{path}: base chain loops ({' -> '.join(p.name for p in (*chain, path))})")
+    values = _read_yaml_mapping(path)
+    base = values.pop("base", None)
+    values.setdefault("name", path.stem)
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base: expected the name or path of another config, got {base!r}")
+    inherited = read_config_tree(resolve_config(base, path.parent), (*chain, path))
+    inherited.pop("name", None)
+    return _merge(inherited, values)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when path is None) and apply dotted overrides."""
+    """Load a config (a YAML path or a shipped name; the defaults when None), bases merged, overrides applied."""
     values: dict = {}
     source = "overrides"
     if path is not None:
-        path = Path(path)
+        file = resolve_config(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
-        values = loaded
+        values = read_config_tree(file)
     if overrides:
         values = _merge(values, parse_overrides(overrides))
         source = f"{source} (with overrides)" if path is not None else source

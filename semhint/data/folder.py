@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from semhint.data.frames import DirListing, FrameRef, image_hw, split_entries, write_split
+from semhint.data.frames import DirListing, FrameRef, image_hw, split_entries
 from semhint.core.fileio import InputError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")

@@ -45,9 +45,23 @@ class FrameRef:
 # ----------------------------------------------------------------------------------------------
 # split files
 # ----------------------------------------------------------------------------------------------
+SPLITS_DIR = Path(__file__).resolve().parents[1] / "splits"  # split files that ship inside the package
+
+
+def resolve_split(path: str | Path) -> Path:
+    """A split file: the path itself when it exists, else the shipped split of that name (with or
+    without a leading ``splits/``), so configs name standard splits the same way in a clone and a pip install."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("splits",) else path.parts
+    shipped = SPLITS_DIR.joinpath(*parts) if parts else SPLITS_DIR
+    return shipped if shipped.is_file() else path
+
+
 def read_split_lines(path: str | Path) -> list[tuple[int, str]]:
     """(line number, stripped text) of every non-empty, non-comment line of a split file."""
-    path = Path(path)
+    path = resolve_split(path)
     if not path.is_file():
         raise InputError(f"{path}: split file not found")
     try:

@@ -74,6 +74,46 @@ def ratio_stats(ratios: np.ndarray) -> tuple[float, float]:
     return med, float(np.std(ratios / med))
 
 
+CLASS_SUMS = ("pixels", "abs_rel", "log_ratio", "log_gt", "log_pred", "log_gt^2", "log_gt*log_pred")
+
+
+def class_error_sums(labels: np.ndarray, gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """num_classes x len(CLASS_SUMS) sums over each class's pixels (already masked and scaled).
+
+    Sums, not means, so that pixels pool exactly across images and runs; :func:`class_errors` turns
+    one row into the per-class numbers.
+    """
+    out = np.zeros((num_classes, len(CLASS_SUMS)), dtype=np.float64)
+    rel = (np.abs(gt - pred) / gt).astype(np.float64)
+    log_gt = np.log(gt.astype(np.float64))
+    log_pred = np.log(pred.astype(np.float64))
+    for c in range(num_classes):
+        sel = labels == c
+        if not sel.any():
+            continue
+        x, y = log_gt[sel], log_pred[sel]
+        out[c] = [sel.sum(), rel[sel].sum(), (y - x).sum(), x.sum(), y.sum(), (x * x).sum(), (x * y).sum()]
+    return out
+
+
+def range_slope(sums: np.ndarray) -> float:
+    """Least-squares slope of log(prediction) on log(truth) from a row of CLASS_SUMS: 1 = the right depth range.
+
+    Below 1 the class's depth range is compressed: its far part predicted too near relative to its
+    near part (what parallax too small to measure at the far end does), which no offset can fix.
+    """
+    n, sx, sy, sxx, sxy = sums[0], sums[3], sums[4], sums[5], sums[6]
+    var = n * sxx - sx * sx
+    return float((n * sxy - sx * sy) / var) if var > 1e-9 * max(n * sxx, 1.0) else float("nan")
+
+
+def class_errors(sums: np.ndarray) -> dict[str, float]:
+    """AbsRel, log bias (mean log(pred / gt): > 0 too far), pixels and range slope of one row of CLASS_SUMS."""
+    n = max(sums[0], 1.0)
+    return {"abs_rel": float(sums[1] / n), "log_bias": float(sums[2] / n), "pixels": int(sums[0]),
+            "range_slope": range_slope(sums)}
+
+
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """C x C counts, rows = ground truth class, columns = predicted class; ignored GT pixels dropped."""
     gt = np.asarray(gt).reshape(-1).astype(np.int64)

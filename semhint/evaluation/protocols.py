@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from semhint.core.errors import InputError
 from semhint.core.fileio import write_json
-from semhint.evaluation.metrics import CROPS, METRIC_NAMES, compute_depth_errors, crop_mask, ratio_stats
+from semhint.evaluation.metrics import (CLASS_SUMS, CROPS, METRIC_NAMES, class_error_sums, class_errors,
+                                       compute_depth_errors, crop_mask, ratio_stats)
 
 # Named presets; explicit arguments override them.
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -48,7 +49,8 @@ class DepthEvaluation:
     mean_errors: np.ndarray  # 7
     ratios: np.ndarray  # N median-scaling ratios (empty without median scaling)
     settings: dict[str, Any] = field(default_factory=dict)
-    per_class_abs_rel: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> abs_rel, log_bias, pixels
+    per_class_abs_rel: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> abs_rel, log_bias, pixels, range_slope
+    per_class_sums: dict[str, np.ndarray] = field(default_factory=dict)  # name -> CLASS_SUMS, to pool over runs
 
     def metrics(self) -> dict[str, float]:
         return {name: float(v) for name, v in zip(METRIC_NAMES, self.mean_errors)}
@@ -96,10 +98,10 @@ def evaluate_depth(
     images (not pixels), like published tables.
 
     ``labels`` (one H x W class map per image at GT resolution, 255 = ignore) with ``class_names``
-    adds AbsRel per class, pooled over all valid GT pixels of that class across the images, and the
-    class's mean log(pred / gt) ("log_bias": > 0 too far, < 0 too near), which AbsRel cannot show:
-    a textureless object swallowed by the background behind it and one pulled towards the camera
-    have the same AbsRel but opposite fixes.
+    adds AbsRel per class, pooled over all valid GT pixels of that class across the images, the
+    class's mean log(pred / gt) ("log_bias": > 0 too far, < 0 too near), which AbsRel cannot show
+    (a textureless object swallowed by the background behind it and one pulled towards the camera
+    have the same AbsRel but opposite fixes), and its range slope (see ``metrics.range_slope``).
     """
     if len(preds) != len(gt_depths):
         raise InputError(f"{len(preds)} predictions but {len(gt_depths)} ground-truth maps")
@@ -112,9 +114,7 @@ def evaluate_depth(
     kind = "disparity" if pred_is_disp else "depth"
     errors, ratios = [], []
     names = list(class_names) if class_names is not None else []
-    class_sum = np.zeros(len(names), dtype=np.float64)
-    class_count = np.zeros(len(names), dtype=np.int64)
-    class_log_sum = np.zeros(len(names), dtype=np.float64)
+    class_sums = np.zeros((len(names), len(CLASS_SUMS)), dtype=np.float64)
     pairs = tqdm(zip(preds, gt_depths), total=len(gt_depths), desc="evaluate", unit="img", disable=not progress)
     for i, (pred, gt) in enumerate(pairs):
         gt = np.asarray(gt)
@@ -140,31 +140,15 @@ def evaluate_depth(
             label_map = np.asarray(labels[i])
             if label_map.shape != (h, w):
                 raise InputError(f"label map {i}: shape {label_map.shape} does not match its ground truth {(h, w)}")
-            _accumulate_per_class(label_map[mask], gt_valid, pred_depth, class_sum, class_count, class_log_sum)
+            class_sums += class_error_sums(label_map[mask], gt_valid, pred_depth, len(names))
     per_image = np.stack(errors)
-    per_class = {
-        name: {"abs_rel": float(class_sum[c] / class_count[c]), "log_bias": float(class_log_sum[c] / class_count[c]),
-               "pixels": int(class_count[c])}
-        for c, name in enumerate(names)
-        if class_count[c] > 0
-    }
+    per_class_sums = {name: class_sums[c] for c, name in enumerate(names) if class_sums[c, 0] > 0}
+    per_class = {name: class_errors(sums) for name, sums in per_class_sums.items()}
     settings = {
         "min_depth": min_depth, "max_depth": max_depth, "crop": crop, "median_scaling": median_scaling,
         "pred_type": "disp" if pred_is_disp else "depth", "fixed_scale": fixed_scale, "num_images": len(per_image),
     }
-    return DepthEvaluation(per_image, per_image.mean(0), np.asarray(ratios), settings, per_class)
-
-
-def _accumulate_per_class(labels: np.ndarray, gt: np.ndarray, pred: np.ndarray, sums: np.ndarray,
-                          counts: np.ndarray, log_sums: np.ndarray) -> None:
-    """Add the abs-rel and log-ratio terms of each class's pixels (already masked and scaled) to the sums."""
-    rel = np.abs(gt - pred) / gt
-    log_ratio = np.log(pred.astype(np.float64) / gt)
-    for c in range(len(sums)):
-        sel = labels == c
-        counts[c] += int(sel.sum())
-        sums[c] += float(rel[sel].astype(np.float64).sum())
-        log_sums[c] += float(log_ratio[sel].sum())
+    return DepthEvaluation(per_image, per_image.mean(0), np.asarray(ratios), settings, per_class, per_class_sums)
 
 
 def format_metrics_table(result: DepthEvaluation | Sequence[float], title: str | None = None, digits: int = 3) -> str:

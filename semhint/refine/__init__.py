@@ -12,8 +12,8 @@ Everything here runs on DETACHED predictions: the refined maps are targets, not 
 """
 
 from semhint.refine.borders import border_morphing
-from semhint.refine.hints import (hint_class_mask, hint_gate, hint_gt_stats, hint_segments, make_depth_hint,
-                                  reprojection_error, trust_region)
+from semhint.refine.hints import (GatedHint, accepted_pixels, hint_class_mask, hint_gate, hint_gt_stats, hint_segments,
+                                  make_depth_hint, propose_hint, reprojection_error, trust_region)
 from semhint.refine.operators import OPERATORS, HintInputs, Operator, apply_operators, check_config, oracle_hint
 from semhint.refine.pseudo_semantics import fuse_probabilities, select_pseudo_labels, snap_borders, warp_probabilities
 from semhint.refine.smoothing import segment_aware_smoothing, texture_weight
@@ -21,7 +21,7 @@ from semhint.refine.surfaces import facade_planes, ground_contact, segment_surfa
 from semhint.refine.terms import hint_term, pseudo_seg_term, refinement_losses
 
 __all__ = [
-    "OPERATORS", "HintInputs", "Operator", "apply_operators", "border_morphing", "check_config", "facade_planes",
+    "OPERATORS", "GatedHint", "HintInputs", "accepted_pixels", "propose_hint", "Operator", "apply_operators", "border_morphing", "check_config", "facade_planes",
     "fuse_probabilities", "ground_contact", "hint_class_mask", "hint_gate", "hint_gt_stats", "hint_segments",
     "hint_term", "make_depth_hint", "oracle_hint", "pseudo_seg_term", "refinement_losses", "reprojection_error",
     "segment_aware_smoothing", "segment_surface_fit", "select_pseudo_labels", "snap_borders", "texture_weight",

@@ -4,6 +4,7 @@ it, the Depth Hints gate that decides where it may teach, and its quality where 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -144,3 +145,36 @@ def hint_gt_stats(depth: torch.Tensor, hint: torch.Tensor, gate: torch.Tensor, d
         pred_err.append(((depth[b][sb] * scale - gt[b][sb]).abs() / gt[b][sb]))
         hint_err.append(((hint[b][sb] * scale - gt[b][sb]).abs() / gt[b][sb]))
     return {"hint_gt_absrel": torch.cat(hint_err).mean().item(), "pred_gt_absrel": torch.cat(pred_err).mean().item()}
+
+
+@dataclass
+class GatedHint:
+    """One step's pseudo-depth and where it may teach: what the training step and the hint-quality
+    experiments share, so both judge a hint by the same rule."""
+
+    depth: torch.Tensor  # B x 1 x H x W pseudo-depth (trust region applied)
+    changed: torch.Tensor  # bool: pixels the operators moved (a hint equal to the prediction says nothing)
+    error: torch.Tensor | None  # its reprojection error (None when the gate is off: not needed)
+
+
+def propose_hint(depth: torch.Tensor, segments: torch.Tensor, batch: dict, poses: dict, refine_cfg: RefineConfig,
+                 min_depth: float, max_depth: float, ssim_weight: float = 0.85,
+                 generator: torch.Generator | None = None) -> GatedHint:
+    """The operators' pseudo-depth for a batch, bounded by the trust region, with its reprojection error."""
+    hint = make_depth_hint(depth, segments, batch["image/0"].float(), batch["K"].float(), refine_cfg,
+                           generator=generator, depth_gt=batch.get("depth_gt"))
+    hint = trust_region(hint, depth, refine_cfg.hint_max_ratio, min_depth, max_depth)
+    error = reprojection_error(hint, batch, poses, ssim_weight) if refine_cfg.hint_gate else None
+    # a hint equal to the prediction carries no information: it would only win the gate by rounding
+    # noise and dilute the mean, so such pixels are left out
+    return GatedHint(hint, (hint - depth).abs() > 1e-3 * depth, error)
+
+
+def accepted_pixels(hint: GatedHint, pred_error: torch.Tensor, automask: torch.Tensor | None, segments: torch.Tensor,
+                    refine_cfg: RefineConfig) -> torch.Tensor:
+    """Pixels the hint trains: changed, of a hinted class, and (with the gate) reprojecting better."""
+    if refine_cfg.hint_gate:
+        gate = hint_gate(hint.error, pred_error, automask, refine_cfg.hint_gate_margin, refine_cfg.hint_on_masked)
+    else:
+        gate = torch.ones_like(hint.changed)
+    return gate & hint.changed & hint_class_mask(segments, refine_cfg.hint_classes)

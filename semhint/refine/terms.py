@@ -12,37 +12,27 @@ import torch
 from semhint.core.config import Config
 from semhint.core.conventions import IGNORE_INDEX
 from semhint.losses import cross_entropy, hint_loss
-from semhint.refine.hints import (hint_class_mask, hint_gate, hint_gt_stats, hint_segments, make_depth_hint,
-                                  reprojection_error, trust_region)
+from semhint.refine.hints import accepted_pixels, hint_gt_stats, hint_segments, propose_hint
 from semhint.refine.pseudo_semantics import fuse_probabilities, select_pseudo_labels, snap_borders, warp_probabilities
 
 
 def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config) -> tuple[torch.Tensor, dict[str, float]]:
-    image = batch["image/0"].float()
+    """The hint loss of one step and its statistics (acceptance, and hint quality where GT exists)."""
     with torch.no_grad():  # float32 throughout: log/exp and the surface solve need it under AMP
         depth = maps["depth/0"].detach().float()
         segments = hint_segments(outputs, batch, cfg.refine.hint_segments)
-        hint = make_depth_hint(depth, segments, image, batch["K"].float(), cfg.refine, depth_gt=batch.get("depth_gt"))
-        hint = trust_region(hint, depth, cfg.refine.hint_max_ratio, cfg.model.min_depth, cfg.model.max_depth)
-        if cfg.refine.hint_gate:
-            hint_err = reprojection_error(hint, batch, poses, cfg.loss.ssim_weight)
-            gate = hint_gate(hint_err, maps["reproj/0"].detach(), maps.get("automask/0"), cfg.refine.hint_gate_margin,
-                             cfg.refine.hint_on_masked)
-        else:
-            gate = torch.ones_like(depth, dtype=torch.bool)
-        # a hint equal to the prediction carries no information: it would only win the gate by
-        # rounding noise and dilute the mean, so such pixels are left out
-        changed = (hint - depth).abs() > 1e-3 * depth
-        gate = gate & changed & hint_class_mask(segments, cfg.refine.hint_classes)
+        hint = propose_hint(depth, segments, batch, poses, cfg.refine, cfg.model.min_depth, cfg.model.max_depth,
+                            cfg.loss.ssim_weight)
+        gate = accepted_pixels(hint, maps["reproj/0"].detach(), maps.get("automask/0"), segments, cfg.refine)
     # maps["depth/s"] is every scale's depth upsampled to full resolution, still in the graph
     depths = [maps[f"depth/{s}"] for s in cfg.model.scales]
-    loss = torch.stack([hint_loss(d, hint, gate) for d in depths]).mean()
-    n_changed = changed.float().sum().item()
+    loss = torch.stack([hint_loss(d, hint.depth, gate) for d in depths]).mean()
+    n_changed = hint.changed.float().sum().item()
     stats = {"hint_accept_rate": gate.float().mean().item(),  # fraction of all pixels the hint trains
-             "hint_changed_rate": n_changed / changed.numel(),  # fraction the operators changed
+             "hint_changed_rate": n_changed / hint.changed.numel(),  # fraction the operators changed
              "hint_accept_of_changed": gate.float().sum().item() / max(1.0, n_changed)}
     if isinstance(batch.get("depth_gt"), torch.Tensor):  # a list when frame sizes differ (KITTI): skipped
-        stats.update(hint_gt_stats(depth, hint, gate, batch["depth_gt"]))
+        stats.update(hint_gt_stats(depth, hint.depth, gate, batch["depth_gt"]))
     return loss, stats
 
 

@@ -1,0 +1,78 @@
+"""semhint.lab: the seed sweep's launch order and pooling, the error budget, and the lab records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semhint.evaluation.metrics import class_error_sums
+from semhint.lab.budget import budget_rows
+from semhint.lab.records import write_record
+from semhint.lab.sweep import Sweep, collect, plan_runs
+
+BASELINE, SEMHINT = "synth_drive", "semhint_synth_drive"
+
+
+def _sweep(out: Path, seeds: list[int], also: list[str] | None = None) -> Sweep:
+    return Sweep(out=str(out), also=also or [], configs=[BASELINE, SEMHINT], labels="corrupt0.5", seeds=seeds)
+
+
+def _fake_result(out: Path, name: str, seed: int, abs_rel: float) -> None:
+    run = out / "runs" / name / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({"seed": seed, "metrics": {"abs_rel": abs_rel}}))
+
+
+def test_plan_is_seed_major_and_skips_finished_runs(tmp_path):
+    _fake_result(tmp_path, "synth_drive", 0, 0.2)
+    todo, done = plan_runs(_sweep(tmp_path, [0, 1]))
+    assert [(Path(c).stem, s) for c, s, *_ in todo] == [("semhint_synth_drive", 0), ("synth_drive", 1),
+                                                        ("semhint_synth_drive", 1)]
+    assert [(Path(c).stem, s) for c, s, *_ in done] == [("synth_drive", 0)]
+    assert todo[0][3] == "corrupt0.5" and todo[1][3] is None  # labels only for configs with a branch
+
+
+def test_collect_pools_seeds_across_caches_first_cache_wins(tmp_path):
+    cpu, gpu = tmp_path / "cpu", tmp_path / "gpu"
+    _fake_result(cpu, "synth_drive", 0, 0.20)
+    _fake_result(gpu, "synth_drive", 0, 0.99)  # the same seed again: the first cache's copy counts
+    _fake_result(gpu, "synth_drive", 1, 0.21)
+    _fake_result(gpu, "semhint_synth_drive-corrupt0.5", 1, 0.19)
+    groups = collect(_sweep(cpu, [0, 1, 2], also=[str(gpu)]))
+    assert {k: [(r["seed"], r["metrics"]["abs_rel"]) for r in v] for k, v in groups.items()} == {
+        "synth_drive": [(0, 0.20), (1, 0.21)], "semhint_synth_drive-corrupt0.5": [(1, 0.19)]}
+    assert set(collect(_sweep(cpu, [0, 1]))) == {"synth_drive"}  # without the second cache: one
+
+
+def test_error_budget_contributions_add_up_and_rank_by_contribution():
+    gt = np.full(1000, 10.0)
+    pred = np.concatenate([np.full(600, 11.0), np.full(300, 13.0), np.full(100, 10.0)])  # building, car, road
+    labels = np.concatenate([np.full(600, 2), np.full(300, 13), np.full(100, 0)])
+    rows_of = class_error_sums(labels, gt, pred, 19)
+    sums = {"building": rows_of[2], "car": rows_of[13], "road": rows_of[0]}
+    overall, *per_class = budget_rows("run", sums, runs=2, min_share=0.0)
+    assert overall["class"] == "all" and overall["AbsRel"] == pytest.approx((600 * 0.1 + 300 * 0.3) / 1000)
+    assert sum(r["contribution"] for r in per_class) == pytest.approx(overall["AbsRel"])
+    assert [r["class"] for r in per_class] == ["car", "building", "road"]  # largest contribution first
+    car = per_class[0]
+    assert car["AbsRel"] == pytest.approx(0.3) and car["share of valid"] == pytest.approx(0.3)
+    assert car["log bias"] == pytest.approx(np.log(1.3))
+    assert [r["class"] for r in budget_rows("run", sums, 2, min_share=0.2)[1:]] == ["car", "building"]
+
+
+def test_records_are_written_whole_and_indexed_newest_first(tmp_path):
+    (tmp_path / "README.md").write_text("# Lab\n\nintro\n\n## Index, newest first\n\n- 2026-01-01 · [Old](old.md)\n")
+    write_record("alpha", "Alpha", "python x.py", "| a |\n|---|\n| 1 |", {"a": 1}, lab_dir=tmp_path, date="2026-02-01")
+    write_record("beta", "Beta", "python y.py", "body", {}, lab_dir=tmp_path, date="2026-02-02")
+    write_record("alpha", "Alpha again", "python x.py --more", "new body", {"a": 2}, lab_dir=tmp_path,
+                 date="2026-02-03")
+    index = (tmp_path / "README.md").read_text().split("## Index, newest first")[1].strip().splitlines()
+    assert index == ["- 2026-02-03 · [Alpha again](alpha.md)", "- 2026-02-02 · [Beta](beta.md)",
+                     "- 2026-01-01 · [Old](old.md)"]
+    text = (tmp_path / "alpha.md").read_text()
+    assert text.startswith("# Alpha again\n\n```\npython x.py --more\n```\n\nDate: 2026-02-03 · Machine: ")
+    assert "new body" in text and "| 1 |" not in text and json.loads((tmp_path / "alpha.json").read_text()) == {"a": 2}
+    assert "intro" in (tmp_path / "README.md").read_text()
