@@ -19,7 +19,6 @@ import os
 import tempfile
 import time
 
-
 import torch  # noqa: E402
 
 from semhint.lab.records import markdown_table, write_record  # noqa: E402

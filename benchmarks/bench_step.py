@@ -31,12 +31,11 @@ import sys
 import time
 
 import torch
-
-from semhint.lab.records import markdown_table, write_record  # noqa: E402
 from reference_step import ReferenceInference, ReferenceStep  # noqa: E402
 
 from semhint.core import geometry  # noqa: E402
 from semhint.core.config import from_dict  # noqa: E402
+from semhint.lab.records import markdown_table, write_record  # noqa: E402
 from semhint.training import SemHintModule  # noqa: E402
 
 # the numbers (a plain implementation, fp32, 2 threads, measured on another machine)

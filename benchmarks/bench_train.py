@@ -19,11 +19,9 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from semhint.lab.records import markdown_table, write_record  # noqa: E402
-
 from semhint.core.config import load_config  # noqa: E402
 from semhint.core.fileio import read_rgb  # noqa: E402
-
+from semhint.lab.records import markdown_table, write_record  # noqa: E402
 
 
 class StepTimer(Callback):

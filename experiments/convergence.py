@@ -1,6 +1,6 @@
 """Does a short CPU run learn depth? Train variants of the demo baseline and diagnose each.
 
-Each variant is the demo's baseline config (``semhint.demo.base_config``) plus dotted overrides,
+Each variant is the demo's baseline config (``semhint.app.demo.base_config``) plus dotted overrides,
 trained for ``--steps`` on a rendered SynthDrive set. Per variant it reports the validation AbsRel
 after every epoch, and the two numbers that explain most failures seen so far:
 
@@ -11,9 +11,9 @@ after every epoch, and the two numbers that explain most failures seen so far:
   poses). SynthDrive drives forward; a pose net that explains the flow with sideways motion instead
   gives left-right asymmetric depth.
 
-    .venv/bin/python benchmarks/bench_convergence.py --out runs/convergence --steps 500 \\
+    python experiments/convergence.py --out runs/convergence --steps 500 \\
         --variant base='{}' --variant effpose='{"model.pose_encoder": "efficientnet_lite0", ...}'
-    .venv/bin/python benchmarks/bench_convergence.py --out runs/convergence --no-train --variant ...  # re-report
+    python experiments/convergence.py --out runs/convergence --no-train --variant ...  # re-report
 """
 
 from __future__ import annotations

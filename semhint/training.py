@@ -62,7 +62,7 @@ def pose_warmup_outputs(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     expands the image about its centre), whereas the depth net's own initial map has arbitrary
     image-dependent structure that a sideways motion can fit better; and learning both from the
     start lets depth fit itself to the pose net's first, arbitrary motion, a solution the two then
-    cannot leave (benchmarks/bench_convergence.py). Keeping the mean keeps the scale continuous
+    cannot leave (experiments/convergence.py). Keeping the mean keeps the scale continuous
     when the depth net joins in. The maps stay in the graph with a zero gradient (``+ 0 * v``):
     under DDP every parameter must take part in every step, and Adam leaves a parameter whose
     gradients have all been zero exactly where it was.

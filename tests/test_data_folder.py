@@ -11,9 +11,9 @@ import torch
 
 from semhint.app.cli import main
 from semhint.core.config import DataConfig
+from semhint.core.fileio import InputError
 from semhint.data import folder, splits
 from semhint.data.build import build_dataset
-from semhint.core.fileio import InputError
 
 H, W = 24, 40
 

@@ -10,9 +10,9 @@ import torch
 
 from semhint.app.cli import main
 from semhint.core.config import DataConfig
+from semhint.core.fileio import InputError
 from semhint.data import kitti
 from semhint.data.build import build_dataset
-from semhint.core.fileio import InputError
 
 SAMPLE_DRIVE = "2011_09_26/2011_09_26_drive_sfnd_sync"
 FX, CX, CY = 721.5377, 609.5593, 172.854

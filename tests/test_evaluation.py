@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from semhint.app.cli import main
+from semhint.core.fileio import InputError, save_image, save_npz
 from semhint.data import kitti
 from semhint.evaluation import metrics as M
 from semhint.evaluation import protocols as P
-from semhint.app.cli import main
-from semhint.core.fileio import InputError, save_image, save_npz
 
 
 # ---------------------------------------------------------------------------------------------- oracles
@@ -220,8 +220,8 @@ def test_cli_evaluate_checkpoint_on_kitti_sample_frames(kitti_sample, tmp_path, 
     import torch
 
     from semhint.core.config import from_dict
-    from semhint.data.kitti import export_gt
     from semhint.core.fileio import read_rgb
+    from semhint.data.kitti import export_gt
     from semhint.inference import load_predictor
     from semhint.training import SemHintModule, save_model_checkpoint
 

@@ -9,7 +9,6 @@ import torch
 from semhint.core import geometry as G
 
 
-
 def _t(arrays, key: str) -> torch.Tensor:
     return torch.from_numpy(arrays[key])
 

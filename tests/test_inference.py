@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from semhint.app.cli import main as cli_main
+from semhint.app.predict import predict_inputs
+from semhint.core import geometry
 from semhint.core.config import from_dict
 from semhint.core.fileio import InputError
-from semhint.core import geometry
-from semhint.app.predict import predict_inputs
 from semhint.export import export_model
 from semhint.inference import Predictor, depth_to_point_cloud, load_predictor, write_ply
 from semhint.training import SemHintModule, save_model_checkpoint

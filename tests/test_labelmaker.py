@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from semhint.core.config import parse_size
-from semhint.labelmaker import labeler as labelmaker
 from semhint.core.fileio import InputError, read_label_png, read_rgb, save_image
+from semhint.labelmaker import labeler as labelmaker
 
 H, W = 64, 64
 

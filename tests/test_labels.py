@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from semhint.core import conventions as C
-from semhint.core.fileio import read_label_png, write_label_png
+from semhint.core.fileio import InputError, read_label_png, write_label_png
 from semhint.core.pictures import colorize_labels
-from semhint.labelmaker.corrupt import corrupt_label_dir, corrupt_labels
 from semhint.evaluation.metrics import confusion_matrix, iou_scores
-from semhint.core.fileio import InputError
+from semhint.labelmaker.corrupt import corrupt_label_dir, corrupt_labels
 
 
 def test_cityscapes_has_the_19_train_ids_with_official_colours():

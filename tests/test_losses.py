@@ -10,10 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semhint.core import geometry as G
 from semhint import losses as L
+from semhint.core import geometry as G
 from semhint.core.config import Config, from_dict
-
 
 
 def _t(arrays, key: str) -> torch.Tensor:

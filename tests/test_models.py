@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
+from conftest import ORACLES
 
 from semhint.core.config import ModelConfig
 from semhint.core.fileio import InputError
@@ -22,7 +23,6 @@ from semhint.models.encoders import (
     load_efficientnet_lite0_weights,
     load_torchvision_weights,
 )
-from conftest import ORACLES
 
 R18_CHANNELS = [64, 64, 128, 256, 512]
 

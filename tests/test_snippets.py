@@ -11,12 +11,11 @@ import torch
 from PIL import Image
 
 from semhint.core.config import ConfigError, DataConfig
-from semhint.data.frames import FrameRef, mirrored_path
-from semhint.core.fileio import read_depth_png, write_depth_png
+from semhint.core.fileio import InputError, read_depth_png, save_image, write_depth_png
 from semhint.data import snippets
 from semhint.data.build import build_dataset
+from semhint.data.frames import FrameRef, mirrored_path
 from semhint.data.snippets import SnippetDataset, apply_jitter, draw_jitter, load_resized
-from semhint.core.fileio import InputError, save_image
 
 H, W = 24, 40  # stored frames
 NH, NW = 12, 32  # network resolution

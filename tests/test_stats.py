@@ -42,3 +42,9 @@ def test_wins_count_only_seeds_both_sides_ran_and_respect_the_direction():
 def test_one_seed_is_refused():
     with pytest.raises(ValueError, match=">= 2 seeds"):
         compare_seeds({0: 0.3}, {0: 0.2, 1: 0.25})
+
+
+def test_constant_samples_have_no_spread_to_test_against():
+    c = compare_seeds({0: 0.2, 1: 0.2}, {0: 0.1, 1: 0.1})
+    assert (c.diff, c.low, c.high, c.p) == (pytest.approx(-0.1), pytest.approx(-0.1), pytest.approx(-0.1), 0.0)
+    assert compare_seeds({0: 0.2, 1: 0.2}, {0: 0.2, 1: 0.2}).p == 1.0

@@ -144,9 +144,8 @@ def test_output_layout_is_kitti_raw(written):
 
 
 def test_kitti_loader_reads_the_output_unchanged(written):
-    from semhint.core.fileio import read_depth_png
+    from semhint.core.fileio import read_depth_png, read_label_png
     from semhint.data.kitti import frame_refs
-    from semhint.core.fileio import read_label_png
 
     refs = frame_refs(written / "data", written / "splits" / "train.txt", [0, -1, 1])
     assert refs and refs[0].K_hw == (64, 208)

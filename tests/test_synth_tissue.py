@@ -92,9 +92,8 @@ def test_rendering_is_deterministic_for_a_seed():
 
 
 def test_output_layout(tmp_path):
-    from semhint.core.fileio import read_depth_png
+    from semhint.core.fileio import load_npz, read_depth_png
     from semhint.data.folder import frame_refs, read_intrinsics
-    from semhint.core.fileio import load_npz
 
     render_tissue(tmp_path, preset="tiny", seed=0, frames=4, progress=False)
     meta = json.loads((tmp_path / "meta.json").read_text())

@@ -10,8 +10,15 @@ import pytest
 from semhint.tracking import GRAPH_PRESETS
 from semhint.tracking import graph as G
 from semhint.tracking.flow import DISTracker, LKTracker, sample_field
-from semhint.tracking.lift import (ScaledDepth, backproject_points, corrupt_depth, lift_tracks, median_scale,
-                                   project_points, sample_depth)
+from semhint.tracking.lift import (
+    ScaledDepth,
+    backproject_points,
+    corrupt_depth,
+    lift_tracks,
+    median_scale,
+    project_points,
+    sample_depth,
+)
 from semhint.tracking.metrics import edge_points, high_motion_frames, score, summarise, survival
 from semhint.tracking.toy import make_toy_clip
 

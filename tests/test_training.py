@@ -13,8 +13,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from semhint.core import geometry
-from semhint.core.config import from_dict, load_config
 from semhint.core.checkpoints import CONFIG_KEY
+from semhint.core.config import from_dict, load_config
 from semhint.training import SemHintModule, fit, predict_poses
 
 REPO = Path(__file__).resolve().parents[1]

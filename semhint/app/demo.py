@@ -65,7 +65,7 @@ def base_config(data_root: Path, run_dir: Path, minutes: float, steps: int, seed
             "height": 64, "width": 208, "frame_ids": [0, -1, 1], "num_workers": 0,
             "cache_dir": str(data_root / "cache"),
         },
-        # The pose net decides whether a short run learns depth at all (benchmarks/bench_convergence.py,
+        # The pose net decides whether a short run learns depth at all (experiments/convergence.py,
         # docs/RESULTS.md "convergence"): from scratch, or started at a random small motion, it settles
         # on a sideways motion and depth fits itself to that (left-right lopsided depth, worse than a
         # constant). So: an ImageNet-pretrained pose encoder, a head started at exactly zero motion,
@@ -104,7 +104,7 @@ def semhint_config(base: dict, labels: Path, num_classes: int) -> dict:
     cfg["loss"] = {"seg_weight": 0.3, "seg_loss": "ce"}
     # hint weight 0.05, not 1: the hint is a smoothed copy of the network's own depth, and at weight 1
     # its gradient is 10-20x the photometric one, so training collapses to a constant depth
-    # (docs/RESULTS.md, "first recipe"; benchmarks/run_semhint.py --grad-norms)
+    # (docs/RESULTS.md, "first recipe"; experiments/run_semhint.py --grad-norms)
     # the pseudo-depth is the street's geometry (operators D, B, E) on the noisy labels: on SynthDrive it
     # measured better than operator A (docs/METHOD.md, operator E)
     cfg["refine"] = {"hint": True, "hint_operators": ["contact", "surface", "facade"], "hint_segments": "labels",

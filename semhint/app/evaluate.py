@@ -15,8 +15,13 @@ from semhint.core.conventions import IGNORE_INDEX
 from semhint.core.errors import InputError
 from semhint.core.fileio import load_npz, read_label_png, read_rgb
 from semhint.data import kitti
-from semhint.evaluation.protocols import (DepthEvaluation, evaluate_depth, format_metrics_table, resolve_protocol,
-                                          write_report)
+from semhint.evaluation.protocols import (
+    DepthEvaluation,
+    evaluate_depth,
+    format_metrics_table,
+    resolve_protocol,
+    write_report,
+)
 from semhint.inference import load_predictor
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from semhint.core.version import __version__
 from semhint.core.config import Config, from_dict, to_dict
 from semhint.core.errors import ConfigError, InputError
 from semhint.core.fileio import atomic_path
+from semhint.core.version import __version__
 
 CONFIG_KEY = "semhint_config"
 VERSION_KEY = "semhint_version"

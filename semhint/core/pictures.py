@@ -17,7 +17,7 @@ from semhint.core.fileio import atomic_path
 
 def colorize(values: np.ndarray, cmap: str = "magma", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
     """An H x W float map to uint8 H x W x 3 RGB; default range [min, 95th percentile]."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.5 s, and the backend is chosen here, only when a picture is drawn
 
     values = np.asarray(values, dtype=np.float32)
     finite = values[np.isfinite(values)]
@@ -54,7 +54,7 @@ def _row_disp_max(row: dict[str, np.ndarray]) -> float | None:
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
     """Save a matplotlib figure atomically and close it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: see import matplotlib above
 
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
@@ -68,10 +68,10 @@ def depth_panels(rows: list[dict[str, np.ndarray]], path: str | Path, titles: li
     from the row's first depth map (the ground truth), so depths of one frame compare by colour;
     uint8 H x W x 3 arrays are drawn as they are.
     """
-    import matplotlib
+    import matplotlib  # lazy: ~0.5 s, and the backend is chosen here, only when a picture is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: see import matplotlib above
 
     columns = list(rows[0].keys())
     h, w = next(iter(rows[0].values())).shape[:2]
@@ -107,10 +107,10 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
 def training_curves(csv_paths: dict[str, Path], path: str | Path,
                     keys: tuple[str, ...] = ("train/loss_step", "train/photo", "train/automask_frac", "val/abs_rel")) -> None:
     """Loss / metric curves of one or more runs (one line per run), one subplot per key present."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.5 s, and the backend is chosen here, only when a picture is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: see import matplotlib above
 
     runs = {name: read_metrics_csv(p) for name, p in csv_paths.items() if Path(p).is_file()}
     present = [k for k in keys if any(k in s for s in runs.values())]
@@ -133,7 +133,7 @@ def training_curves(csv_paths: dict[str, Path], path: str | Path,
 def label_palette(class_set: ClassSet | str | int) -> np.ndarray:
     """256 x 3 uint8 lookup table: a named set's own colours, or matplotlib's tab20 for a bare class count."""
     if isinstance(class_set, int):
-        import matplotlib
+        import matplotlib  # lazy: ~0.5 s, and the backend is chosen here, only when a picture is drawn
 
         lut = np.zeros((256, 3), np.uint8)
         n = min(class_set, IGNORE_INDEX)

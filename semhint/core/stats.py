@@ -8,7 +8,6 @@ spread as well as the mean) and, where both sides share seeds, how many of those
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -35,20 +34,13 @@ def compare_seeds(reference: Mapping[int, float], candidate: Mapping[int, float]
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     a, b = list(reference.values()), list(candidate.values())
-    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
-    var_a = sum((x - mean_a) ** 2 for x in a) / (len(a) - 1)
-    var_b = sum((x - mean_b) ** 2 for x in b) / (len(b) - 1)
-    diff = mean_b - mean_a
-    se2 = var_a / len(a) + var_b / len(b)
-    if se2 == 0:  # identical constant samples: no spread to test against
-        p = 1.0 if diff == 0 else 0.0
-        low = high = diff
+    diff = sum(b) / len(b) - sum(a) / len(a)
+    if len(set(a)) == 1 and len(set(b)) == 1:  # two constant samples: no spread to test against
+        p, low, high = (1.0 if diff == 0 else 0.0), diff, diff
     else:
-        df = se2 ** 2 / ((var_a / len(a)) ** 2 / (len(a) - 1) + (var_b / len(b)) ** 2 / (len(b) - 1))
-        se = math.sqrt(se2)
-        half = float(stats.t.ppf(0.5 + level / 2, df)) * se
-        low, high = diff - half, diff + half
-        p = float(2 * stats.t.sf(abs(diff) / se, df))
+        test = stats.ttest_ind(b, a, equal_var=False)
+        interval = test.confidence_interval(level)
+        p, low, high = float(test.pvalue), float(interval.low), float(interval.high)
     shared = sorted(set(reference) & set(candidate))
     better = (lambda s: candidate[s] < reference[s]) if lower_is_better else (lambda s: candidate[s] > reference[s])
     return SeedComparison(diff=diff, low=low, high=high, p=p, wins=sum(better(s) for s in shared), shared=len(shared))

@@ -24,11 +24,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import yaml
+from tqdm import tqdm
 
-from semhint.data.frames import DirListing, FrameRef, image_hw, split_entries
 from semhint.core.fileio import InputError
+from semhint.data.frames import DirListing, FrameRef, image_hw, split_entries
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 INTRINSICS_NAMES = ("intrinsics.yaml", "intrinsics.yml", "intrinsics.json")
@@ -122,9 +124,6 @@ def decode_video(video: Path, cache_dir: str | Path = "") -> Path:
     keeps frames lossless; decoding goes to a temporary folder renamed into place, so an interrupted
     run never leaves a half-decoded sequence that later looks complete.
     """
-    import cv2
-    from tqdm import tqdm
-
     stat = video.stat()
     key = hashlib.sha1(f"{video.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     out = Path(cache_dir or default_cache_dir()) / "videos" / f"{video.stem}-{key}"

@@ -20,7 +20,6 @@ from semhint.core.conventions import IMAGE_SUFFIXES
 from semhint.core.fileio import InputError, atomic_path
 
 
-
 @dataclass(frozen=True)
 class FrameRef:
     """One target frame with its neighbours: everything a snippet needs, resolved up front.

@@ -16,9 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from semhint.data.frames import DirListing, FrameRef, image_hw, read_split_lines, split_entries
 from semhint.core.fileio import InputError, load_npz, save_npz
+from semhint.data.frames import DirListing, FrameRef, image_hw, read_split_lines, split_entries
 
 SIDES = {"l": "image_02", "r": "image_03"}
 _CAMERA_INDEX = {"l": 2, "r": 3}
@@ -150,8 +151,6 @@ def export_gt(data_path: str | Path, split: str | Path, output: str | Path, came
     dates differ in size), ``sizes`` (N x 2 int32, each frame's true height and width) and
     ``frames`` (the split lines). Read it back with :func:`load_gt_depths`.
     """
-    from tqdm import tqdm
-
     root = Path(data_path)
     entries = [parse_split_line(text, i, Path(split)) for i, text in read_split_lines(split)]
     projections: dict[tuple[Path, int], tuple[np.ndarray, tuple[int, int]]] = {}

@@ -16,14 +16,14 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from semhint.core import geometry
+from semhint.core.fileio import InputError, read_depth_png, read_label_png, read_rgb, save_npy
 from semhint.data.frames import DirListing, FrameRef, mirrored_path
-from semhint.core.fileio import read_depth_png
-from semhint.core.fileio import InputError, read_label_png, read_rgb, save_npy
 
 
 # ----------------------------------------------------------------------------------------------
@@ -31,8 +31,6 @@ from semhint.core.fileio import InputError, read_label_png, read_rgb, save_npy
 # ----------------------------------------------------------------------------------------------
 def resize_array(array: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
     """Resize H x W (x C) uint8 to ``hw``: area averaging when shrinking, bilinear when growing, nearest for labels."""
-    import cv2
-
     h, w = hw
     if array.shape[:2] == (h, w):
         return array
@@ -83,8 +81,6 @@ def decode_rgb(path: Path) -> np.ndarray:
     EXIF orientation is ignored, as Pillow does in fileio.read_rgb, so cached and uncached frames
     agree. When OpenCV cannot decode the file, fileio.read_rgb gives the one-line InputError.
     """
-    import cv2
-
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         return read_rgb(path)
@@ -119,8 +115,6 @@ def apply_jitter(image: np.ndarray, params: dict[str, float]) -> np.ndarray:
     frame's mean luma and saturation towards each pixel's luma (BT.601 weights); hue is rotated
     in HSV with 256 steps per turn.
     """
-    import cv2
-
     out = cv2.convertScaleAbs(image, alpha=params["brightness"])
     mean = float(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY).mean())
     out = cv2.addWeighted(out, params["contrast"], out, 0.0, mean * (1.0 - params["contrast"]))

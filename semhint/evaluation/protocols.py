@@ -18,8 +18,16 @@ from tqdm import tqdm
 
 from semhint.core.errors import InputError
 from semhint.core.fileio import write_json
-from semhint.evaluation.metrics import (CLASS_SUMS, CROPS, METRIC_NAMES, class_error_sums, class_errors,
-                                       compute_depth_errors, crop_mask, ratio_stats)
+from semhint.evaluation.metrics import (
+    CLASS_SUMS,
+    CROPS,
+    METRIC_NAMES,
+    class_error_sums,
+    class_errors,
+    compute_depth_errors,
+    crop_mask,
+    ratio_stats,
+)
 
 # Named presets; explicit arguments override them.
 PROTOCOLS: dict[str, dict[str, Any]] = {

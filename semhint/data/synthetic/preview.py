@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from semhint.core.conventions import ClassSet
-from semhint.core.pictures import colorize_labels
 from semhint.core.fileio import atomic_path
+from semhint.core.pictures import colorize_labels
 
 
 def inverse_depth_colour(depth: np.ndarray) -> np.ndarray:
@@ -16,7 +16,7 @@ def inverse_depth_colour(depth: np.ndarray) -> np.ndarray:
 
     Inverse depth spreads near and far structure evenly, the way depth networks predict it.
     """
-    import matplotlib
+    import matplotlib  # lazy: ~0.5 s, and the backend is chosen here, only when a picture is drawn
 
     valid = np.isfinite(depth) & (depth > 0)
     inv = np.zeros_like(depth, dtype=np.float64)
@@ -31,10 +31,10 @@ def inverse_depth_colour(depth: np.ndarray) -> np.ndarray:
 
 def contact_sheet(path: str | Path, frames: list[dict], class_set: ClassSet, title: str, tracks: bool = False) -> None:
     """Write a PNG grid: one column per frame; rows image, depth, semantics (and tracks on the image)."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.5 s, and the backend is chosen here, only when a picture is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: see import matplotlib above
 
     n = len(frames)
     h, w = frames[0]["image"].shape[:2]
@@ -64,7 +64,7 @@ def contact_sheet(path: str | Path, frames: list[dict], class_set: ClassSet, tit
 
 def _draw_tracks(ax, fr: dict) -> None:
     """Visible query points, coloured by index, with their trail over the previous frames."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.5 s, and the backend is chosen here, only when a picture is drawn
 
     trail = fr["trail"]  # T' x N x 2 up to this frame
     vis = fr["tracks"]["visible"]
