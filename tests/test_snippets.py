@@ -167,7 +167,7 @@ def test_gt_depth_npz_must_match_the_split(tmp_path):
     s = build_dataset(config(tmp_path, gt_depth=str(tmp_path / "gt.npz")), "val")[1]
     assert s["depth_gt"].shape == (1, H, W)
     save_npz(tmp_path / "bad.npz", gt_depths=np.ones((2, H, W), np.float32), frames=np.array(["seq 1", "seq 3"]))
-    with pytest.raises(InputError, match=r"bad.npz: entry 1 is 'seq 3' but the split's frame 1 is 'seq 2'"):
+    with pytest.raises(InputError, match=r"bad.npz: frame 1 is 'seq 3' but the split has 'seq 2'"):
         build_dataset(config(tmp_path, gt_depth=str(tmp_path / "bad.npz")), "val")
     save_npz(tmp_path / "short.npz", gt_depths=np.ones((1, H, W), np.float32))
     with pytest.raises(InputError, match=r"short.npz: has 1 depth maps but the split has 2 frames"):

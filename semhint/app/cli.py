@@ -15,13 +15,11 @@ from semhint.core.version import __version__
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a depth network from a YAML config")
-    p.add_argument("config", help="YAML config file (see configs/)")
+    p = sub.add_parser("train", help="train a depth network from a config (a shipped name or a YAML file)")
+    p.add_argument("config", help="a shipped config's name (e.g. synth_drive; `semhint config list`) or a YAML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=2e-4 model.shared_layers=6")
     p.add_argument("--resume", default=None, help="checkpoint to resume from, or 'auto' for the run's last.ckpt")
     p.set_defaults(handler="train:run")
-
-
 
 
 def _add_kitti(sub) -> None:
@@ -33,7 +31,6 @@ def _add_kitti(sub) -> None:
     e.add_argument("--output", required=True, help="output .npz (gt_depths, sizes, frames)")
     e.add_argument("--camera-z", action="store_true", help="store camera z instead of velodyne forward distance")
     e.set_defaults(handler="kitti:export_gt")
-
 
 
 def _add_split(sub) -> None:
@@ -52,8 +49,6 @@ def _add_split(sub) -> None:
     m.add_argument("--val-out", default=None, help="validation split file to write")
     m.add_argument("--cache-dir", default="", help="where a video file is decoded (default ~/.cache/semhint)")
     m.set_defaults(handler="split:make")
-
-
 
 
 def _add_evaluate(sub) -> None:
@@ -79,7 +74,6 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(handler="evaluate:run")
 
 
-
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="depth for images, folders of frames or video files from a checkpoint")
     p.add_argument("checkpoint", help="a .ckpt written by `semhint train`")
@@ -93,14 +87,12 @@ def _add_predict(sub) -> None:
     p.set_defaults(handler="predict:run")
 
 
-
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export the depth network (dynamic batch) to ONNX or TorchScript, verified")
     p.add_argument("checkpoint", help="a .ckpt written by `semhint train`")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx / .pt)")
     p.set_defaults(handler="export:run")
-
 
 
 def _add_demo(sub) -> None:
@@ -112,7 +104,6 @@ def _add_demo(sub) -> None:
     p.add_argument("--preset", default="demo", choices=["tiny", "demo"], help="size of the rendered set")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler="demo:run")
-
 
 
 def _add_track(sub) -> None:
@@ -132,7 +123,6 @@ def _add_track(sub) -> None:
     p.add_argument("--flow-width", type=int, default=None, help="compute DIS flow at this image width (faster on large frames)")
     p.add_argument("--semantic", action="store_true", help="graph modes: skin within one class, drop data that changed class")
     p.set_defaults(handler="track:run")
-
 
 
 def _add_synth(sub) -> None:
@@ -159,7 +149,6 @@ def _add_synth(sub) -> None:
     p.set_defaults(handler="synth:run")
 
 
-
 def _add_labels_corrupt(labels_sub) -> None:
     p = labels_sub.add_parser("corrupt", help="make noisy label maps from ground truth and report their mIoU")
     p.add_argument("--gt", required=True, help="folder of ground-truth label PNGs (e.g. OUT/gt_labels of `semhint synth`)")
@@ -168,7 +157,6 @@ def _add_labels_corrupt(labels_sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", default=None, help="class set: cityscapes or tissue (default: from ../meta.json of --gt, else cityscapes)")
     p.set_defaults(handler="labels:corrupt")
-
 
 
 def _add_labels_train(labels_sub) -> None:
@@ -190,7 +178,6 @@ def _add_labels_train(labels_sub) -> None:
     p.set_defaults(handler="labels:train")
 
 
-
 def _add_labels_predict(labels_sub) -> None:
     p = labels_sub.add_parser("predict", help="write a label map for every frame with a `labels train` model")
     p.add_argument("--model", required=True, help="checkpoint from `semhint labels train`")
@@ -200,7 +187,6 @@ def _add_labels_predict(labels_sub) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--preview", default=None, help="also write this PNG: four frames, image | labels | ground truth")
     p.set_defaults(handler="labels:predict")
-
 
 
 # `semhint labels X` sub-commands: append an _add_labels_X here

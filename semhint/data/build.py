@@ -56,10 +56,4 @@ def _ground_truth(source: str, frames: list[FrameRef]) -> tuple[list[np.ndarray]
         if not Path(source).is_dir():
             raise InputError(f"{source}: ground-truth depth folder not found (data.gt_depth)")
         return None, source
-    depths, names = kitti.load_gt_depths(source)
-    if len(depths) != len(frames):
-        raise InputError(f"{source}: has {len(depths)} depth maps but the split has {len(frames)} frames")
-    for i, (name, ref) in enumerate(zip(names, frames)):
-        if " ".join(name.split()) != ref.key:
-            raise InputError(f"{source}: entry {i} is '{name}' but the split's frame {i} is '{ref.key}'")
-    return depths, ""
+    return kitti.load_gt_for_frames(source, [ref.key for ref in frames]), ""

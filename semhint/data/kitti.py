@@ -196,6 +196,21 @@ def load_gt_depths(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
     return [gt[i, : int(sizes[i][0]), : int(sizes[i][1])] for i in range(len(gt))], frames
 
 
+def load_gt_for_frames(path: str | Path, keys: list[str]) -> list[np.ndarray]:
+    """The depth maps of an export-gt npz for exactly these frames (split lines), in their order.
+
+    A ground-truth file made for another split would score every prediction against the wrong
+    frame without a word, so the count and every stored split line must match.
+    """
+    depths, frames = load_gt_depths(path)
+    if len(depths) != len(keys):
+        raise InputError(f"{path}: has {len(depths)} depth maps but the split has {len(keys)} frames")
+    for i, (name, key) in enumerate(zip(frames, keys)):
+        if name.split() != key.split():
+            raise InputError(f"{path}: frame {i} is '{name}' but the split has '{key}'")
+    return depths
+
+
 # ----------------------------------------------------------------------------------------------
 # split files and frame references
 # ----------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import torch
 from semhint.core.checkpoints import read_checkpoint
 from semhint.core.config import Config, EvalConfig
 from semhint.core.conventions import CITYSCAPES, IGNORE_INDEX, TISSUE, ClassSet
-from semhint.core.errors import InputError
 from semhint.core.fileio import read_depth_png, read_label_png, read_rgb
 from semhint.data import kitti
 from semhint.data.build import build_dataset, frame_refs
@@ -85,12 +84,7 @@ def load_split(cfg: Config, split: str | Path, root: str | Path, labels: str | P
 def load_kitti_split(data_path: str | Path, split: str | Path, gt_npz: str | Path) -> SplitData:
     """Frames of a KITTI raw split with their LiDAR ground truth (an export-gt npz of the same split, checked)."""
     refs = kitti.frame_refs(data_path, split, [0])
-    depths, frames = kitti.load_gt_depths(gt_npz)
-    if len(depths) != len(refs):
-        raise InputError(f"{gt_npz}: {len(depths)} depth maps for the {len(refs)} frames of {split}")
-    for i, (name, ref) in enumerate(zip(frames, refs)):
-        if " ".join(name.split()) != ref.key:
-            raise InputError(f"{gt_npz}: entry {i} is '{name}' but {split} has '{ref.key}'")
+    depths = kitti.load_gt_for_frames(gt_npz, [r.key for r in refs])
     return SplitData(names=[r.key for r in refs], images=[read_rgb(r.target) for r in refs], depths=depths)
 
 
