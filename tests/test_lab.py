@@ -11,7 +11,8 @@ import pytest
 from semhint.evaluation.metrics import class_error_sums
 from semhint.lab.budget import budget_rows
 from semhint.lab.records import write_record
-from semhint.lab.sweep import Sweep, collect, plan_runs
+from semhint.lab.evaluator import REPORTS
+from semhint.lab.sweep import Sweep, collect, plan_runs, run_config, scoring_config
 
 BASELINE, SEMHINT = "synth_drive", "semhint_synth_drive"
 
@@ -76,3 +77,25 @@ def test_records_are_written_whole_and_indexed_newest_first(tmp_path):
     assert text.startswith("# Alpha again\n\n```\npython x.py --more\n```\n\nDate: 2026-02-03 · Machine: ")
     assert "new body" in text and "| 1 |" not in text and json.loads((tmp_path / "alpha.json").read_text()) == {"a": 2}
     assert "intro" in (tmp_path / "README.md").read_text()
+
+
+def test_named_arms_live_at_out_arm_dash_seed_and_collect_from_there(tmp_path):
+    arms = {BASELINE: "baseline", SEMHINT: "semhint"}
+    sweep = Sweep(out=str(tmp_path), configs=[BASELINE, SEMHINT], labels="labels", seeds=[0, 1], arms=arms)
+    run = tmp_path / "baseline-s1"
+    run.mkdir()
+    (run / "result.json").write_text(json.dumps({"seed": 1, "metrics": {"abs_rel": 0.3}}))
+    todo, done = plan_runs(sweep)
+    assert [r[2].name for r in todo] == ["baseline-s0", "semhint-s0", "semhint-s1"]
+    assert [r[2] for r in done] == [run]
+    assert {k: [r["seed"] for r in v] for k, v in collect(sweep).items()} == {"baseline": [1]}
+
+
+def test_real_frames_train_without_lidar_and_report_by_noisy_label(tmp_path):
+    sweep = Sweep(world="kitti", out=str(tmp_path), data=str(tmp_path), configs=["kitti_sample", "semhint_kitti_sample"],
+                  labels="labels", steps=0, seeds=[0])
+    cfg = run_config("semhint_kitti_sample", sweep, 0, tmp_path / "run", "labels")
+    assert cfg.data.gt_depth == "" and cfg.data.labels == str(tmp_path / "labels")
+    assert cfg.optim.epochs == 30  # steps=0 keeps the config's schedule
+    assert scoring_config(sweep, "semhint_kitti_sample", cfg).data.gt_depth.endswith("kitti_sample_gt.npz")
+    assert REPORTS["kitti"].classes_from == "noisy" and "road" in REPORTS["kitti"].classes

@@ -38,13 +38,17 @@ class ReportSpec:
     class_set: ClassSet
     classes: dict[str, tuple[int, ...]]  # report name -> class ids
     sky: int | None = None  # class whose border pixels ("sky-adjacent") are reported apart; None: none
+    classes_from: str = "gt"  # "gt": ground-truth labels; "noisy": the labels a run learned from (real frames)
 
 
 REPORTS = {
     "drive": ReportSpec(CITYSCAPES, {"car": (CITYSCAPES.id("car"),), "road": (CITYSCAPES.id("road"),),
                                      "pole": (CITYSCAPES.id("pole"),)}, sky=CITYSCAPES.id("sky")),
     "tissue": ReportSpec(TISSUE, {name: (TISSUE.id(name),) for name in TISSUE.names}),
-    "kitti": ReportSpec(CITYSCAPES, {}),  # real frames: LiDAR only, no ground-truth classes
+    # real frames have LiDAR but no ground-truth classes: the error is broken down by the noisy labels
+    "kitti": ReportSpec(CITYSCAPES, {name: (CITYSCAPES.id(name),) for name in
+                                     ("road", "sidewalk", "building", "vegetation", "car", "pole", "traffic sign")},
+                        sky=CITYSCAPES.id("sky"), classes_from="noisy"),
 }
 
 
@@ -81,11 +85,13 @@ def load_split(cfg: Config, split: str | Path, root: str | Path, labels: str | P
         dynamic=[read_label_png(p) for p in dynamic_paths] if all(p.is_file() for p in dynamic_paths) else [])
 
 
-def load_kitti_split(data_path: str | Path, split: str | Path, gt_npz: str | Path) -> SplitData:
-    """Frames of a KITTI raw split with their LiDAR ground truth (an export-gt npz of the same split, checked)."""
+def load_kitti_split(data_path: str | Path, split: str | Path, gt_npz: str | Path, labels: str | Path = "") -> SplitData:
+    """Frames of a KITTI raw split with their LiDAR ground truth (an export-gt npz of the same split, checked)
+    and, with ``labels`` (a root mirroring the images), the noisy labels a run learned from."""
     refs = kitti.frame_refs(data_path, split, [0])
     depths = kitti.load_gt_for_frames(gt_npz, [r.key for r in refs])
-    return SplitData(names=[r.key for r in refs], images=[read_rgb(r.target) for r in refs], depths=depths)
+    noisy = [read_label_png(mirrored_path(labels, r.target, r.data_root)) for r in refs] if labels else []
+    return SplitData(names=[r.key for r in refs], images=[read_rgb(r.target) for r in refs], depths=depths, noisy=noisy)
 
 
 def predict_disparities(predictor: Predictor, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
@@ -129,9 +135,10 @@ def depth_report(disparities: list[np.ndarray], data: SplitData, eval_cfg: EvalC
     kw = _protocol(eval_cfg)
     out = {"metrics": evaluate_depth(disparities, data.depths, **kw).metrics(), "per_class_abs_rel": {},
            "per_class_log_bias": {}, "per_class_range_slope": {}}
-    if not data.gt_labels:
+    labels = data.gt_labels if spec.classes_from == "gt" else data.noisy
+    if not labels:
         return out
-    groups = [class_groups(lab, d, spec) for lab, d in zip(data.gt_labels, data.depths)]
+    groups = [class_groups(lab, d, spec) for lab, d in zip(labels, data.depths)]
     passes: list[DepthEvaluation] = [evaluate_depth(disparities, data.depths, labels=[g for g, _ in groups],
                                                     class_names=list(spec.classes), **kw)]
     out["metrics"] = passes[0].metrics()
@@ -179,14 +186,16 @@ def evaluate_run(checkpoint: str | Path, data: SplitData, spec: ReportSpec, spli
     out = depth_report(disparities, data, cfg.eval, spec)
     out["depth_spread"] = float(np.median([np.percentile(1 / d, 95) / np.percentile(1 / d, 5) for d in disparities]))
     classes = cfg.model.num_classes
-    if classes and data.gt_labels:
+    if classes and (data.gt_labels or data.noisy):
         preds = [p for i in range(0, len(data.images), 8) for p in predictor.predict_segmentation_batch(data.images[i:i + 8])]
-        out["branch_miou"] = evaluate_segmentation(data.gt_labels, preds, classes)["miou"]
-        if data.noisy:
+        if data.gt_labels:
+            out["branch_miou"] = evaluate_segmentation(data.gt_labels, preds, classes)["miou"]
+        if data.gt_labels and data.noisy:
             out["noisy_labels_test_miou"] = evaluate_segmentation(data.gt_labels, data.noisy, classes)["miou"]
+        if data.noisy:  # on real frames the only reference: does the branch still agree with its labels?
             out["branch_vs_noisy_miou"] = evaluate_segmentation(data.noisy, preds, classes)["miou"]
-        if (cfg.refine.hint or cfg.refine.pseudo_seg) and split is not None:
-            out["refine_test"] = refine_diagnostics(checkpoint, cfg, split)
+    if classes and (cfg.refine.hint or cfg.refine.pseudo_seg) and split is not None:
+        out["refine_test"] = refine_diagnostics(checkpoint, cfg, split)
     return out
 
 

@@ -35,7 +35,16 @@ from semhint.core.stats import compare_seeds, format_comparison
 from semhint.data.build import build_dataset
 from semhint.data.synthetic import render_drive, render_tissue
 from semhint.evaluation.metrics import METRIC_NAMES
-from semhint.lab.evaluator import MOVING_GROUPS, REPORTS, constant_depth_report, evaluate_run, load_split
+from semhint.data import kitti
+from semhint.lab.evaluator import (
+    MOVING_GROUPS,
+    REPORTS,
+    SplitData,
+    constant_depth_report,
+    evaluate_run,
+    load_kitti_split,
+    load_split,
+)
 from semhint.lab.records import markdown_table
 from semhint.labelmaker.corrupt import corrupt_label_dir
 from semhint.labelmaker.labeler import predict_labels, train_labeler
@@ -63,6 +72,8 @@ class Sweep:
     tag: str = ""  # suffix of the run names, to keep variants of --set apart
     also: list[str] = field(default_factory=list)  # more result caches to pool seeds from
     reevaluate: bool = False
+    arms: dict[str, str] = field(default_factory=dict)  # config -> short arm name: runs at OUT/<arm>-s<seed>
+    eval_split: str = ""  # split scored after training ('' = DATA/splits/test.txt; real KITTI: a LiDAR split)
 
     def __post_init__(self) -> None:
         self.data = self.data or str(Path(self.out) / self.world)
@@ -120,12 +131,16 @@ def run_config(config: str, sweep: Sweep, seed: int, run_dir: Path, labels: str 
     if labels and values["model"]["num_classes"] > 0:
         data["labels"] = str(Path(sweep.data) / labels)
     data.update(val_split="", num_workers=0)  # no validation: the test split is evaluated afterwards
+    if sweep.world == "kitti":
+        data["gt_depth"] = ""  # real frames: LiDAR scores a run afterwards and never reaches training
     if sweep.size:
         data["height"], data["width"] = (int(v) for v in sweep.size.split("x"))
     if sweep.encoder:
         values["model"]["encoder"] = sweep.encoder
         values["model"]["pretrained"] = "package" if sweep.encoder == "efficientnet_lite0" else ""
-    values["optim"].update(max_steps=sweep.steps, epochs=10_000, milestones=[10_000], batch_size=sweep.batch_size)
+    if sweep.steps > 0:  # a step budget replaces the config's epochs (0 keeps its schedule as written)
+        values["optim"].update(max_steps=sweep.steps, epochs=10_000, milestones=[10_000])
+    values["optim"]["batch_size"] = sweep.batch_size
     values["trainer"].update(out_dir=str(run_dir), seed=seed, accelerator=sweep.accelerator, devices=1, num_threads=1,
                              log_every_n_steps=5, image_log_every_n_steps=0)
     for item in sweep.set:
@@ -133,6 +148,38 @@ def run_config(config: str, sweep: Sweep, seed: int, run_dir: Path, labels: str 
         section, name = key.split(".", 1)
         values[section][name] = yaml.safe_load(value)
     return from_dict(values, f"{config} (sweep)")
+
+
+def eval_split(sweep: Sweep) -> Path:
+    """The split a run is scored on: ``sweep.eval_split``, or the rendered world's test split."""
+    return Path(sweep.eval_split) if sweep.eval_split else Path(sweep.data) / "splits" / "test.txt"
+
+
+def scoring_config(sweep: Sweep, config: str, cfg: Config) -> Config:
+    """``cfg`` with the ground truth it was trained without (real KITTI: the LiDAR npz), for scoring only."""
+    if sweep.world != "kitti":
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, gt_depth=load_config(config).data.gt_depth))
+
+
+def eval_data(sweep: Sweep, config: str, cfg: Config) -> SplitData:
+    """The scored frames with their ground truth and the noisy labels the run learned from."""
+    labels = cfg.data.labels if cfg.model.num_classes else ""
+    if sweep.world == "kitti":
+        return load_kitti_split(cfg.data.path, eval_split(sweep), load_config(config).data.gt_depth, labels)
+    return load_split(cfg, eval_split(sweep), Path(sweep.data), labels)
+
+
+def diagnostics_split(sweep: Sweep, cfg: Config, run_dir: Path) -> Path:
+    """Where the hint statistics are measured: the scored split, less (on KITTI) frames without all neighbours."""
+    split = eval_split(sweep)
+    if sweep.world != "kitti":
+        return split
+    usable = set(kitti.scan_split_lines(cfg.data.path, cfg.data.frame_ids))
+    lines = [line for line in split.read_text().split("\n") if " ".join(line.split()) in usable]
+    path = run_dir / "diagnostics_split.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def refine_stats(run_dir: Path) -> dict:
@@ -161,10 +208,9 @@ def one_run(sweep: Sweep, config: str, seed: int, run_dir: Path, labels: str | N
         t0 = time.perf_counter()
         fit(cfg)
         seconds = time.perf_counter() - t0
-    root = Path(sweep.data)
-    split = root / "splits" / "test.txt"
-    data = load_split(cfg, split, root, cfg.data.labels if cfg.model.num_classes else "")
-    result = evaluate_run(run_dir / "checkpoints" / "last.ckpt", data, REPORTS[sweep.world], split=split, cfg=cfg)
+    data = eval_data(sweep, config, cfg)
+    result = evaluate_run(run_dir / "checkpoints" / "last.ckpt", data, REPORTS[sweep.world],
+                          split=diagnostics_split(sweep, cfg, run_dir), cfg=scoring_config(sweep, config, cfg))
     shared = parameter_report(build_depth_net(cfg.model))["shared_decoder"]
     result.update(config=config, seed=seed, steps=sweep.steps, train_seconds=seconds,
                   labels=Path(cfg.data.labels).name if cfg.model.num_classes else "",
@@ -217,20 +263,26 @@ def run_name(config: str, labels: str | None, tag: str) -> str:
 Run = tuple[str, int, Path, "str | None"]  # (config, seed, run folder, labels)
 
 
+def run_dir(sweep: Sweep, config: str, labels: str | None, seed: int, tag: str | None = None) -> Path:
+    """OUT/<arm>-s<seed> for a config named in ``sweep.arms``, else OUT/runs/<run name>/seed<seed>."""
+    if config in sweep.arms:
+        return Path(sweep.out) / f"{sweep.arms[config]}-s{seed}"
+    return Path(sweep.out) / "runs" / run_name(config, labels, sweep.tag if tag is None else tag) / f"seed{seed}"
+
+
 def plan_runs(sweep: Sweep) -> tuple[list[Run], list[Run]]:
     """(to run, finished) lists of (config, seed, run_dir, labels), in launch order.
 
     Seed-major: a sweep stopped part-way (a time limit) leaves whole seeds, every config of
     each, i.e. results that pair up seed by seed.
     """
-    root = Path(sweep.out) / "runs"
     todo, done = [], []
     for seed in sweep.seeds:
         for config in sweep.configs:
             labels = sweep.labels if load_config(config).model.num_classes > 0 else None
-            run_dir = root / run_name(config, labels, sweep.tag) / f"seed{seed}"
-            finished = (run_dir / "result.json").is_file() and not sweep.reevaluate
-            (done if finished else todo).append((config, seed, run_dir, labels))
+            folder = run_dir(sweep, config, labels, seed)
+            finished = (folder / "result.json").is_file() and not sweep.reevaluate
+            (done if finished else todo).append((config, seed, folder, labels))
     return todo, done
 
 
@@ -242,11 +294,11 @@ def launch(sweep: Sweep, command: Callable[[Run], list[str]], jobs: int = 2) -> 
     while todo or procs:
         while todo and len(procs) < jobs:
             run = todo.pop(0)
-            run_dir = run[2]
-            run_dir.mkdir(parents=True, exist_ok=True)
-            log = (run_dir.parent / f"seed{run[1]}{'.eval' if sweep.reevaluate else ''}.log").open("w")
-            print(f"[sweep] start {run_dir}", flush=True)
-            procs.append((subprocess.Popen(command(run), stdout=log, stderr=subprocess.STDOUT, env=env), run_dir))
+            folder = run[2]
+            folder.mkdir(parents=True, exist_ok=True)
+            log = (folder.parent / f"{folder.name}{'.eval' if sweep.reevaluate else ''}.log").open("w")
+            print(f"[sweep] start {folder}", flush=True)
+            procs.append((subprocess.Popen(command(run), stdout=log, stderr=subprocess.STDOUT, env=env), folder))
         time.sleep(2)
         for proc, run_dir in list(procs):
             if proc.poll() is not None:
@@ -266,6 +318,14 @@ def collect(sweep: Sweep) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for config in sweep.configs:
         labels = sweep.labels if load_config(config).model.num_classes > 0 else None
+        if config in sweep.arms:
+            for seed in sweep.seeds:
+                paths = [run_dir(dataclasses.replace(sweep, out=out), config, labels, seed) / "result.json"
+                         for out in [sweep.out, *sweep.also]]
+                path = next((p for p in paths if p.is_file()), None)
+                if path is not None:
+                    groups.setdefault(sweep.arms[config], []).append(json.loads(path.read_text()))
+            continue
         # a tag names variants made with --set; runs without one (e.g. the baseline) stay comparable
         names = [run_name(config, labels, sweep.tag), run_name(config, labels, "")]
         name = next((n for n in names if any((root / n).is_dir() for root in roots)), names[0])
@@ -278,9 +338,8 @@ def collect(sweep: Sweep) -> dict[str, list[dict]]:
 
 def constant_depth_result(sweep: Sweep) -> dict:
     """The trivial reference on the sweep's test split: one constant depth per image."""
-    root = Path(sweep.data)
     cfg = run_config(sweep.configs[0], sweep, 0, Path(sweep.out) / "constant", None)
-    data = load_split(cfg, root / "splits" / "test.txt", root)
+    data = eval_data(sweep, sweep.configs[0], cfg)
     return constant_depth_report(data, cfg.eval, REPORTS[sweep.world])
 
 
@@ -301,10 +360,15 @@ def _mean_of(dicts: list[dict], key: str) -> str:
     return f"{np.mean(values):.3f}" if values else "-"
 
 
+def has_branch(result: dict) -> bool:
+    """Whether a run had a segmentation branch (its result records the shared decoder layers)."""
+    return result.get("shared_layers") is not None or "branch_miou" in result
+
+
 def baseline_results(groups: dict[str, list[dict]]) -> list[dict]:
     """The first depth-only (no branch) run group: what every row is compared with."""
     for results in groups.values():
-        if "seed" in results[0] and "branch_miou" not in results[0]:
+        if "seed" in results[0] and not has_branch(results[0]):
             return results
     return []
 
@@ -343,9 +407,10 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
         biases = {c: [r["per_class_log_bias"][c] for r in results if c in r.get("per_class_log_bias", {})]
                   for c in classes}
         row["log(pred/GT) per class"] = "; ".join(f"{c} {np.mean(v):+.3f}" for c, v in biases.items() if v) or "-"
-        if "branch_miou" in results[0]:
-            row["branch mIoU"] = _mean_std([r["branch_miou"] for r in results])
+        if has_branch(results[0]):
+            row["branch mIoU"] = _mean_std([r.get("branch_miou") for r in results])
             row["noisy-label mIoU"] = _mean_std([r.get("noisy_labels_test_miou") for r in results])
+            row["branch vs its labels mIoU"] = _mean_std([r.get("branch_vs_noisy_miou") for r in results])
             row["k (shared params)"] = f"{results[0]['shared_layers']} ({results[0]['shared_params']:,})"
             diag = [r.get("refine_test", {}) for r in results]
             row["hint accept"] = _mean_of(diag, "hint_accept_rate")
@@ -359,7 +424,7 @@ def table(groups: dict[str, list[dict]], world: str) -> tuple[str, list[dict]]:
         rows.append(row)
         raw.append({"run": name, "results": results})
     columns = ["run", "seeds", *METRIC_NAMES, "AbsRel vs baseline", *[f"AbsRel {c}" for c in classes], "per class vs baseline",
-               "log(pred/GT) per class", "branch mIoU", "noisy-label mIoU", "k (shared params)", "hint accept",
+               "log(pred/GT) per class", "branch mIoU", "noisy-label mIoU", "branch vs its labels mIoU", "k (shared params)", "hint accept",
                "hint / pred AbsRel @accepted", "pseudo / noisy label acc", "depth p95/p5", "train min"]
     return markdown_table(rows, columns), raw
 
