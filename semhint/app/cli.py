@@ -132,7 +132,10 @@ def _add_synth(sub) -> None:
                         ("tissue", "endoscopic video of deforming tissue, with 2D/3D point tracks (mm)")):
         w = worlds.add_parser(world, help=text)
         w.add_argument("--out", required=True, help="output folder (data/, gt_depth/, gt_labels/, poses/, splits/, meta.json)")
-        w.add_argument("--preset", default="demo", choices=["tiny", "demo", "bench"], help="size preset (default demo)")
+        presets = ["tiny", "demo", "bench"] + (["town"] if world == "drive" else [])
+        w.add_argument("--preset", default="demo", choices=presets,
+                       help="size preset (default demo)" + ("; town: demo's sizes, a curving street with a crossing and "
+                                                            "a pitched camera" if world == "drive" else ""))
         w.add_argument("--sequences", type=int, default=None, help="number of sequences (overrides the preset)")
         w.add_argument("--frames", type=int, default=None, help="frames per sequence (overrides the preset)")
         w.add_argument("--size", default=None, help="HEIGHTxWIDTH, e.g. 192x640 (overrides the preset)")

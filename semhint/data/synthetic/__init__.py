@@ -23,7 +23,7 @@ from semhint.core.conventions import CITYSCAPES, TISSUE
 from semhint.core.errors import InputError
 from semhint.core.fileio import save_npz
 from semhint.core.version import __version__
-from semhint.data.synthetic import drive, tissue, writer
+from semhint.data.synthetic import drive, tissue, town, writer
 from semhint.data.synthetic.preview import contact_sheet
 
 PRESETS = {
@@ -31,6 +31,8 @@ PRESETS = {
         "tiny": dict(sequences=2, frames=8, height=64, width=208),  # tests: seconds
         "demo": dict(sequences=5, frames=80, height=96, width=320),  # a few minutes of CPU training
         "bench": dict(sequences=4, frames=100, height=192, width=640),  # KITTI network resolution
+        # demo's sizes in a town: a curving street, a crossing, setbacks, a pitched camera
+        "town": dict(sequences=5, frames=80, height=96, width=320, streets="town"),
     },
     "tissue": {
         "tiny": dict(sequences=2, frames=8, height=48, width=64),
@@ -39,7 +41,16 @@ PRESETS = {
     },
 }
 
-__all__ = ["PRESETS", "render_drive", "render_tissue", "resolve_preset"]
+__all__ = ["PRESETS", "build_drive_scene", "render_drive", "render_tissue", "resolve_preset"]
+
+_DRIVE_STREETS = {"straight": drive.build_scene, "town": town.build_scene}
+
+
+def build_drive_scene(cfg: drive.DriveConfig, sequence_seed: int) -> drive.DriveScene:
+    """The scene of one drive with ``cfg.streets`` (straight: drive.build_scene; town: town.build_scene)."""
+    if cfg.streets not in _DRIVE_STREETS:
+        raise InputError(f"unknown SynthDrive streets {cfg.streets!r} (choose from: {', '.join(_DRIVE_STREETS)})")
+    return _DRIVE_STREETS[cfg.streets](cfg, sequence_seed)
 
 
 def resolve_preset(kind: str, preset: str, **overrides) -> dict:
@@ -113,7 +124,7 @@ def _job_in_worker(item) -> list[dict]:
 def _drive_sequence(job, bar=None) -> list[dict]:
     """Render and write one drive; returns the frames picked for the preview."""
     out, cfg, seq, seq_seed, picks = job
-    scene = drive.build_scene(cfg, seq_seed)
+    scene = build_drive_scene(cfg, seq_seed)
     sheet = []
     for i in range(cfg.frames):
         rendered = drive.render_frame(scene, cfg, i)
@@ -178,7 +189,8 @@ def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences
                  "world x right, y down, z forward; T(target->source) = inv(P_source) @ P_target",
     })
     if preview:
-        contact_sheet(out / "preview.png", sheet, CITYSCAPES, f"SynthDrive {cfg.height}x{cfg.width}, seed {seed}")
+        title = f"SynthDrive{' town' if cfg.streets == 'town' else ''} {cfg.height}x{cfg.width}, seed {seed}"
+        contact_sheet(out / "preview.png", sheet, CITYSCAPES, title)
     return out
 
 

@@ -8,6 +8,10 @@ world coordinates, so every view of a point agrees and the ground-truth warp rep
 
 World frame: x right, y down, z forward (the camera convention), the road plane at y = camera
 height. Semantic classes are the Cityscapes train ids.
+
+Two kinds of streets share the renderer: ``straight`` (one straight street, facades parallel to
+the camera axis, a level camera) and ``town`` (:mod:`semhint.data.synthetic.town`: a street that curves, a
+crossing, setbacks, gaps, trees before the facades, a camera pitched down).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import numpy as np
 import torch
 
 from semhint.core.conventions import CITYSCAPES
+from semhint.core.errors import InputError
 from semhint.data.synthetic.noise import fbm, noise_table
-from semhint.data.synthetic.raycast import BOX, CYLINDER, SPHERE, Prims, cast, length3, normals, screen_boxes
+from semhint.data.synthetic.raycast import BOX, CYLINDER, OBOX, SPHERE, Prims, cast, length3, normals, screen_boxes
 
 # the classes SynthDrive renders, as Cityscapes train ids
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR, TRUCK = (
@@ -49,6 +54,7 @@ class DriveConfig:
     moving_cars: bool = True  # a lead car at the camera's speed and oncoming traffic
     stops: bool = True  # the camera stands still for a few frames
     fx_ratio: float = 0.58  # fx = fy = fx_ratio * width (KITTI's normalised focal length)
+    streets: str = "straight"  # straight | town (a curving street with a crossing, a pitched camera)
 
 
 def intrinsics(cfg: DriveConfig) -> np.ndarray:
@@ -60,8 +66,8 @@ def intrinsics(cfg: DriveConfig) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # camera path
 # ----------------------------------------------------------------------------------------------
-def camera_path(cfg: DriveConfig, rng: np.random.Generator) -> np.ndarray:
-    """Camera-to-world poses (T x 4 x 4): forward along the street with gentle weaving turns and stops."""
+def speed_profile(cfg: DriveConfig, rng: np.random.Generator) -> np.ndarray:
+    """Metres travelled from each frame to the next (T): a steady speed with one stop (if ``cfg.stops``)."""
     n = cfg.frames
     speed = cfg.speed * rng.uniform(0.8, 1.2)
     v = np.full(n, speed)
@@ -75,6 +81,13 @@ def camera_path(cfg: DriveConfig, rng: np.random.Generator) -> np.ndarray:
                 v[start - k] *= k / 3
             if start + length + k - 1 < n:
                 v[start + length + k - 1] *= k / 3
+    return v
+
+
+def camera_path(cfg: DriveConfig, rng: np.random.Generator) -> np.ndarray:
+    """Camera-to-world poses (T x 4 x 4): forward along the street with gentle weaving turns and stops."""
+    n = cfg.frames
+    v = speed_profile(cfg, rng)
     z = np.concatenate([[0.0], np.cumsum(v[:-1])])
     amp, wavelength, phase = rng.uniform(0.3, 0.6), rng.uniform(40, 80), rng.uniform(0, 2 * math.pi)
     x = LANE + amp * np.sin(2 * math.pi * z / wavelength + phase)
@@ -109,6 +122,10 @@ class _Builder:
     def sphere(self, c, r, cls, colour, amp=0.1, freq=1.0):
         self.rows.append((SPHERE, c, c, r, cls, colour, amp, freq, PLAIN, False))
 
+    def turned_box(self, centre, half, yaw, cls, colour, amp=0.1, freq=1.0, pattern=PLAIN, dynamic=False):
+        """A box turned by ``yaw`` about the vertical axis (half sizes along its own x, y, z)."""
+        self.rows.append((OBOX, tuple(centre), tuple(half), float(yaw), cls, colour, amp, freq, pattern, dynamic))
+
     def build(self) -> Prims:
         cols = list(zip(*self.rows))
         f32 = torch.float32
@@ -130,6 +147,7 @@ class DriveScene:
     camera_height: float
     table: torch.Tensor
     sun: torch.Tensor
+    town: object | None = None  # the town's streets (ground, moving cars: town.Town); None: the straight street
 
 
 _FACADES = [(0.72, 0.66, 0.55), (0.6, 0.6, 0.62), (0.62, 0.36, 0.28), (0.82, 0.8, 0.74), (0.5, 0.46, 0.4), (0.7, 0.58, 0.45)]
@@ -150,7 +168,13 @@ def _truck(b: _Builder, x: float, z: float, h: float, colour) -> None:
 
 
 def build_scene(cfg: DriveConfig, sequence_seed: int) -> DriveScene:
-    """Lay out a street long enough for the whole camera path (plus the view beyond its end)."""
+    """Lay out a street long enough for the whole camera path (plus the view beyond its end).
+
+    The straight street only; ``semhint.data.synthetic.build_drive_scene`` picks the builder of any streets.
+    """
+    if cfg.streets != "straight":
+        raise InputError(f"drive.build_scene lays out the straight street, not streets={cfg.streets!r}: "
+                         "use semhint.data.synthetic.build_drive_scene")
     rng = np.random.default_rng(sequence_seed)
     h = cfg.camera_height
     poses = camera_path(cfg, rng)
@@ -285,7 +309,7 @@ def render_frame(scene: DriveScene, cfg: DriveConfig, frame: int) -> dict[str, n
     """
     H, W = cfg.height, cfg.width
     prims = scene.static
-    movers = _moving_prims(scene, frame)
+    movers = _moving_prims(scene, frame) if scene.town is None else scene.town.moving_prims(scene, frame)
     if movers is not None:
         prims = Prims.concat([prims, movers])
     c2w = torch.tensor(scene.poses[frame], dtype=torch.float32)
@@ -389,7 +413,8 @@ def _shade(scene: DriveScene, prims: Prims, origin: torch.Tensor, d: torch.Tenso
     dg = d.index_select(1, ground)
     pg = origin[:, None] + tg * dg
     cos_g = (dg[1] / ray_len.index_select(0, ground)).clamp_min(0.05)
-    colour[:, ground], cls[ground] = _ground(pg, scene, tg * ray_len.index_select(0, ground) / focal / cos_g)
+    ground_fn = _ground if scene.town is None else scene.town.ground
+    colour[:, ground], cls[ground] = ground_fn(pg, scene, tg * ray_len.index_select(0, ground) / focal / cos_g)
 
     obj = (idx >= 0).nonzero().squeeze(1)
     k = idx.index_select(0, obj)
@@ -402,7 +427,7 @@ def _shade(scene: DriveScene, prims: Prims, origin: torch.Tensor, d: torch.Tenso
     freq = prims.tex_freq.index_select(0, k)
     tex = fbm(p * freq, scene.table, octaves=2, footprint=footprint * freq)
     albedo = prims.colour.T.contiguous().index_select(1, k) * (1 + prims.tex_amp.index_select(0, k) * (2 * tex - 1))
-    albedo = _patterns(albedo, prims.pattern.index_select(0, k), p, n, h, footprint)
+    albedo = _patterns(albedo, prims.pattern.index_select(0, k), p, n, h, footprint, prims.kind.index_select(0, k) == OBOX)
     shade = 0.38 + 0.62 * (n * scene.sun[:, None]).sum(0).clamp_min(0)
     colour[:, obj] = albedo * shade
     cls[obj] = prims.cls.index_select(0, k)
@@ -450,11 +475,17 @@ def _ground(p: torch.Tensor, scene: DriveScene, footprint: torch.Tensor):
 
 
 def _patterns(albedo: torch.Tensor, pattern: torch.Tensor, p: torch.Tensor, n: torch.Tensor, h: float,
-              footprint: torch.Tensor) -> torch.Tensor:
-    """Facade windows and sidewalk tiles, defined on world coordinates of the hit point."""
+              footprint: torch.Tensor, turned: torch.Tensor) -> torch.Tensor:
+    """Facade windows and sidewalk tiles, defined on world coordinates of the hit point.
+
+    Window columns run along a wall: along z or x on axis-aligned boxes, along the wall's own
+    horizontal direction on ``turned`` boxes (the town's facades).
+    """
     win = (pattern == WINDOWS) & (n[1].abs() < 0.5)
     if win.any():
         along = torch.where(n[0].abs() > 0.5, p[2], p[0])
+        if bool(turned.any()):
+            along = torch.where(turned, n[0] * p[2] - n[2] * p[0], along)
         up = h - p[1]
         glass = _stripe(along, 2.7, 0.5, 0.22, footprint) * _stripe(up, 3.2, 0.55, 0.22, footprint) * (up > 2.5)
         glass = glass * win

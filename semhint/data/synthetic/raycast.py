@@ -6,16 +6,19 @@ makes a few hundred objects per frame render at video rate on two CPU cores.
 
 Primitives are rows of a table (see :class:`Prims`): kind 0 = axis-aligned box (``a`` = min
 corner, ``b`` = max corner), 1 = vertical cylinder (axis along y; ``a`` = (cx, y_top, cz),
-``b`` = (cx, y_bottom, cz), ``r``), 2 = sphere (``a`` = centre, ``r``).
+``b`` = (cx, y_bottom, cz), ``r``), 2 = sphere (``a`` = centre, ``r``), 3 = box turned about the
+vertical axis (``a`` = centre, ``b`` = half sizes along its own x, y, z, ``r`` = yaw in radians: its
+own z axis points along (sin r, 0, cos r), the heading convention of the camera poses).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-BOX, CYLINDER, SPHERE = 0, 1, 2
+BOX, CYLINDER, SPHERE, OBOX = 0, 1, 2, 3
 NEAR = 0.05
 
 
@@ -42,6 +45,12 @@ class Prims:
         cyl = self.kind == CYLINDER
         lo = torch.where(cyl[:, None], torch.stack([self.a[:, 0] - self.r, self.a[:, 1], self.a[:, 2] - self.r], 1), lo)
         hi = torch.where(cyl[:, None], torch.stack([self.a[:, 0] + self.r, self.b[:, 1], self.a[:, 2] + self.r], 1), hi)
+        turned = self.kind == OBOX
+        if bool(turned.any()):
+            c, s = self.r.cos().abs(), self.r.sin().abs()
+            reach = torch.stack([c * self.b[:, 0] + s * self.b[:, 2], self.b[:, 1], s * self.b[:, 0] + c * self.b[:, 2]], 1)
+            lo = torch.where(turned[:, None], self.a - reach, lo)
+            hi = torch.where(turned[:, None], self.a + reach, hi)
         return lo, hi
 
     def select(self, idx: torch.Tensor) -> "Prims":
@@ -111,6 +120,8 @@ def cast(prims: Prims, boxes: list, origin: torch.Tensor, d: torch.Tensor, inv_d
                 continue  # every ray here already hit something nearer than the object's nearest point
             if kinds[k] == BOX:
                 th = _box(a_all[k], b_all[k], o, inv_d[:, y0:y1, x0:x1])
+            elif kinds[k] == OBOX:
+                th = _turned_box(a_all[k], b_all[k], r_all[k], o, d[:, y0:y1, x0:x1])
             elif kinds[k] == CYLINDER:
                 th = _cylinder(a_all[k], b_all[k], r_all[k], o, d[:, y0:y1, x0:x1], dxz2[sl])
             else:
@@ -140,6 +151,23 @@ def _box(lo, hi, o, inv_d):
     t2z = (hi[2] - o[2]) * inv_d[2]
     tmin = torch.maximum(torch.maximum(torch.minimum(t1x, t2x), torch.minimum(t1y, t2y)), torch.minimum(t1z, t2z))
     tmax = torch.minimum(torch.minimum(torch.maximum(t1x, t2x), torch.maximum(t1y, t2y)), torch.maximum(t1z, t2z))
+    ok = (tmax >= tmin) & (tmin > NEAR)
+    return torch.where(ok, tmin, torch.full_like(tmin, float("inf")))
+
+
+def _turned_box(centre, half, yaw, o, d):
+    """Slab test in the box's own frame: the ray turned by -yaw about the vertical axis through the centre."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    ux, uy, uz = o[0] - centre[0], o[1] - centre[1], o[2] - centre[2]
+    ox, oz = c * ux - s * uz, s * ux + c * uz
+    dx, dz = c * d[0] - s * d[2], s * d[0] + c * d[2]
+    tmin = tmax = None
+    for oo, dd, hh in ((ox, dx, half[0]), (uy, d[1], half[1]), (oz, dz, half[2])):
+        inv = 1.0 / torch.where(dd.abs() < 1e-9, torch.full_like(dd, 1e-9), dd)
+        t1, t2 = (-hh - oo) * inv, (hh - oo) * inv
+        near, far = torch.minimum(t1, t2), torch.maximum(t1, t2)
+        tmin = near if tmin is None else torch.maximum(tmin, near)
+        tmax = far if tmax is None else torch.minimum(tmax, far)
     ok = (tmax >= tmin) & (tmin > NEAR)
     return torch.where(ok, tmin, torch.full_like(tmin, float("inf")))
 
@@ -189,4 +217,20 @@ def normals(prims: Prims, idx: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     n_cyl = torch.stack([(p[0] - a[0]) / rr, torch.zeros_like(r), (p[2] - a[2]) / rr])
     n_sph = (p - a) / rr
     n = torch.where((kind == BOX)[None], n_box, torch.where((kind == CYLINDER)[None], n_cyl, n_sph))
+    turned = kind == OBOX
+    if bool(turned.any()):
+        n = torch.where(turned[None], _turned_box_normals(a, b, r, p), n)
     return n / length3(n).clamp_min(1e-6)
+
+
+def _turned_box_normals(centre: torch.Tensor, half: torch.Tensor, yaw: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Face normals (3 x N) of turned boxes: the axis-aligned rule in the box's frame, turned back by yaw."""
+    c, s = yaw.cos(), yaw.sin()
+    u = p - centre
+    local = torch.stack([c * u[0] - s * u[2], u[1], s * u[0] + c * u[2]]) / half.clamp_min(1e-6)
+    qa = local.abs()
+    on_x = (qa[0] >= qa[1]) & (qa[0] >= qa[2])
+    on_y = ~on_x & (qa[1] >= qa[2])
+    on_z = ~on_x & ~on_y
+    nx, ny, nz = on_x * torch.sign(local[0]), on_y * torch.sign(local[1]), on_z * torch.sign(local[2])
+    return torch.stack([c * nx + s * nz, ny, -s * nx + c * nz])
