@@ -74,6 +74,7 @@ def bench_size(h: int, w: int, batch: int, repeats: int) -> list[dict]:
     labels = outputs["seg/0"].detach().argmax(1)
     image = b["image/0"]
     probs = outputs["seg/0"].detach().softmax(1)
+    travel = refine.camera_translation(poses)  # what the training step gives operators D and E
 
     def fuse_all() -> torch.Tensor:
         warped = [refine.warp_probabilities(s["seg/0"].softmax(1), depth, poses[f], b["K"], b["inv_K"])
@@ -89,10 +90,10 @@ def bench_size(h: int, w: int, batch: int, repeats: int) -> list[dict]:
             refine.texture_weight(image), local_linear=True),
         "B surface (RANSAC plane, 2 classes)": lambda: refine.segment_surface_fit(depth, labels, b["K"], r.stuff_classes),
         "C border (band 3)": lambda: refine.border_morphing(depth, labels),
-        "D contact (RANSAC plane + column scan)": lambda: refine.ground_contact(depth, labels, b["K"], r.stuff_classes,
-                                                                               [5, 13]),
-        "E facade (median per side and class, 3 classes)": lambda: refine.facade_planes(depth, labels, b["K"],
-                                                                                       r.facade_classes),
+        "D contact (RANSAC plane + walk to the foot)": lambda: refine.ground_contact(
+            depth, labels, b["K"], r.stuff_classes, [5, 13], translation=travel),
+        "E facade (ground plane + median per side and class)": lambda: refine.facade_planes(
+            depth, labels, b["K"], r.facade_classes, r.stuff_classes, travel),
         "planar prior (loss.planar_weight) + backward": lambda: losses.planar_loss(
             outputs["disp/0"], labels, [0, 1, 2, 3]).backward(retain_graph=True),
         "gate: hint reprojection (2 sources)": lambda: refine.reprojection_error(depth, b, poses),

@@ -31,6 +31,106 @@ def test_tissue_set_and_unknown_names():
         C.TISSUE.group("vehicle")
 
 
+def test_packaged_sets_are_files_with_the_old_ids_and_colours():
+    assert set(C.packaged_class_sets()) >= {"cityscapes", "tissue", "camvid"}
+    assert C.CITYSCAPES is C.get_class_set("cityscapes") and C.CITYSCAPES.source.endswith("cityscapes.yaml")
+    assert C.CITYSCAPES.palette[18] == (119, 11, 32) and C.CITYSCAPES.group("vehicle") == (13, 14, 15, 16, 17, 18)
+    assert C.CITYSCAPES.group("stuff") == (0, 1, 2, 3, 4, 8, 9, 10) and C.CITYSCAPES.group("human") == (11, 12)
+    assert C.TISSUE.palette == ((214, 90, 96), (235, 190, 95), (90, 200, 230))
+    assert C.TISSUE.groups == {"stuff": (0, 1), "things": (2,), "tissue": (0, 1), "instrument": (2,)}
+    camvid = C.get_class_set("CamVid")
+    assert camvid.num_classes == 11 and camvid.names[10] == "bicyclist" and camvid.ignore == (11,)
+    assert camvid.map_to == "cityscapes" and camvid.target_set() is C.CITYSCAPES
+
+
+def test_camvid_to_cityscapes_table_maps_every_value():
+    table = C.get_class_set("camvid").mapping_to("cityscapes")
+    assert table.shape == (256,) and table.dtype == np.uint8
+    expected = {0: "sky", 1: "building", 2: "pole", 3: "road", 4: "sidewalk", 5: "vegetation", 6: "traffic sign",
+                7: "fence", 8: "car", 9: "person", 10: "rider"}
+    for value, name in expected.items():
+        assert table[value] == C.CITYSCAPES.id(name), name
+    assert (table[11:] == 255).all()  # 11 = unlabelled, 255 = ignore, and every unused value: ignore
+    labels = np.array([[3, 8], [11, 255]], np.uint8)
+    np.testing.assert_array_equal(table[labels], [[0, 13], [255, 255]])  # one indexing op converts a map
+    np.testing.assert_array_equal(C.get_class_set("camvid").mapping_to("camvid")[:12], list(range(11)) + [255])
+    with pytest.raises(InputError, match="no map_to"):
+        C.CITYSCAPES.mapping_to("camvid")
+
+
+def test_to_ids_reads_unlabelled_as_ignore_and_rejects_other_values():
+    camvid = C.get_class_set("camvid")
+    np.testing.assert_array_equal(camvid.to_ids(np.array([[0, 10, 11, 255]], np.uint8)), [[0, 10, 255, 255]])
+    with pytest.raises(InputError, match="x.png: label 12 outside the class set camvid"):
+        camvid.to_ids(np.array([[12]], np.uint8), "x.png")
+
+
+USER_SET = """
+name: my street
+map_to: {target}
+classes:
+  - {{name: ground, colour: [128, 64, 128], to: road}}
+  - {{name: vehicle, colour: [0, 0, 142], to: car}}
+  - {{name: clutter, colour: [9, 9, 9], to: null}}
+ignore: [200, 201]
+groups:
+  flat: [ground]
+  things: [vehicle, 2]
+"""
+
+
+def test_a_users_yaml_works_by_path(tmp_path):
+    path = tmp_path / "street.yaml"
+    path.write_text(USER_SET.format(target="cityscapes"))
+    cs = C.get_class_set(str(path))
+    assert cs.name == "my street" and cs.names == ("ground", "vehicle", "clutter") and cs.palette[2] == (9, 9, 9)
+    assert cs.groups == {"flat": (0,), "things": (1, 2)} and cs.ignore == (200, 201)
+    table = cs.mapping_to()
+    assert list(table[:3]) == [0, 13, 255] and table[200] == 255 and table[201] == 255
+    # map_to may name another user file, relative to this one
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "coarse.yaml").write_text(USER_SET.format(target="../street.yaml").replace("to: road", "to: ground")
+                                                  .replace("to: car", "to: vehicle"))
+    coarse = C.get_class_set(str(tmp_path / "sub" / "coarse.yaml"))
+    assert list(coarse.mapping_to()[:3]) == [0, 1, 255]
+    again = C.class_set_from_dict(cs.to_dict(), "copy")
+    assert (again.names, again.palette, again.groups, again.ignore, again.targets) == \
+        (cs.names, cs.palette, cs.groups, cs.ignore, cs.targets)
+
+
+def _classes(n: int) -> str:
+    return "\n".join(f"  - {{name: c{i}, colour: [1, 2, 3]}}" for i in range(n))
+
+
+@pytest.mark.parametrize("text, key", [
+    ("name: a\nclasses:\n  - {name: x, colour: [1, 2, 3]}\n  - {name: x, colour: [4, 5, 6]}\n", "duplicate class name 'x'"),
+    ("name: a\nclasses:\n  - {name: x, colour: [1, 2, 300]}\n", r"classes\[0\]\.colour"),
+    ("name: a\nclasses:\n  - {name: x, colour: '#ff0000'}\n", r"classes\[0\]\.colour"),
+    ("name: a\nmap_to: pascal\nclasses:\n  - {name: x, colour: [1, 2, 3], to: road}\n", "map_to: unknown class set"),
+    ("name: a\nmap_to: cityscapes\nclasses:\n  - {name: x, colour: [1, 2, 3], to: lorry}\n", r"classes\[0\]\.to: 'lorry'"),
+    ("name: a\nmap_to: cityscapes\nclasses:\n  - {name: x, colour: [1, 2, 3]}\n", r"classes\[0\]\.to missing"),
+    ("name: a\nclasses:\n  - {name: x, colour: [1, 2, 3], to: road}\n", r"classes\[0\]\.to needs a top-level map_to"),
+    ("name: a\nclasses:\n" + _classes(255) + "\n", "classes: 255 classes, at most 254"),
+    ("name: a\nclasses:\n  - {name: x, colour: [1, 2, 3]}\nignore: [0]\n", "ignore: 0 is the id of a class"),
+    ("name: a\nclasses:\n  - {name: x, colour: [1, 2, 3]}\ngroups: {g: [y]}\n", r"groups\.g: no class 'y'"),
+    ("name: a\nclasses:\n  - {name: x, colour: [1, 2, 3]}\nmap-to: cityscapes\n", "unknown key.*map-to"),
+    ("name: a\nclasses: []\n", "classes must be a non-empty list"),
+    ("classes:\n  - {name: x, colour: [1, 2, 3]}\n", "name must be a non-empty string"),
+    ("name: [unclosed\n", "cannot read class set"),
+])
+def test_malformed_class_set_files_name_the_file_and_key(tmp_path, text, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=key) as info:
+        C.get_class_set(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_missing_class_set_file(tmp_path):
+    with pytest.raises(InputError, match="class set file not found"):
+        C.get_class_set(str(tmp_path / "none.yaml"))
+
+
 def test_label_png_round_trip_keeps_ignore(tmp_path):
     lab = np.array([[0, 1, 255], [18, 13, 10]], dtype=np.int64)
     write_label_png(tmp_path / "a" / "x.png", lab)

@@ -187,7 +187,8 @@ def test_surface_fit_order2_and_rejects_non_surfaces():
 
 
 # ----------------------------------------------------------------------------------------------
-# Operator E: facades along the street
+# Operator E (facades along the direction of travel) and the camera geometry of B, D, E:
+# tests/test_refine_geometry.py
 # ----------------------------------------------------------------------------------------------
 def _street_canyon(f: float = 40.0, left: float = 6.0, right: float = 9.0):
     """Facades on both sides of a camera looking along the street: z = X / |x|, x = (u - cx) / f."""
@@ -197,54 +198,6 @@ def _street_canyon(f: float = 40.0, left: float = 6.0, right: float = 9.0):
     lab = torch.full((1, H, W), 2, dtype=torch.long)
     lab[:, :, (x[0].abs() < 0.1)] = 10  # sky down the middle
     return K, depth[None, None].clone(), lab
-
-
-def _scaled_abs_rel(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> float:
-    p, t = pred[mask], true[mask]
-    return float(((p * (t.median() / p.median()) - t).abs() / t).mean())
-
-
-def test_facade_planes_undo_most_of_a_compressed_depth_range_on_both_sides():
-    K, depth, lab = _street_canyon()
-    building = lab[:, None] == 2
-    exact, valid = refine.facade_planes(depth * 1.7, lab, K, [2, 3])
-    assert torch.equal(valid, building)
-    torch.testing.assert_close(exact, depth * 1.7)  # true facades (any scale) are a fixed point
-    compressed = 1 / (0.4 / depth + 0.6 * (1 / depth)[building].mean())  # far end much too near
-    compressed = compressed * (1 + 0.05 * torch.randn(depth.shape, generator=torch.Generator().manual_seed(0)))
-    hint, valid = refine.facade_planes(compressed, lab, K, [2, 3])
-    assert torch.equal(valid, building)
-    assert torch.equal(hint[~valid], compressed[~valid])  # the sky keeps its depth
-    assert _scaled_abs_rel(hint, depth, building) < 0.6 * _scaled_abs_rel(compressed, depth, building)
-    # the far end (beside the sky, near the vanishing line) moves back, towards the truth
-    sky = lab[:, None] == 10
-    far_end = building & (sky.roll(1, -1) | sky.roll(-1, -1))
-    assert far_end.sum() == 2 * H and (hint[far_end] > 1.5 * compressed[far_end]).all()
-
-
-def test_facade_planes_leave_objects_in_front_alone_with_a_band_and_skip_small_segments():
-    K, depth, lab = _street_canyon()
-    scene = depth.clone()
-    scene[..., 10:16, 3:7] = 2.0  # a tree labelled building, far in front of the facade
-    hint, valid = refine.facade_planes(scene, lab, K, [2], band=0.5)
-    tree = torch.zeros_like(valid)
-    tree[..., 10:16, 3:7] = True
-    assert not valid[tree].any() and torch.equal(hint[tree], scene[tree])
-    assert valid[(lab[:, None] == 2) & ~tree].all()
-    _, none = refine.facade_planes(scene, lab, K, [2], min_pixels=H * W)
-    assert not none.any()
-    _, other = refine.facade_planes(scene, lab, K, [3])
-    assert not other.any()
-
-
-def test_facade_operator_is_selectable_and_needs_its_classes():
-    K, depth, lab = _street_canyon()
-    cfg = from_dict({"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["facade"]}}).refine
-    hint = refine.make_depth_hint(depth * 1.3, lab, torch.rand(1, 3, H, W), K, cfg)
-    torch.testing.assert_close(hint[lab[:, None] == 2], depth[lab[:, None] == 2] * 1.3, rtol=1e-4, atol=0)
-    with pytest.raises(ConfigError, match=r"refine\.facade_classes"):
-        refine.check_config(from_dict({"model": {"num_classes": 19}, "refine": {"hint": True, "hint_operators": ["facade"],
-                                                                               "facade_classes": []}}))
 
 
 # ----------------------------------------------------------------------------------------------

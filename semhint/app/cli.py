@@ -163,12 +163,18 @@ def _add_labels_corrupt(labels_sub) -> None:
 
 
 def _add_labels_train(labels_sub) -> None:
-    p = labels_sub.add_parser("train", help="fit a small segmentation model on a handful of labelled frames")
-    p.add_argument("--images", required=True, help="image root (e.g. OUT/data of `semhint synth`)")
-    p.add_argument("--labels", required=True, help="label root mirroring --images (same relative path, .png)")
+    p = labels_sub.add_parser("train", help="fit a small segmentation model on labelled frames (e.g. CamVid)")
+    p.add_argument("--images", required=True, nargs="+", help="image root(s) (e.g. OUT/data of `semhint synth`, "
+                   "or camvid/train/images camvid/val/images)")
+    p.add_argument("--labels", required=True, nargs="+",
+                   help="label root(s) mirroring --images, paired in order (same relative path, .png)")
     p.add_argument("--out", required=True, help="checkpoint to write (e.g. labeler.ckpt)")
-    p.add_argument("--classes", default="cityscapes", help="cityscapes | tissue | comma-separated names | a count")
-    p.add_argument("--size", default="96x320", help="network input HEIGHTxWIDTH (default 96x320)")
+    p.add_argument("--classes", default="cityscapes", help="class set the labels are in: cityscapes | camvid | tissue "
+                   "| a class-set YAML file | comma-separated names | a count (default cityscapes)")
+    p.add_argument("--size", default="96x320", help="network input HEIGHTxWIDTH (default 96x320); frames of "
+                   "another aspect train on crops of this aspect, never squashed")
+    p.add_argument("--scale", default="1,1.5", help="random crop scale range MIN,MAX (1 = the largest crop with "
+                   "the network's aspect; > 1 zooms in, < 1 out; default 1,1.5)")
     p.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
     p.add_argument("--frames", type=int, default=16, help="labelled frames to use, spread evenly (0 = all; default 16)")
     p.add_argument("--batch-size", type=int, default=4)
@@ -176,7 +182,11 @@ def _add_labels_train(labels_sub) -> None:
     p.add_argument("--encoder", default="resnet18", help="resnet18 | resnet34 | resnet50 | efficientnet_lite0")
     p.add_argument("--pretrained", default="", help="encoder weights: a torchvision file, or 'package' for "
                    "efficientnet_lite0 (ImageNet weights help most when only a few frames are labelled)")
-    p.add_argument("--gt-labels", default=None, help="ground-truth label root: report mIoU on held-out frames")
+    p.add_argument("--gt-labels", default=None, nargs="+",
+                   help="ground-truth label root(s) for --images: report mIoU on frames training did not use")
+    p.add_argument("--test-images", default=None, nargs="+", help="held-out test image root(s): mIoU, per-class IoU "
+                   "and pixel accuracy go to the summary and the checkpoint")
+    p.add_argument("--test-labels", default=None, nargs="+", help="label root(s) mirroring --test-images")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler="labels:train")
 
@@ -186,9 +196,14 @@ def _add_labels_predict(labels_sub) -> None:
     p.add_argument("--model", required=True, help="checkpoint from `semhint labels train`")
     p.add_argument("--data-path", required=True, help="image root; every image below it gets a label map")
     p.add_argument("--out", required=True, help="label root to write (mirrors --data-path; labels_info.json summary)")
-    p.add_argument("--gt-labels", default=None, help="ground-truth label root mirroring --data-path: report mIoU")
+    p.add_argument("--gt-labels", default=None, help="ground-truth label root mirroring --data-path, in the model's "
+                   "own class set: report mIoU (in those ids)")
+    p.add_argument("--source-ids", action="store_true", help="write the model's own class ids, not those of the set "
+                   "its class set maps onto (e.g. camvid ids instead of cityscapes train ids)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--preview", default=None, help="also write this PNG: four frames, image | labels | ground truth")
+    p.add_argument("--preview", default=None, help="also write this PNG contact sheet: image | labels over it "
+                   "(| ground truth over it), and a legend")
+    p.add_argument("--preview-frames", type=int, default=8, help="frames on the contact sheet, spread evenly (default 8)")
     p.set_defaults(handler="labels:predict")
 
 

@@ -18,12 +18,33 @@ from semhint.refine.common import EPS, as_labels
 from semhint.refine.operators import HintInputs, apply_operators
 
 
+def camera_translation(poses: dict[int, torch.Tensor]) -> torch.Tensor | None:
+    """The camera's translation to the neighbouring frame farthest away, forward in time (B x 3, target camera).
+
+    ``poses[f]`` maps target-camera points into source frame f (X_f = R X + t, the training
+    step's convention), so the source camera sits at c_f = -R^T t in target coordinates; frames
+    before the target (f < 0) are flipped, so that the result points the way the car drives. Per
+    image the frame with the largest baseline (the best-measured direction). None without poses.
+    """
+    if not poses:
+        return None
+    frames = sorted(poses)
+    T = torch.stack([poses[f].detach().float() for f in frames])  # F x B x 4 x 4
+    centre = -(T[..., :3, :3].transpose(-1, -2) @ T[..., :3, 3:])[..., 0]  # F x B x 3
+    forward = centre * torch.tensor([1.0 if f > 0 else -1.0 for f in frames], device=centre.device).view(-1, 1, 1)
+    farthest = centre.norm(dim=-1).argmax(0)  # B
+    return forward[farthest, torch.arange(forward.shape[1], device=forward.device)]
+
+
 def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor, K: torch.Tensor, refine_cfg: RefineConfig,
                     generator: torch.Generator | None = None,
-                    depth_gt: torch.Tensor | list[torch.Tensor] | None = None) -> torch.Tensor:
+                    depth_gt: torch.Tensor | list[torch.Tensor] | None = None,
+                    translation: torch.Tensor | None = None) -> torch.Tensor:
     """The pseudo-depth label: ``refine_cfg.hint_operators`` applied in order to the detached depth.
 
-    ``seg`` is the segmentation prediction (logits B x C x H x W) or labels (B x H x W). Pixels no
+    ``seg`` is the segmentation prediction (logits B x C x H x W) or labels (B x H x W);
+    ``translation`` the camera's motion (B x 3, :func:`camera_translation`), which operators D and E
+    take the direction of travel from (without it E gives no hint). Pixels no
     operator changes keep the predicted depth (refinement_losses leaves those out of the loss).
     Because the hint is rebuilt from the current depth at every step, any bias of the operator on
     the *true* depth compounds like repeated filtering. Log-depth is not affine on a plane seen in
@@ -32,7 +53,7 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
     point (experiments/hint_drift.py measures both).
     """
     inputs = HintInputs(labels=as_labels(seg.detach()), image=image.detach(), K=K, generator=generator,
-                        depth_gt=depth_gt)
+                        depth_gt=depth_gt, translation=None if translation is None else translation.detach())
     return apply_operators(refine_cfg.hint_operators, depth.detach(), inputs, refine_cfg)
 
 
@@ -160,9 +181,13 @@ class GatedHint:
 def propose_hint(depth: torch.Tensor, segments: torch.Tensor, batch: dict, poses: dict, refine_cfg: RefineConfig,
                  min_depth: float, max_depth: float, ssim_weight: float = 0.85,
                  generator: torch.Generator | None = None) -> GatedHint:
-    """The operators' pseudo-depth for a batch, bounded by the trust region, with its reprojection error."""
+    """The operators' pseudo-depth for a batch, bounded by the trust region, with its reprojection error.
+
+    ``poses``: {f: target->source pose} as the training step predicts them; they give the
+    operators the camera's translation (:func:`camera_translation`) and the gate its warps.
+    """
     hint = make_depth_hint(depth, segments, batch["image/0"].float(), batch["K"].float(), refine_cfg,
-                           generator=generator, depth_gt=batch.get("depth_gt"))
+                           generator=generator, depth_gt=batch.get("depth_gt"), translation=camera_translation(poses))
     hint = trust_region(hint, depth, refine_cfg.hint_max_ratio, min_depth, max_depth)
     error = reprojection_error(hint, batch, poses, ssim_weight) if refine_cfg.hint_gate else None
     # a hint equal to the prediction carries no information: it would only win the gate by rounding

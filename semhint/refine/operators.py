@@ -24,12 +24,16 @@ from semhint.refine.surfaces import facade_planes, ground_contact, segment_surfa
 
 @dataclass(frozen=True)
 class HintInputs:
-    """What an operator may look at besides the depth: segments, image, intrinsics, (oracle only) GT."""
+    """What an operator may look at besides the depth: segments, image, intrinsics, the camera's
+    motion, (oracle only) GT."""
 
     labels: torch.Tensor  # B x H x W int64 class ids (255 = ignore)
     image: torch.Tensor  # B x 3 x H x W in [0, 1]
     K: torch.Tensor  # B x 4 x 4 at the depth's resolution
     generator: torch.Generator | None = None  # RANSAC sampling
+    # B x 3: the camera's translation to a neighbouring frame in target-camera coordinates, forward in
+    # time (hints.camera_translation); D and E take the direction of travel from it. None: unknown
+    translation: torch.Tensor | None = None
     depth_gt: torch.Tensor | list[torch.Tensor] | None = None  # the diagnostic operator only
 
 
@@ -75,7 +79,7 @@ def _smooth(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor
 
 
 def _surface(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor:
-    # plane (1) or level plane (0) for driving; a curved surface (2) suits tissue
+    # plane (1) for driving, a curved surface (2) for tissue; 0 (level plane) is a level-camera ablation
     return segment_surface_fit(depth, x.labels, x.K, r.stuff_classes, order=r.surface_order, band=r.surface_band,
                                inlier_threshold=r.surface_inlier, generator=x.generator)[0]
 
@@ -86,11 +90,18 @@ def _border(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor
 
 def _contact(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor:
     return ground_contact(depth, x.labels, x.K, r.stuff_classes, r.upright_classes, generator=x.generator,
-                          ground_order=0 if r.surface_order == 0 else 1, inlier_threshold=r.surface_inlier)[0]
+                          ground_order=_ground_order(r), inlier_threshold=r.surface_inlier,
+                          translation=x.translation)[0]
 
 
 def _facade(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor:
-    return facade_planes(depth, x.labels, x.K, r.facade_classes, band=r.surface_band)[0]
+    return facade_planes(depth, x.labels, x.K, r.facade_classes, r.stuff_classes, x.translation, band=r.surface_band,
+                         ground_order=_ground_order(r), inlier_threshold=r.surface_inlier, generator=x.generator)[0]
+
+
+def _ground_order(r: RefineConfig) -> int:
+    # D and E take up from operator B's ground plane: free (1), or level under the level-camera ablation (0)
+    return 0 if r.surface_order == 0 else 1
 
 
 def _oracle(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor:
@@ -106,6 +117,8 @@ def _needs_contact(cfg: Config) -> tuple[str, str] | None:
 def _needs_facade(cfg: Config) -> tuple[str, str] | None:
     if not cfg.refine.facade_classes:
         return "refine.facade_classes", "operator 'facade' needs facade_classes (building, wall, ...)"
+    if not cfg.refine.stuff_classes:
+        return "refine.stuff_classes", "operator 'facade' needs stuff_classes (the ground: up is its normal)"
     return None
 
 
