@@ -3,8 +3,9 @@
 1. fits a labeler on CamVid train + val (real hand labels from another city and camera) and scores it
    on CamVid test;
 2. labels the 48-frame KITTI sample with it (Cityscapes train ids) and draws a contact sheet;
-3. trains the baseline (configs kitti_sample) and SemHint (semhint_kitti_sample) per seed with the
-   configs' own schedule, one torch thread each, into OUT/<baseline|semhint>-s<seed>/;
+3. trains the baseline (configs kitti_sample), SemHint (semhint_kitti_sample) and the segmentation
+   branch alone (semhint_kitti_sample_branch: SemHint without hints) per seed with the configs' own
+   schedule, one torch thread each, into OUT/<baseline|semhint|branch>-s<seed>/;
 4. scores every run on the sample's 23 LiDAR frames (Eigen protocol) and writes OUT/report.md and
    the lab record docs/lab/real_kitti.md.
 
@@ -34,7 +35,7 @@ from semhint.inference import load_predictor
 from semhint.lab import sweep as S
 from semhint.lab.records import write_record
 
-ARMS = {"kitti_sample": "baseline", "semhint_kitti_sample": "semhint"}
+ARMS = {"kitti_sample": "baseline", "semhint_kitti_sample": "semhint", "semhint_kitti_sample_branch": "branch"}
 
 
 def parse_args() -> argparse.Namespace:
