@@ -31,6 +31,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sequences", type=int, default=4)
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--render-size", default="64x208", help="render size HxW")
+    p.add_argument("--preset", default="demo", help="render preset when OUT/<world> must be rendered (drive: demo | town)")
+    p.add_argument("--render-seed", type=int, default=0, help="the world's seed when it must be rendered")
     p.add_argument("--size", default="", help="network input HxW (default: the config's)")
     p.add_argument("--encoder", default="", help="override model.encoder for every run")
     p.add_argument("--configs", nargs="+", default=["synth_drive", "semhint_synth_drive"])
@@ -69,7 +71,8 @@ def main() -> None:
         print(markdown_table(rows, list(rows[0])))
         return
     if not args.report_only:
-        S.ensure_data(sweep.world, Path(sweep.data), args.sequences, args.frames, args.render_size)
+        S.ensure_data(sweep.world, Path(sweep.data), args.sequences, args.frames, args.render_size,
+                      seed=args.render_seed, preset=args.preset)
         h, w = (int(v) for v in (args.size or args.render_size).split("x"))
         for name in S.label_folders(sweep):
             S.ensure_labels(Path(sweep.data), name, sweep.world, (h, w), args.labeler_steps)

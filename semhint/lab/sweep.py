@@ -82,12 +82,13 @@ class Sweep:
 # ----------------------------------------------------------------------------------------------
 # data and labels
 # ----------------------------------------------------------------------------------------------
-def ensure_data(world: str, root: Path, sequences: int, frames: int, size: str, seed: int = 0) -> Path:
+def ensure_data(world: str, root: Path, sequences: int, frames: int, size: str, seed: int = 0,
+                preset: str = "demo") -> Path:
     """Render the synthetic world once; an existing render (splits/test.txt present) is reused."""
     if (root / "splits" / "test.txt").is_file():
         return root
     render = render_drive if world == "drive" else render_tissue
-    render(root, preset="demo", seed=seed, sequences=sequences, frames=frames, size=size)
+    render(root, preset=preset, seed=seed, sequences=sequences, frames=frames, size=size)
     return root
 
 
@@ -123,8 +124,11 @@ def label_folders(sweep: Sweep) -> list[str]:
 def run_config(config: str, sweep: Sweep, seed: int, run_dir: Path, labels: str | None) -> Config:
     """The config with paths rebased onto the sweep's data and the shared budget applied."""
     values = to_dict(load_config(config))
-    prefix = f"runs/synth_{sweep.world}"
     data = values["data"]
+    # the render the config names (runs/synth_drive, runs/synth_town, ...) moves to the sweep's data
+    named = Path(data["path"]).parts[:2]
+    prefix = "/".join(named) if named[:1] == ("runs",) and named[1:2] and named[1].startswith("synth_") \
+        else f"runs/synth_{sweep.world}"
     for key in ("path", "train_split", "val_split", "gt_depth", "labels", "gt_labels"):
         if data[key].startswith(prefix):
             data[key] = str(Path(sweep.data) / data[key][len(prefix) + 1:])
