@@ -12,6 +12,7 @@ from semhint.evaluation.metrics import class_error_sums
 from semhint.lab.budget import budget_rows
 from semhint.lab.records import write_record
 from semhint.lab.evaluator import REPORTS
+from semhint.lab import sweep as S
 from semhint.lab.sweep import Sweep, collect, plan_runs, run_config, scoring_config
 
 BASELINE, SEMHINT = "synth_drive", "semhint_synth_drive"
@@ -99,3 +100,19 @@ def test_real_frames_train_without_lidar_and_report_by_noisy_label(tmp_path):
     assert cfg.optim.epochs == 30  # steps=0 keeps the config's schedule
     assert scoring_config(sweep, "semhint_kitti_sample", cfg).data.gt_depth.endswith("kitti_sample_gt.npz")
     assert REPORTS["kitti"].classes_from == "noisy" and "road" in REPORTS["kitti"].classes
+
+
+def test_sweeps_rebase_the_render_a_config_names_and_rerender_an_interrupted_one(tmp_path, monkeypatch):
+    sweep = Sweep(world="drive", out=str(tmp_path), data=str(tmp_path / "town"), configs=["synth_town", "semhint_synth_town"],
+                  labels="labels16", seeds=[0])
+    cfg = run_config("semhint_synth_town", sweep, 0, tmp_path / "run", "labels16")
+    assert cfg.data.path == str(tmp_path / "town" / "data") and cfg.data.labels == str(tmp_path / "town" / "labels16")
+    root = tmp_path / "town"
+    (root / "splits").mkdir(parents=True)
+    (root / "splits" / "test.txt").write_text("x 0 l\n")  # what a render stopped half-way leaves
+    calls = []
+    monkeypatch.setattr(S, "render_drive", lambda out, **kw: calls.append(kw) or (out / "meta.json").write_text("{}"))
+    S.ensure_data("drive", root, 1, 3, "32x96", preset="town")
+    assert calls and calls[0]["preset"] == "town"
+    S.ensure_data("drive", root, 1, 3, "32x96", preset="town")
+    assert len(calls) == 1  # a finished render is reused

@@ -84,8 +84,9 @@ class Sweep:
 # ----------------------------------------------------------------------------------------------
 def ensure_data(world: str, root: Path, sequences: int, frames: int, size: str, seed: int = 0,
                 preset: str = "demo") -> Path:
-    """Render the synthetic world once; an existing render (splits/test.txt present) is reused."""
-    if (root / "splits" / "test.txt").is_file():
+    """Render the synthetic world once; a finished render is reused (meta.json, written last: an
+    interrupted render has its splits but not it, and is rendered again)."""
+    if (root / "meta.json").is_file() and (root / "splits" / "test.txt").is_file():
         return root
     render = render_drive if world == "drive" else render_tissue
     render(root, preset=preset, seed=seed, sequences=sequences, frames=frames, size=size)
