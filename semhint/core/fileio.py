@@ -20,12 +20,22 @@ from semhint.core.conventions import DEPTH_PNG_SCALE, IGNORE_INDEX
 from semhint.core.errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+NEW_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; read once, at import
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary name keeps the final suffix (writers such as np.savez and cv2 pick the format
-    from it).
+    from it). The result gets the mode a plain write would give it (the replaced file's, or the
+    umask's for a new one), not mkstemp's private 0600: outputs are meant to be shared and served.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +44,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, path.stat().st_mode & 0o7777 if path.exists() else NEW_FILE_MODE)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
