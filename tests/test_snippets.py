@@ -169,6 +169,13 @@ def test_gt_depth_npz_must_match_the_split(tmp_path):
     save_npz(tmp_path / "bad.npz", gt_depths=np.ones((2, H, W), np.float32), frames=np.array(["seq 1", "seq 3"]))
     with pytest.raises(InputError, match=r"bad.npz: frame 1 is 'seq 3' but the split has 'seq 2'"):
         build_dataset(config(tmp_path, gt_depth=str(tmp_path / "bad.npz")), "val")
+    from semhint.data.kitti import load_gt_for_frames
+
+    save_npz(tmp_path / "three.npz", gt_depths=np.stack([np.full((H, W), v, np.float32) for v in (1, 2, 3)]),
+             frames=np.array(["seq 1", "seq 2", "seq 3"]))
+    assert [float(d[0, 0]) for d in load_gt_for_frames(tmp_path / "three.npz", ["seq 3", "seq  1"])] == [3.0, 1.0]
+    with pytest.raises(InputError, match=r"three.npz: no depth map for the split's frame 'seq 4'"):
+        load_gt_for_frames(tmp_path / "three.npz", ["seq 1", "seq 4"])  # a subset is looked up by name
     save_npz(tmp_path / "short.npz", gt_depths=np.ones((1, H, W), np.float32))
     with pytest.raises(InputError, match=r"short.npz: has 1 depth maps but the split has 2 frames"):
         build_dataset(config(tmp_path, gt_depth=str(tmp_path / "short.npz")), "val")

@@ -200,9 +200,17 @@ def load_gt_for_frames(path: str | Path, keys: list[str]) -> list[np.ndarray]:
     """The depth maps of an export-gt npz for exactly these frames (split lines), in their order.
 
     A ground-truth file made for another split would score every prediction against the wrong
-    frame without a word, so the count and every stored split line must match.
+    frame without a word, so the count and every stored split line must match; or, for a split
+    that is a subset of the file's (fewer frames, and the file names its frames), each frame is
+    looked up by its split line.
     """
     depths, frames = load_gt_depths(path)
+    if frames and len(keys) < len(depths):
+        stored = {" ".join(name.split()): i for i, name in enumerate(frames)}
+        missing = [key for key in keys if " ".join(key.split()) not in stored]
+        if missing:
+            raise InputError(f"{path}: no depth map for the split's frame '{missing[0]}' ({len(missing)} missing)")
+        return [depths[stored[" ".join(key.split())]] for key in keys]
     if len(depths) != len(keys):
         raise InputError(f"{path}: has {len(depths)} depth maps but the split has {len(keys)} frames")
     for i, (name, key) in enumerate(zip(frames, keys)):
