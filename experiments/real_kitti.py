@@ -46,13 +46,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--labeler-steps", type=int, default=600)
+    p.add_argument("--reevaluate", action="store_true", help="re-score finished runs from their last.ckpt")
     p.add_argument("--one", nargs=4, metavar=("CONFIG", "SEED", "RUN_DIR", "LABELS"), help=argparse.SUPPRESS)
     return p.parse_args()
 
 
 def make_sweep(args: argparse.Namespace) -> S.Sweep:
     return S.Sweep(world="kitti", out=args.out, data=args.out, configs=list(ARMS), seeds=args.seeds, steps=0,
-                   labels="labels", arms=ARMS, eval_split=str(SPLITS_DIR / "kitti_sample_even.txt"))
+                   labels="labels", arms=ARMS, eval_split=str(SPLITS_DIR / "kitti_sample_even.txt"),
+                   reevaluate=args.reevaluate)
 
 
 def semhint(*argv: str) -> None:

@@ -116,3 +116,25 @@ def test_sweeps_rebase_the_render_a_config_names_and_rerender_an_interrupted_one
     assert calls and calls[0]["preset"] == "town"
     S.ensure_data("drive", root, 1, 3, "32x96", preset="town")
     assert len(calls) == 1  # a finished render is reused
+
+
+def test_a_run_whose_scoring_failed_is_scored_again_without_retraining(tmp_path, monkeypatch):
+    sweep = _sweep(tmp_path, [0])
+    fits, scores = [], []
+    monkeypatch.setattr(S, "fit", lambda cfg: fits.append(cfg.trainer.out_dir))
+    monkeypatch.setattr(S, "eval_data", lambda *a: None)
+    monkeypatch.setattr(S, "diagnostics_split", lambda *a: None)
+
+    def score(*a, **kw):
+        scores.append(1)
+        if len(scores) == 1:
+            raise RuntimeError("scoring failed")
+        return {"metrics": {"abs_rel": 0.3}}
+
+    monkeypatch.setattr(S, "evaluate_run", score)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        S.one_run(sweep, BASELINE, 0, run, None)
+    result = S.one_run(sweep, BASELINE, 0, run, None)
+    assert len(fits) == 1 and len(scores) == 2 and result["metrics"]["abs_rel"] == 0.3
+    assert json.loads((run / "result.json").read_text())["train_seconds"] >= 0

@@ -168,8 +168,11 @@ def scoring_config(sweep: Sweep, config: str, cfg: Config) -> Config:
 
 
 def eval_data(sweep: Sweep, config: str, cfg: Config) -> SplitData:
-    """The scored frames with their ground truth and the noisy labels the run learned from."""
+    """The scored frames with their ground truth and the noisy labels the run learned from (on real
+    frames every arm gets the sweep's labels: they are the only classes to break its error down by)."""
     labels = cfg.data.labels if cfg.model.num_classes else ""
+    if sweep.world == "kitti" and not labels and sweep.labels:
+        labels = str(Path(sweep.data) / sweep.labels)
     if sweep.world == "kitti":
         return load_kitti_split(cfg.data.path, eval_split(sweep), load_config(config).data.gt_depth, labels)
     return load_split(cfg, eval_split(sweep), Path(sweep.data), labels)
@@ -204,15 +207,18 @@ def refine_stats(run_dir: Path) -> dict:
 def one_run(sweep: Sweep, config: str, seed: int, run_dir: Path, labels: str | None) -> dict:
     """Train + evaluate one (config, seed) into ``run_dir/result.json`` (what each launched process does)."""
     cfg = run_config(config, sweep, seed, run_dir, labels)
-    previous = run_dir / "result.json"
+    previous, trained = run_dir / "result.json", run_dir / "trained.json"
     if sweep.reevaluate and previous.is_file():  # re-measure a trained run (e.g. after adding a metric)
         seconds = json.loads(previous.read_text())["train_seconds"]
+    elif trained.is_file():  # trained to the end, but scoring failed: score it again, do not retrain
+        seconds = json.loads(trained.read_text())["train_seconds"]
     else:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         t0 = time.perf_counter()
         fit(cfg)
         seconds = time.perf_counter() - t0
+        write_json(trained, {"train_seconds": seconds})
     data = eval_data(sweep, config, cfg)
     result = evaluate_run(run_dir / "checkpoints" / "last.ckpt", data, REPORTS[sweep.world],
                           split=diagnostics_split(sweep, cfg, run_dir), cfg=scoring_config(sweep, config, cfg))
