@@ -18,6 +18,7 @@ Training never sees LiDAR: the sweep clears data.gt_depth for training and reloa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -47,6 +48,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--labeler-steps", type=int, default=600)
     p.add_argument("--reevaluate", action="store_true", help="re-score finished runs from their last.ckpt")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS.values()), default=list(ARMS.values()),
+                   help="arms to train (the report shows every arm's finished runs)")
+    p.add_argument("--report-only", action="store_true", help="train nothing: write the report from finished runs")
     p.add_argument("--one", nargs=4, metavar=("CONFIG", "SEED", "RUN_DIR", "LABELS"), help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -125,8 +129,10 @@ def main() -> None:
     labeler = make_labels(args, out)
     ensure_ground_truth(args)
     flags = sys.argv[1:]
-    S.launch(sweep, lambda run: [sys.executable, __file__, *flags, "--one", run[0], str(run[1]), str(run[2]),
-                                 run[3] or ""], jobs=args.jobs)
+    todo = dataclasses.replace(sweep, configs=[c for c in sweep.configs if ARMS[c] in args.arms])
+    if not args.report_only:
+        S.launch(todo, lambda run: [sys.executable, __file__, *flags, "--one", run[0], str(run[1]), str(run[2]),
+                                     run[3] or ""], jobs=args.jobs)
     groups = S.collect(sweep)
     groups = {"constant depth (reference)": [S.constant_depth_result(sweep)], **groups}
     markdown, raw = S.table(groups, "kitti")
@@ -138,7 +144,7 @@ def main() -> None:
     notes = (f"{lab_line} Scored on the KITTI sample's {scored} "
              "LiDAR frames (Eigen protocol: Garg crop, 1e-3..80 m, per-image median scaling); per-class rows group "
              "LiDAR pixels by the NOISY label at the pixel (no ground-truth classes exist for these frames). "
-             "Both arms use their config's schedule unchanged (kitti_sample: 300 steps of batch 4), one torch thread each.")
+             "Every arm uses its config's schedule unchanged (kitti_sample: 300 steps of batch 4), one torch thread each.")
     body = notes + "\n\n" + markdown + (f"\n\n![panels]({panels.resolve()})" if panels else "")
     write_text(out / "report.md", "# SemHint vs baseline on real KITTI frames\n\n" + body + "\n")
     write_text(out / "report.json", json.dumps({"labeler_test": labeler, "runs": raw}, indent=1, default=str))
