@@ -138,7 +138,8 @@ def main() -> None:
     markdown, raw = S.table(groups, "kitti")
     panels = real_panels(sweep, out)
     lab_line = (f"Labeler (EfficientNet-Lite0, CamVid train + val, {args.labeler_steps} steps at 96x320): "
-                f"CamVid test mIoU {100 * labeler['miou']:.1f} %, pixel accuracy {100 * labeler['pixel_accuracy']:.1f} %."
+                f"CamVid test mIoU {100 * labeler['miou']:.1f} %, pixel accuracy {100 * labeler['pixel_accuracy']:.1f} % "
+                f"(IoU per class: {', '.join(f'{c} {100 * v:.1f}' for c, v in labeler['per_class_iou'].items())})."
                 if labeler else "Labeler: no CamVid test score recorded.")
     scored = sum(1 for line in Path(sweep.eval_split).read_text().splitlines() if line.strip())
     notes = (f"{lab_line} Scored on the KITTI sample's {scored} "
