@@ -34,7 +34,7 @@ def kitti(args) -> None:
         export_gt(cfg.data.path, SAMPLE_SPLIT, gt_path, progress=False)
     ckpt = Path(cfg.trainer.out_dir) / "checkpoints" / "last.ckpt"
     if not args.no_train:
-        fit(cfg)
+        fit(cfg, overwrite=True)  # a re-run retrains; the previous run is moved aside, not deleted
     if args.checkpoint:
         ckpt = Path(args.checkpoint)
     step = read_checkpoint(ckpt).global_step

@@ -21,6 +21,7 @@ from semhint.core.config import Config
 from semhint.core.errors import InputError
 from semhint.core.fileio import atomic_path
 from semhint.data.folder import read_intrinsics
+from semhint.data.frames import check_aspect, check_camera
 from semhint.models import build_depth_net
 
 
@@ -172,6 +173,9 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = 
 def read_intrinsics_file(path: str | Path, image_hw: tuple[int, int]) -> np.ndarray:
     """3 x 3 K scaled to ``image_hw`` from a folder-dataset intrinsics file (YAML/JSON, fx fy cx cy)."""
     K, K_hw = read_intrinsics(path)
+    check_camera(K, K_hw or tuple(image_hw), str(path))
+    if K_hw is not None:  # a stretched point cloud is worse than none
+        check_aspect(K_hw, tuple(image_hw), str(path))
     K4 = torch.eye(4)
     K4[:3, :3] = torch.as_tensor(np.asarray(K)[:3, :3], dtype=torch.float32)
     if K_hw is not None and tuple(K_hw) != tuple(image_hw):

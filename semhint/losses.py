@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from semhint.core.conventions import IGNORE_INDEX
+from semhint.core.errors import InputError
 from semhint.core.geometry import disp_to_depth, warp
 
 
@@ -259,6 +260,15 @@ def planar_segments(batch: dict, outputs: dict, source: str) -> torch.Tensor | N
     return outputs["seg/0"].detach().argmax(1) if "seg/0" in outputs else None
 
 
+def _check_label_ids(labels: torch.Tensor, num_classes: int, source: str) -> None:
+    """A noisy-label id outside the model's classes is the user's data, not a bug: one line naming
+    data.labels (the dataset names the file itself when it is given the class count)."""
+    bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        raise InputError(f"{source or 'data.labels'}: data.labels has class id {int(labels[bad][0])} outside the "
+                         f"model's classes 0..{num_classes - 1} (model.num_classes; 255 = ignore)")
+
+
 def _reduce_sources(errors: torch.Tensor, use_min: bool) -> torch.Tensor:
     """B x S x H x W per-source errors: kept for the per-pixel minimum, or averaged to B x 1 x H x W."""
     return errors if use_min else errors.mean(1, keepdim=True)
@@ -337,6 +347,7 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
             planar_loss(outputs[f"disp/{s}"], segments, lo.planar_classes) / 2**s for s in model.scales]).mean()
         total = total + losses["planar"]
     if "seg/0" in outputs and "labels/0" in batch:
+        _check_label_ids(batch["labels/0"], outputs["seg/0"].shape[1], cfg.data.labels)
         seg = torch.stack([
             segmentation_loss(_upsample(outputs[f"seg/{s}"], size), batch["labels/0"], lo.seg_loss, lo.seg_loss_param)
             for s in model.seg_scales

@@ -7,25 +7,37 @@ clipping, logging and DDP (devices / num_nodes / strategy from the config) come 
 
 A run folder (``cfg.trainer.out_dir``) holds ``config.yaml``, ``checkpoints/last.ckpt`` and the best
 checkpoint by the validation metric, and ``logs/`` (TensorBoard and CSV). Checkpoints carry the
-resolved config and the semhint version, so loading one never needs the YAML.
+resolved config and the semhint version, so loading one never needs the YAML. The folder guards
+itself (``semhint.core.runfolder``): one run at a time, nothing overwritten without ``overwrite``,
+checkpoints replaced atomically (every epoch and every ``trainer.checkpoint_every_n_steps``), and
+a resumed run appends to the metrics history.
 """
 
 from __future__ import annotations
 
+import csv
+import os
+import random
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, default_collate
 
-from semhint.core import geometry
-from semhint.core.checkpoints import checkpoint_metadata, save_weights
+from semhint.core import geometry, runfolder
+from semhint.core.checkpoints import checkpoint_metadata, read_checkpoint, save_weights
 from semhint.core.config import Config, from_dict, load_config, save_config
 from semhint.core.errors import ConfigError, InputError
+from semhint.core.fileio import atomic_path
 from semhint.core.pictures import colorize
 from semhint.data.build import build_dataset
 from semhint.evaluation.metrics import METRIC_NAMES, iou_scores
@@ -86,6 +98,60 @@ def _detached_scalars(values: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v.detach().float() for k, v in values.items() if torch.is_tensor(v) and v.numel() == 1}
 
 
+class TrainingDiverged(ConfigError):
+    """A loss term or a weight became NaN or infinite: one line naming the step and the term.
+
+    A ConfigError because the usual cause is a setting (the learning rate, a loss weight) and the
+    command line reports it as one line; raised before the step's backward pass, so the weights
+    and the last checkpoint stay as they were.
+    """
+
+
+def first_non_finite(losses: dict[str, Any]) -> tuple[str, float] | None:
+    """The first non-finite scalar term (the total ``loss`` last, since a bad term explains it), or None.
+
+    One stacked check, so a healthy step costs a single device-to-host sync.
+    """
+    scalars = _detached_scalars(losses)
+    if not scalars:
+        return None
+    names = sorted(scalars, key=lambda k: k == "loss")
+    values = torch.stack([scalars[k].reshape(()) for k in names])
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return None
+    i = int((~finite).nonzero()[0, 0])
+    return names[i], float(values[i])
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every random generator the loop draws from (shuffle, colour jitter), as plain tensors and numbers.
+
+    Stored in checkpoints so that a resumed run draws what the uninterrupted run would have drawn;
+    plain types, because checkpoints are read with ``weights_only=True``.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)),
+                                                                        int(pos), int(has_gauss), float(gauss)],
+                             "python": list(random.getstate())}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+RNG_KEY = "semhint_rng"
+
+
 class SemHintModule(L.LightningModule):
     """Depth (+ segmentation) net and pose net trained with the self-supervised objective."""
 
@@ -136,6 +202,7 @@ class SemHintModule(L.LightningModule):
                 self._compiled = torch.compile(self.objective)
             objective = self._compiled
         losses, maps, outputs = objective(batch)
+        self._stop_if_diverged(losses)
         bs = batch["image/0"].shape[0]
         scalars = _detached_scalars(losses)
         self.log("train/loss", scalars.pop("loss"), prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
@@ -145,6 +212,22 @@ class SemHintModule(L.LightningModule):
         if every > 0 and self.global_step % every == 0:
             self._log_images(batch, outputs, maps)
         return losses["loss"]
+
+    def _stop_if_diverged(self, losses: dict[str, Any]) -> None:
+        """Raise TrainingDiverged before the backward pass when any loss term is NaN or infinite.
+
+        Under DDP every rank must stop together (a rank left alone would wait for the others
+        forever), so the verdict is reduced over ranks.
+        """
+        bad = first_non_finite(losses)
+        if self._trainer is not None and self._trainer.world_size > 1:
+            if not self._trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+                return
+        elif bad is None:
+            return
+        what = f"loss term '{bad[0]}' is {bad[1]}" if bad else "a loss term is not finite on another process"
+        raise TrainingDiverged(f"training diverged at step {self.global_step}: {what} (lower optim.lr or the loss "
+                               f"weights, or check the data); {_last_checkpoint_note(self.cfg)}")
 
     def _log_images(self, batch: dict, outputs: dict, maps: dict) -> None:
         """Input, disparity and automask panels to TensorBoard (rank 0 only; loggers are rank-aware)."""
@@ -236,7 +319,29 @@ class SemHintModule(L.LightningModule):
         return state
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Add config, version and random state; refuse to write weights that are not finite.
+
+        A NaN weight in last.ckpt would destroy the run's last good state, so the save stops
+        with TrainingDiverged before anything is written.
+        """
+        for name, value in checkpoint["state_dict"].items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise TrainingDiverged(f"training diverged at step {self.global_step}: weight '{name}' is not finite "
+                                       f"(lower optim.lr); {_last_checkpoint_note(self.cfg)}")
         checkpoint.update(checkpoint_metadata(self.cfg))
+        checkpoint[RNG_KEY] = _rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resume the random streams too (one process only: DDP ranks keep their own seeded streams)."""
+        if RNG_KEY in checkpoint and self._trainer is not None and self.trainer.world_size == 1:
+            _set_rng_state(checkpoint[RNG_KEY])
+
+
+def _last_checkpoint_note(cfg: Config) -> str:
+    last = Path(cfg.trainer.out_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return f"the last good checkpoint, {last}, is kept as it was"
+    return "no checkpoint had been written yet"
 
 
 def save_model_checkpoint(module: SemHintModule, path: str | Path) -> Path:
@@ -275,9 +380,10 @@ class DataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = build_dataset(self.cfg.data, "train", train_gt="oracle" in self.cfg.refine.hint_operators)
+            self.train_set = build_dataset(self.cfg.data, "train", train_gt="oracle" in self.cfg.refine.hint_operators,
+                                           num_classes=self.cfg.model.num_classes)
         if self.val_set is None and self.cfg.data.val_split:
-            self.val_set = build_dataset(self.cfg.data, "val")
+            self.val_set = build_dataset(self.cfg.data, "val", num_classes=self.cfg.model.num_classes)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         workers = self.cfg.data.num_workers
@@ -317,6 +423,93 @@ def _log_parameter_counts(trainer: L.Trainer, module: SemHintModule) -> None:
         logger.log_hyperparams({f"params/{k}": v for k, v in report.items()})
 
 
+class _AppendingCSVWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing metrics.csv is continued, never deleted.
+
+    Lightning deletes metrics.csv when its folder is not empty, so every resume lost the history
+    (176 -> 26 lines after a kill and ``--resume auto``). A new run starts in an empty folder
+    (runfolder.claim) and a resumed one has had its history cut back to the checkpoint's step
+    (runfolder.trim_metrics), so appending is always right. Rows are written as they are logged,
+    and a header rewrite (a metric logged for the first time) replaces the file atomically: a kill
+    at any moment keeps the history up to that moment.
+    """
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__(log_dir)
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as fh:
+                header = next(csv.reader(fh), [])
+            self.metrics_keys = list(header)
+
+    def _check_log_dir_exists(self) -> None:
+        """Keep what is there (Lightning's version deletes metrics.csv)."""
+
+    def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
+        """Record and write at once: rows buffered in memory (Lightning flushes every 100 steps) die
+        with a killed process, and the resumed run would never log those steps again."""
+        super().log_metrics(metrics_dict, step)
+        self.save()
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        with atomic_path(self.metrics_file_path) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class _AppendingCSVLogger(CSVLogger):
+    """CSVLogger writing through :class:`_AppendingCSVWriter`."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingCSVWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside the target, synced, then renamed over it.
+
+    Lightning truncates the target and writes into it, so a kill mid-save left a corrupt
+    last.ckpt; here the old file stays whole until the new one is complete, and a temporary file
+    left by a kill is removed when the next run starts (runfolder.remove_temp_files).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_path(path, suffix=".ckpt") as tmp, open(tmp, "wb") as fh:
+            torch.save(checkpoint, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+class _StepCheckpoint(Callback):
+    """last.ckpt every ``trainer.checkpoint_every_n_steps`` optimiser steps, between the epoch-end saves.
+
+    Skipped on an epoch's last batch (the epoch-end save follows at once, with the validation
+    results and the finished-epoch state) and at max_steps (likewise). Called on every rank, as
+    Lightning's own saves are; only global rank 0 writes.
+    """
+
+    def __init__(self, cfg: Config):
+        self.every = cfg.trainer.checkpoint_every_n_steps
+        self.path = Path(cfg.trainer.out_dir) / "checkpoints" / "last.ckpt"
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every <= 0 or step == 0 or step % self.every:
+            return
+        if batch_idx + 1 >= trainer.num_training_batches or step == trainer.max_steps:
+            return
+        trainer.save_checkpoint(self.path)
+
+
 def _has_validation_metric(cfg: Config) -> bool:
     return bool(cfg.data.val_split) and (bool(cfg.data.gt_depth) or cfg.model.num_classes > 0 and bool(cfg.data.gt_labels))
 
@@ -339,13 +532,35 @@ def _checkpoint_callbacks(cfg: Config) -> list[ModelCheckpoint]:
     return [best, last]
 
 
-def _resolve_resume(cfg: Config, resume: str | None) -> str | None:
+def _resolve_resume(cfg: Config, resume: str | None) -> tuple[str, int] | None:
+    """The checkpoint to resume from and its step; a missing, corrupt or foreign file is one InputError."""
     if resume is None:
         return None
     path = Path(cfg.trainer.out_dir) / "checkpoints" / "last.ckpt" if resume == "auto" else Path(resume)
     if not path.is_file():
         raise InputError(f"{path}: checkpoint to resume from not found")
-    return str(path)
+    return str(path), read_checkpoint(path).global_step
+
+
+@contextmanager
+def guarded_run_folder(cfg: Config, is_global_zero: bool, resume_step: int | None, overwrite: bool) -> Iterator[None]:
+    """Hold the run folder's lock for the whole run and make the folder ready (global rank 0 only).
+
+    DDP ranks share the folder and rank 0 alone writes to it, so the other ranks take no lock
+    (they would find it held by rank 0) and leave the folder to rank 0.
+    """
+    if not is_global_zero:
+        yield
+        return
+    out = Path(cfg.trainer.out_dir)
+    with runfolder.RunFolderLock(out):
+        aside = runfolder.claim(out, resume=resume_step is not None, overwrite=overwrite)
+        if aside is not None:
+            print(f"--overwrite: the previous contents of {out} are now in {aside}")
+        runfolder.remove_temp_files(out)
+        if resume_step is not None:
+            runfolder.trim_metrics(out, resume_step)
+        yield
 
 
 def build_trainer(cfg: Config, extra_callbacks: list[Callback] | None = None) -> L.Trainer:
@@ -355,8 +570,9 @@ def build_trainer(cfg: Config, extra_callbacks: list[Callback] | None = None) ->
         raise ConfigError("trainer.precision: 16-mixed needs a GPU; use bf16-mixed on CPU")
     out = Path(t.out_dir)
     loggers = [TensorBoardLogger(save_dir=str(out), name="logs", version="tensorboard", default_hp_metric=False),
-               CSVLogger(save_dir=str(out), name="logs", version="csv")]
-    callbacks = [*_checkpoint_callbacks(cfg), LearningRateMonitor(logging_interval="step"), _RunFolder(cfg)]
+               _AppendingCSVLogger(save_dir=str(out), name="logs", version="csv")]
+    callbacks = [*_checkpoint_callbacks(cfg), _StepCheckpoint(cfg), LearningRateMonitor(logging_interval="step"),
+                 _RunFolder(cfg)]
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, max_epochs=o.epochs, max_steps=o.max_steps,
@@ -366,7 +582,7 @@ def build_trainer(cfg: Config, extra_callbacks: list[Callback] | None = None) ->
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         num_sanity_val_steps=0, logger=loggers, callbacks=callbacks + list(extra_callbacks or []),
         default_root_dir=str(out), deterministic=False, enable_model_summary=False,
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=t.progress_bar, plugins=[_AtomicCheckpointIO()],
     )
 
 
@@ -376,17 +592,25 @@ def load_training_config(source: str | Path, overrides: list[str] | None = None)
     return check_config(load_config(source, overrides), str(source))
 
 
-def fit(cfg: Config, resume: str | None = None, extra_callbacks: list[Callback] | None = None) -> Path:
-    """Train ``cfg``; ``resume`` = a checkpoint path or "auto" (the run's last.ckpt). Returns the run folder."""
+def fit(cfg: Config, resume: str | None = None, extra_callbacks: list[Callback] | None = None,
+        overwrite: bool = False) -> Path:
+    """Train ``cfg``; ``resume`` = a checkpoint path or "auto" (the run's last.ckpt). Returns the run folder.
+
+    A run folder that already holds something is refused unless the run resumes, or ``overwrite``
+    moves the old contents aside (``<out_dir>.old-<UTC time>``); a folder another run is writing
+    to is refused (see :func:`guarded_run_folder`).
+    """
     check_config(cfg)
+    runfolder.check_modes(cfg.trainer.out_dir, resume is not None, overwrite)
     if cfg.trainer.num_threads > 0:
         torch.set_num_threads(cfg.trainer.num_threads)
-    ckpt_path = _resolve_resume(cfg, resume)
+    resumed = _resolve_resume(cfg, resume)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     module = SemHintModule(cfg)
     data = DataModule(cfg)
     trainer = build_trainer(cfg, extra_callbacks)
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    with guarded_run_folder(cfg, trainer.is_global_zero, resumed[1] if resumed else None, overwrite):
+        trainer.fit(module, datamodule=data, ckpt_path=resumed[0] if resumed else None)
     out = Path(cfg.trainer.out_dir)
     if trainer.is_global_zero:
         print(f"run folder: {out}  (last checkpoint: {out / 'checkpoints' / 'last.ckpt'})")

@@ -19,6 +19,9 @@ def _add_train(sub) -> None:
     p.add_argument("config", help="a shipped config's name (e.g. synth_drive; `semhint config list`) or a YAML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=2e-4 model.shared_layers=6")
     p.add_argument("--resume", default=None, help="checkpoint to resume from, or 'auto' for the run's last.ckpt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train into a run folder that is not empty: its contents are moved aside "
+                   "(to OUT_DIR.old-<UTC time>), never deleted")
     p.set_defaults(handler="train:run")
 
 
@@ -236,30 +239,110 @@ _COMMANDS = [_add_train, _add_kitti, _add_split, _add_evaluate, _add_predict, _a
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semhint", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"semhint {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full Python traceback instead of one line (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
     return parser
 
 
+# Output paths of each command (handler -> (attribute, option, "file" | "dir")): checked before any
+# work, so an --out that is a folder where a file is meant (or the other way round), or that sits
+# under a file, is one line naming it, not a traceback after minutes of work.
+_OUTPUTS: dict[str, list[tuple[str, str, str]]] = {
+    "kitti:export_gt": [("output", "--output", "file")],
+    "split:make": [("out", "--out", "file"), ("val_out", "--val-out", "file")],
+    "evaluate:run": [("out", "--out", "file")],
+    "predict:run": [("out", "--out", "dir")],
+    "export:run": [("out", "--out", "file")],
+    "demo:run": [("out", "--out", "dir")],
+    "track:run": [("out", "--out", "dir")],
+    "synth:run": [("out", "--out", "dir")],
+    "labels:corrupt": [("out", "--out", "dir")],
+    "labels:train": [("out", "--out", "file")],
+    "labels:predict": [("out", "--out", "dir"), ("preview", "--preview", "file")],
+}
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Checks that need no work done first: output paths, and a --resume checkpoint that is not one."""
+    from semhint.core.fileio import check_output_dir, check_output_file  # lazy: numpy/PIL only once a command runs
+
+    for attr, option, kind in _OUTPUTS.get(args.handler, []):
+        value = getattr(args, attr, None)
+        if value:
+            (check_output_file if kind == "file" else check_output_dir)(value, option)
+    resume = getattr(args, "resume", None)
+    if args.handler == "train:run" and resume and resume != "auto":
+        from semhint.core.checkpoints import read_checkpoint  # lazy: torch only for train
+
+        read_checkpoint(resume)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error message on one line; a DataLoader worker's re-raised error keeps only its last line
+    (torch puts the worker's whole traceback into the message)."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        head, sep, rest = last.partition(": ")
+        text = rest if sep and head.replace(".", "").replace("_", "").isalnum() else last
+    return " ".join(text.split()) or exc.__class__.__name__
+
+
+def os_error_line(exc: OSError) -> str:
+    """'PATH: what went wrong' for an OSError (permission denied, is a directory, disk full...)."""
+    if exc.filename is not None:
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+        return f"{where}: {exc.strerror or exc.__class__.__name__}"
+    return one_line(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run one command, and turn every user mistake into one line on stderr and exit status 2."""
+    """Parse, run one command, and turn every user mistake into one line on stderr and exit status 2.
+
+    Bad input (InputError, ConfigError) and every OSError (permission denied, a folder where a file
+    is meant, disk full...) are the user's to fix: one line naming the path or key, status 2. Any
+    other exception is a bug: one line and status 1. ``--debug`` (anywhere on the line) re-raises
+    instead, with the traceback. Ctrl-C is status 130.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
     module_name, function = args.handler.split(":")
+    command = " ".join(v for v in (args.command, *(getattr(args, k, None) for k in
+                                                   ("kitti_command", "split_command", "labels_command",
+                                                    "config_command", "world"))) if v)
     try:
+        preflight(args)
         # lazy: a command pays only for its own imports (torch, Lightning, OpenCV), and --help stays instant
         module = importlib.import_module(f"semhint.app.{module_name}")
         result = getattr(module, function)(args)
-    except (InputError, ConfigError, FileNotFoundError) as exc:
-        print(f"semhint {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"semhint {args.command}: interrupted", file=sys.stderr)
+        print(f"semhint {command}: interrupted", file=sys.stderr)
         return 130
+    except (InputError, ConfigError) as exc:
+        if debug:
+            raise
+        print(f"semhint {command}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"semhint {command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line, and the way to see more
+        if debug:
+            raise
+        print(f"semhint {command}: internal error: {exc.__class__.__name__}: {one_line(exc)} "
+              "(run again with --debug for the traceback)", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

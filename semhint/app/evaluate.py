@@ -5,6 +5,7 @@ against a ground-truth npz, printed as a table and written as a JSON report.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,7 @@ from semhint.core.fileio import load_npz, read_label_png, read_rgb
 from semhint.data import kitti
 from semhint.evaluation.protocols import (
     DepthEvaluation,
+    check_shape_matches,
     evaluate_depth,
     format_metrics_table,
     resolve_protocol,
@@ -119,6 +121,8 @@ def run_evaluation(
         raise InputError("give exactly one of --predictions FILE or --checkpoint CKPT")
     if pred_type not in ("disp", "depth"):
         raise InputError(f"--pred-type must be 'disp' or 'depth', got {pred_type!r}")
+    if fixed_scale is not None and not (math.isfinite(fixed_scale) and fixed_scale > 0):
+        raise InputError(f"--scale must be a finite number > 0, got {fixed_scale}")
     settings = resolve_protocol(protocol, min_depth=min_depth, max_depth=max_depth, crop=crop,
                                 median_scaling=median_scaling)
     gt_depths, gt_frames = kitti.load_gt_depths(gt)
@@ -133,6 +137,8 @@ def run_evaluation(
         pred_type, source = "disp", {"checkpoint": str(checkpoint), "split": str(split)}
     else:
         preds = load_predictions(predictions)
+        for i, (pred, gt_map) in enumerate(zip(preds, gt_depths)):  # name the file, not only the index
+            check_shape_matches(np.shape(pred), np.shape(gt_map), f"{predictions} (map {i})")
         source = {"predictions": str(predictions)}
     if len(preds) != len(gt_depths):
         raise InputError(f"{len(preds)} predictions but {len(gt_depths)} ground-truth maps in {gt}")

@@ -17,8 +17,18 @@ from tqdm import tqdm
 
 from semhint.core.conventions import DEPTH_PNG_SCALE
 from semhint.core.errors import InputError
-from semhint.core.fileio import save_image, save_npy, write_depth_png, write_json
+from semhint.core.fileio import (
+    check_output_dir,
+    is_within,
+    refuse_inside,
+    remove_stale_temps,
+    save_image,
+    save_npy,
+    write_depth_png,
+    write_json,
+)
 from semhint.core.pictures import colorize_depth
+from semhint.data.folder import read_intrinsics
 from semhint.data.media import classify_inputs, iter_frames, video_fps
 from semhint.inference import depth_to_point_cloud, load_predictor, read_intrinsics_file, write_ply
 
@@ -84,12 +94,22 @@ def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: st
     """Depth files for every frame of every input; returns a summary."""
     if ply and not intrinsics:
         raise InputError("--ply needs --intrinsics FILE (fx fy cx cy of the input images) to place points in 3-D")
+    if ply:
+        read_intrinsics(intrinsics)  # a bad file fails before any work, not after the network is loaded
+    check_output_dir(out_dir, "--out")
     sources = classify_inputs(inputs)
+    # outputs inside an input folder would overwrite nothing, but become that folder's frames next time
+    refuse_inside(out_dir, [s.path for s in sources if s.kind == "folder"], "--out")
+    for source in sources:  # --out above an input folder: its mirrored outputs would land in the input itself
+        if source.kind == "folder" and is_within(Path(out_dir) / source.out_name, source.path):
+            raise InputError(f"{out_dir}: --out would write {source.path}'s outputs into {source.path} itself; "
+                             "write the output elsewhere")
     predictor = load_predictor(checkpoint, device)
     opts = PredictOptions(Path(out_dir), png16=png16, ply=ply, intrinsics=intrinsics, ply_ascii=ply_ascii)
+    remove_stale_temps(opts.out_dir, recursive=True)  # what a killed run left behind
     frames, seconds = 0, 0.0
     for source in sources:
-        video = _SideBySideVideo(opts.out_dir / f"{source.path.stem}_depth.mp4", video_fps(source.path)) \
+        video = _SideBySideVideo(opts.out_dir / f"{source.out_name}_depth.mp4", video_fps(source.path)) \
             if source.kind == "video" else None
         try:
             for name, rgb in tqdm(iter_frames(source), desc=source.path.name, unit="frame", leave=False):

@@ -8,4 +8,4 @@ from semhint.training import fit, load_training_config
 
 
 def run(args: argparse.Namespace) -> None:
-    fit(load_training_config(args.config, args.overrides), resume=args.resume)
+    fit(load_training_config(args.config, args.overrides), resume=args.resume, overwrite=args.overwrite)

@@ -9,6 +9,8 @@ silently falls back to a default wastes a day of training.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -147,6 +149,7 @@ class TrainerConfig:
     progress_bar: bool = True  # off for runs trained side by side in one terminal (the demo)
     max_minutes: float = 0.0  # wall-clock training budget (the demo uses it); 0 = no limit
     compile: bool = False  # torch.compile the training objective (compiled once, lazily, on the first step)
+    checkpoint_every_n_steps: int = 1000  # also replace last.ckpt every N steps within an epoch; 0 = at epoch ends only
 
 
 @dataclass
@@ -178,6 +181,56 @@ SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
 HINT_SEGMENTS = ("prediction", "labels")
 SMOOTH_DOMAINS = ("log", "disp")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+# Lightning's registered strategies by family (ddp_spawn_find_unused_parameters_true, fsdp_cpu_offload, ...)
+STRATEGY_PATTERN = re.compile(r"^(auto|dp|single_device|single_xla|single_tpu|(ddp|deepspeed|fsdp|xla)(_\w+)?)$")
+NONNEGATIVE = ("loss.smoothness", "loss.seg_weight", "loss.planar_weight", "refine.hint_weight",
+               "refine.pseudo_seg_weight", "refine.pseudo_seg_max_photo", "model.seg_grad_scale", "optim.weight_decay",
+               "data.brightness", "data.contrast", "data.saturation")
+
+
+def _non_finite_key(cfg: Config) -> tuple[str, float] | None:
+    """The first float of the config that is NaN or infinite (a NaN passes every '< 0' test)."""
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(values):
+            continue
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, float) and not math.isfinite(item):
+                    return f"{section.name}.{f.name}", item
+    return None
+
+
+def validate_numbers(cfg: Config, source: str = "config") -> None:
+    """Every number finite, weights non-negative, rates and fractions in range: checked before the
+    numbers reach the grid sampler (which crashes without a message on NaN coordinates)."""
+    bad = _non_finite_key(cfg)
+    if bad is not None:
+        raise ConfigError(f"{source}: {bad[0]}: must be a finite number, got {bad[1]}")
+    for key in NONNEGATIVE:
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) < 0:
+            raise ConfigError(f"{source}: {key}: must be >= 0, got {getattr(getattr(cfg, section), name)}")
+    if not 0 < cfg.optim.lr <= 1:
+        raise ConfigError(f"{source}: optim.lr: must be in (0, 1], got {cfg.optim.lr}")
+    if not 0 <= cfg.data.hue <= 0.5:
+        raise ConfigError(f"{source}: data.hue: must be in [0, 0.5] turns, got {cfg.data.hue}")
+    for key in ("limit_train_batches", "limit_val_batches"):
+        if getattr(cfg.trainer, key) <= 0:
+            raise ConfigError(f"{source}: trainer.{key}: must be > 0, got {getattr(cfg.trainer, key)}")
+    r = cfg.refine
+    if r.bilateral_sigma_color <= 0 or r.bilateral_sigma_space <= 0:
+        raise ConfigError(f"{source}: refine.bilateral_sigma_color/space: must be > 0, got "
+                          f"{r.bilateral_sigma_color}, {r.bilateral_sigma_space}")
+    if cfg.trainer.accelerator not in ACCELERATORS:
+        raise ConfigError(f"{source}: trainer.accelerator: must be one of {', '.join(ACCELERATORS)}, "
+                          f"got {cfg.trainer.accelerator!r}")
+    if not STRATEGY_PATTERN.match(cfg.trainer.strategy):
+        raise ConfigError(f"{source}: trainer.strategy: unknown strategy {cfg.trainer.strategy!r} "
+                          "(auto, ddp, ddp_spawn, fsdp, deepspeed, ... as Lightning names them)")
 
 
 def validate(cfg: Config, source: str = "config") -> Config:
@@ -186,6 +239,7 @@ def validate(cfg: Config, source: str = "config") -> Config:
     def fail(key: str, msg: str) -> None:
         raise ConfigError(f"{source}: {key}: {msg}")
 
+    validate_numbers(cfg, source)
     d, m, lo, r, o, t, e = cfg.data, cfg.model, cfg.loss, cfg.refine, cfg.optim, cfg.trainer, cfg.eval
     if d.kind not in ("kitti", "folder"):
         fail("data.kind", f"must be 'kitti' or 'folder', got {d.kind!r}")
@@ -267,6 +321,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("trainer.precision", f"must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if t.max_minutes < 0:
         fail("trainer.max_minutes", "must be >= 0")
+    if t.checkpoint_every_n_steps < 0:
+        fail("trainer.checkpoint_every_n_steps", f"must be >= 0 (0: epoch ends only), got {t.checkpoint_every_n_steps}")
     if t.num_nodes < 1:
         fail("trainer.num_nodes", "must be >= 1")
     if not (t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,14 +103,50 @@ def read_image_array(path: str | Path, what: str, modes: tuple[str, ...] | None 
         raise InputError(f"{path}: cannot decode {what} ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
 
 
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")  # 16-bit (and 32-bit integer) greyscale
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as uint8 H x W x 3 RGB."""
+    """An image file as uint8 H x W x 3 RGB, whatever its bit depth and channels.
+
+    Pillow's convert("RGB") clips 16-bit greyscale to 255 (an all-white frame), so wide greyscale
+    is scaled to 8 bits explicitly (value >> 8, what OpenCV does: training and prediction agree).
+    Float images have no agreed range and are refused rather than guessed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: image not found")
+    mode = image_mode(path)
+    if mode in WIDE_GREY_MODES:
+        wide = read_image_array(path, "image").astype(np.int64)
+        if wide.size and (wide.min() < 0 or wide.max() > 65535):
+            raise InputError(f"{path}: image values {wide.min()}..{wide.max()} do not fit 16 bits")
+        grey = (wide >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        raise InputError(f"{path}: floating-point image (mode F); expected 8- or 16-bit RGB or greyscale")
     return read_image_array(path, "image", convert="RGB")
 
 
+def image_mode(path: str | Path) -> str:
+    """The PIL mode of an image file, from its header; a file PIL cannot open is one InputError."""
+    try:
+        with Image.open(path) as im:
+            return im.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: cannot decode image ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
+
+
 def read_label_png(path: str | Path) -> np.ndarray:
-    """A single-channel class-map PNG as uint8 H x W (255 = ignore)."""
-    labels = read_image_array(path, "label map", modes=("L", "P", "I", "I;16"), mode_rule="single-channel")
+    """A single-channel class-map PNG as uint8 H x W (255 = ignore).
+
+    A 16-bit map may hold ids above 255, which uint8 would wrap (258 -> class 2) without a word,
+    so they are an error naming the file.
+    """
+    labels = read_image_array(path, "label map", modes=("L", "P", "I", "I;16", "I;16B", "I;16L"),
+                              mode_rule="single-channel")
+    if labels.dtype != np.uint8 and labels.size and (labels.min() < 0 or labels.max() > IGNORE_INDEX):
+        raise InputError(f"{path}: label ids must be in 0..255 (255 = ignore), got {labels.min()}..{labels.max()}")
     return labels.astype(np.uint8)
 
 
@@ -160,3 +197,74 @@ def write_label_png(path: str | Path, labels: np.ndarray) -> None:
             raise InputError(f"{path}: label values must be in 0..255, got {arr.min()}..{arr.max()}")
         arr = arr.astype(np.uint8)
     save_image(path, np.ascontiguousarray(arr))
+
+
+# ----------------------------------------------------------------------------------------------
+# where outputs may go
+# ----------------------------------------------------------------------------------------------
+def _existing_ancestor_not_dir(path: Path) -> Path | None:
+    """The first ancestor of ``path`` that exists but is not a folder (a file in the way), or None."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """Fail before any work when ``path`` cannot become a file: it is a folder, or sits under a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: {option} is a folder; give a file name")
+    blocker = _existing_ancestor_not_dir(path)
+    if blocker is not None:
+        raise InputError(f"{path}: {option} lies under {blocker}, which is a file, not a folder")
+    return path
+
+
+def check_output_dir(path: str | Path, option: str) -> Path:
+    """Fail before any work when ``path`` cannot become a folder: it is a file, or sits under a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: {option} is a file; give a folder")
+    blocker = _existing_ancestor_not_dir(path)
+    if blocker is not None:
+        raise InputError(f"{path}: {option} lies under {blocker}, which is a file, not a folder")
+    return path
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (symlinks and '..' resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def refuse_inside(out: str | Path, inputs: list[str | Path], option: str) -> None:
+    """An output folder equal to, or inside, an input folder would overwrite the input (or be read
+    back as input next time): refuse it, naming both."""
+    for item in inputs:
+        if item and Path(item).is_dir() and is_within(out, item):
+            raise InputError(f"{out}: {option} is inside the input folder {item}; write the output elsewhere")
+
+
+_TEMP_SUFFIXES = "npz|npy|png|jpg|jpeg|ply|json|txt|yaml|mp4|ckpt|onnx|pt|tmp"
+_TEMP_NAME = re.compile(rf"^\..+\.(?:[a-z0-9_]{{8}}|tmp)\.(?:{_TEMP_SUFFIXES})$")
+
+
+def remove_stale_temps(folder: str | Path, recursive: bool = False, of: str | Path | None = None) -> int:
+    """Delete the hidden temporary files :func:`atomic_path` (and video writers) leave when killed.
+
+    Called when a command starts writing into ``folder`` again, so a killed run's leftovers never
+    accumulate. Only names of the form ``.<stem>.<8 random chars or tmp>.<ext>`` are touched;
+    with ``of`` (an output file) only the temporary files of that one file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    files = folder.rglob(".*") if recursive else folder.glob(".*")
+    prefix = f".{Path(of).stem}." if of is not None else "."
+    removed = 0
+    for path in files:
+        if path.is_file() and path.name.startswith(prefix) and _TEMP_NAME.match(path.name):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -185,8 +185,16 @@ def normalise_pixels(pix: torch.Tensor, height: int, width: int) -> torch.Tensor
 
 
 def sample(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", padding_mode: str = "border") -> torch.Tensor:
-    """grid_sample with the project's pixel convention (align_corners=True)."""
-    return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    """grid_sample with the project's pixel convention (align_corners=True).
+
+    A NaN coordinate (a diverged pose or depth) is sampled as 0 and the whole result made NaN:
+    PyTorch's CPU grid_sample backward segfaults on NaN coordinates, and with border padding
+    its forward pass even hides them, whereas a NaN result reaches the loss, where training
+    stops with a clear error (semhint.training) before any backward pass.
+    """
+    nan = torch.isnan(grid)
+    out = F.grid_sample(image, grid.masked_fill(nan, 0.0), mode=mode, padding_mode=padding_mode, align_corners=True)
+    return out.masked_fill(nan.any(), float("nan"))
 
 
 def warp(source: torch.Tensor, depth: torch.Tensor, T: torch.Tensor, K: torch.Tensor, inv_K: torch.Tensor | None = None,

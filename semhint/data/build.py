@@ -26,11 +26,12 @@ def frame_refs(data_cfg: DataConfig, split_file: str) -> list[FrameRef]:
     return folder.frame_refs(data_cfg.path, split_file, data_cfg.frame_ids, data_cfg.intrinsics, data_cfg.cache_dir)
 
 
-def build_dataset(data_cfg: DataConfig, split: str, train_gt: bool = False) -> SnippetDataset:
+def build_dataset(data_cfg: DataConfig, split: str, train_gt: bool = False, num_classes: int = 0) -> SnippetDataset:
     """The train (augmented) or val (plain, with ground truth when configured) dataset of a DataConfig.
 
     ``train_gt`` also gives training snippets their ground-truth depth (the diagnostic hint operator
-    "oracle" needs it); self-supervised training never sees it otherwise.
+    "oracle" needs it); self-supervised training never sees it otherwise. ``num_classes`` (the
+    model's, > 0) makes a label id outside the model's classes an error naming the label file.
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -46,7 +47,7 @@ def build_dataset(data_cfg: DataConfig, split: str, train_gt: bool = False) -> S
         augment=split == "train" and data_cfg.augment, flip=data_cfg.flip,
         jitter=(data_cfg.brightness, data_cfg.contrast, data_cfg.saturation, data_cfg.hue),
         labels=data_cfg.labels, gt_labels=data_cfg.gt_labels if split == "val" else "",
-        gt_depth_root=gt_root, gt_depths=gt_depths, cache_dir=data_cfg.cache_dir,
+        gt_depth_root=gt_root, gt_depths=gt_depths, cache_dir=data_cfg.cache_dir, num_classes=num_classes,
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -30,7 +31,7 @@ import yaml
 from tqdm import tqdm
 
 from semhint.core.fileio import InputError
-from semhint.data.frames import DirListing, FrameRef, image_hw, split_entries
+from semhint.data.frames import DirListing, FrameRef, check_aspect, check_camera, image_hw, split_entries
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 INTRINSICS_NAMES = ("intrinsics.yaml", "intrinsics.yml", "intrinsics.json")
@@ -62,12 +63,20 @@ def read_intrinsics(path: str | Path) -> tuple[np.ndarray, tuple[int, int] | Non
                 nums[key] = float(values[key])
             except (TypeError, ValueError):
                 raise InputError(f"{path}: intrinsics key {key} must be a number, got {values[key]!r}") from None
+    bad = [k for k, v in nums.items() if not math.isfinite(v)]
+    if bad:  # NaN passes 'fx <= 0' and crashes the grid sampler later without a message
+        raise InputError(f"{path}: intrinsics key {bad[0]} must be a finite number, got {nums[bad[0]]}")
     if nums["fx"] <= 0 or nums["fy"] <= 0:
         raise InputError(f"{path}: fx and fy must be positive, got {nums['fx']}, {nums['fy']}")
     if ("width" in nums) != ("height" in nums):
         raise InputError(f"{path}: give both width and height, or neither")
     K = np.array([[nums["fx"], 0, nums["cx"]], [0, nums["fy"], nums["cy"]], [0, 0, 1]], dtype=np.float64)
-    hw = (int(nums["height"]), int(nums["width"])) if "width" in nums else None
+    hw = None
+    if "width" in nums:
+        if nums["width"] < 1 or nums["height"] < 1 or not nums["width"].is_integer() or not nums["height"].is_integer():
+            raise InputError(f"{path}: width and height must be positive whole pixels, got {nums['width']}, {nums['height']}")
+        hw = (int(nums["height"]), int(nums["width"]))
+        check_camera(K, hw, str(path))
     return K, hw
 
 
@@ -200,11 +209,21 @@ def frame_refs(path: str | Path, split: str | Path | None, frame_ids: list[int],
                 raise InputError(f"{where}: {what} out of range: {root / seq} has frames 0..{len(frames) - 1}")
             images[f] = frames[index + f]
         if seq not in calib:
-            K, hw = read_intrinsics(find_intrinsics(root, seq, intrinsics))
-            calib[seq] = (K, hw or image_hw(frames[0]))
-        K, hw = calib[seq]
-        refs.append(FrameRef(key=f"{seq} {index}", images=images, K=K, K_hw=hw, data_root=root))
+            calib[seq] = _sequence_camera(root, seq, intrinsics, frames[0])
+        K, hw, stored = calib[seq]
+        refs.append(FrameRef(key=f"{seq} {index}", images=images, K=K, K_hw=hw, data_root=root, image_hw=stored))
     return refs
+
+
+def _sequence_camera(root: Path, seq: str, intrinsics: str | Path, first: Path
+                     ) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    """(K, the size it describes, the stored frames' size) of a sequence, checked against each other."""
+    source = find_intrinsics(root, seq, intrinsics)
+    K, hw = read_intrinsics(source)
+    stored = image_hw(first)
+    check_camera(K, hw or stored, str(source))
+    check_aspect(hw or stored, stored, f"{source} (sequence {seq})")
+    return K, hw or stored, stored
 
 
 def scan_split_lines(root: str | Path, frame_ids: list[int], stride: int = 1,

@@ -8,6 +8,7 @@ depth) that mirrors an image's place under its dataset root.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ class FrameRef:
     K: np.ndarray  # 3 x 3 float64
     K_hw: tuple[int, int]
     data_root: Path  # what mirrored per-frame maps (labels, depth) are relative to
+    image_hw: tuple[int, int] | None = None  # stored size of the sequence's frames (its first frame's), if known
 
     @property
     def target(self) -> Path:
@@ -144,6 +146,37 @@ def image_hw(path: Path) -> tuple[int, int]:
             return im.size[1], im.size[0]
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{path}: cannot read image header ({exc})".replace("\n", " ")) from None
+
+
+def check_camera(K: np.ndarray, hw: tuple[int, int], source: str) -> None:
+    """Reject a 3 x 3 K that no real camera has: non-finite entries, fx or fy <= 0, or a principal
+    point far outside the image it describes (``hw``: height, width).
+
+    NaN passes a plain ``fx <= 0`` test and later crashes the grid sampler with no message, so
+    every entry is checked for finiteness first. The principal point may sit a little outside the
+    image (cropped sensors), not more than 10 % of its size.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if not np.isfinite(K).all():
+        raise InputError(f"{source}: intrinsics have non-finite values (fx {K[0, 0]}, fy {K[1, 1]}, cx {K[0, 2]}, cy {K[1, 2]})")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError(f"{source}: fx and fy must be positive, got {K[0, 0]}, {K[1, 1]}")
+    h, w = hw
+    if h <= 0 or w <= 0:
+        raise InputError(f"{source}: image size must be positive, got {w}x{h} (width x height)")
+    for name, value, size in (("cx", K[0, 2], w), ("cy", K[1, 2], h)):
+        if not -0.1 * size <= value <= 1.1 * size:
+            raise InputError(f"{source}: {name} = {value:g} lies far outside the {w}x{h} image it describes")
+
+
+def check_aspect(K_hw: tuple[int, int], image_hw: tuple[int, int], source: str, tolerance: float = 0.02) -> None:
+    """Intrinsics for a W x H image applied to frames of another aspect would stretch every point
+    cloud and warp; resized copies keep the aspect to within rounding, so more than ``tolerance``
+    (relative) apart is an error naming the calibration."""
+    a_k, a_i = K_hw[1] / K_hw[0], image_hw[1] / image_hw[0]
+    if abs(math.log(a_k / a_i)) > tolerance:
+        raise InputError(f"{source}: intrinsics describe {K_hw[1]}x{K_hw[0]} images but the frames are "
+                         f"{image_hw[1]}x{image_hw[0]} (aspect {a_k:.3f} vs {a_i:.3f}; width x height)")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,8 +18,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from semhint.core.fileio import InputError, load_npz, save_npz
-from semhint.data.frames import DirListing, FrameRef, image_hw, read_split_lines, split_entries
+from semhint.core.fileio import InputError, check_output_file, load_npz, remove_stale_temps, save_npz
+from semhint.data.frames import (
+    DirListing,
+    FrameRef,
+    check_aspect,
+    check_camera,
+    image_hw,
+    read_split_lines,
+    split_entries,
+)
 
 SIDES = {"l": "image_02", "r": "image_03"}
 _CAMERA_INDEX = {"l": 2, "r": 3}
@@ -51,7 +59,19 @@ def _require(calib: dict[str, np.ndarray], key: str, size: int, path: Path) -> n
         raise InputError(f"{path}: no {key} entry")
     if calib[key].size != size:
         raise InputError(f"{path}: {key} has {calib[key].size} values, expected {size}")
+    if not np.isfinite(calib[key]).all():  # NaN would pass every later range test and crash the sampler
+        raise InputError(f"{path}: {key} has non-finite values ({' '.join(f'{v:g}' for v in calib[key])})")
     return calib[key]
+
+
+def _image_size(calib: dict[str, np.ndarray], cam: int, path: Path) -> tuple[int, int] | None:
+    """(height, width) from S_rect_0cam, or None when the line is absent; it must be whole positive pixels."""
+    if f"S_rect_0{cam}" not in calib:
+        return None
+    size = _require(calib, f"S_rect_0{cam}", 2, path)
+    if (size < 1).any() or (size != np.round(size)).any():
+        raise InputError(f"{path}: S_rect_0{cam} must be a positive width and height in pixels, got {size.tolist()}")
+    return int(size[1]), int(size[0])
 
 
 def camera_intrinsics(calib_dir: str | Path, side: str = "l") -> tuple[np.ndarray, tuple[int, int] | None]:
@@ -60,9 +80,13 @@ def camera_intrinsics(calib_dir: str | Path, side: str = "l") -> tuple[np.ndarra
     calib = read_calib_file(path)
     cam = _CAMERA_INDEX[side]
     P = _require(calib, f"P_rect_0{cam}", 12, path).reshape(3, 4)
-    size = calib.get(f"S_rect_0{cam}")
-    hw = (int(round(size[1])), int(round(size[0]))) if size is not None and size.size == 2 else None
-    return P[:, :3].copy(), hw
+    hw = _image_size(calib, cam, path)
+    K = P[:, :3].copy()
+    if hw is not None:
+        check_camera(K, hw, f"{path}: P_rect_0{cam}")
+    elif K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise InputError(f"{path}: P_rect_0{cam}: fx and fy must be positive, got {K[0, 0]}, {K[1, 1]}")
+    return K, hw
 
 
 def velodyne_to_image(calib_dir: str | Path, cam: int = 2) -> tuple[np.ndarray, tuple[int, int]]:
@@ -78,8 +102,10 @@ def velodyne_to_image(calib_dir: str | Path, cam: int = 2) -> tuple[np.ndarray, 
     R_rect = np.eye(4)
     R_rect[:3, :3] = _require(cam2cam, "R_rect_00", 9, c2c_path).reshape(3, 3)
     P_rect = _require(cam2cam, f"P_rect_0{cam}", 12, c2c_path).reshape(3, 4)
-    size = _require(cam2cam, f"S_rect_0{cam}", 2, c2c_path)
-    return P_rect @ R_rect @ T, (int(size[1]), int(size[0]))
+    _require(cam2cam, f"S_rect_0{cam}", 2, c2c_path)
+    hw = _image_size(cam2cam, cam, c2c_path)
+    check_camera(P_rect[:, :3], hw, f"{c2c_path}: P_rect_0{cam}")
+    return P_rect @ R_rect @ T, hw
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,10 +116,10 @@ def read_velodyne(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: velodyne scan not found")
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size == 0 or raw.size % 4:
-        size = path.stat().st_size
+    size = path.stat().st_size
+    if size == 0 or size % 16:  # checked on bytes: np.fromfile silently drops a trailing partial float
         raise InputError(f"{path}: corrupt velodyne scan ({size} bytes is not a whole number of 16-byte points)")
+    raw = np.fromfile(path, dtype=np.float32)
     points = raw.reshape(-1, 4)
     if not np.isfinite(points[:, :3]).all():
         raise InputError(f"{path}: corrupt velodyne scan (non-finite coordinates)")
@@ -152,6 +178,12 @@ def export_gt(data_path: str | Path, split: str | Path, output: str | Path, came
     ``frames`` (the split lines). Read it back with :func:`load_gt_depths`.
     """
     root = Path(data_path)
+    if not root.is_dir():
+        raise InputError(f"{root}: KITTI dataset root not found")
+    output = check_output_file(output, "--output")
+    if output.suffix != ".npz":
+        raise InputError(f"{output}: --output must be an .npz file")
+    remove_stale_temps(output.parent, of=output)  # a killed export's leftovers
     entries = [parse_split_line(text, i, Path(split)) for i, text in read_split_lines(split)]
     projections: dict[tuple[Path, int], tuple[np.ndarray, tuple[int, int]]] = {}
     for folder, _, side in entries:  # calibration first: a bad file fails before any work, and sizes are known
@@ -243,6 +275,7 @@ def frame_refs(root: str | Path, split: str | Path | None, frame_ids: list[int])
     entries = split_entries(split, root, lambda: scan_split_lines(root, frame_ids, listing=listing), parse_split_line,
                             "no KITTI drive folders with frames (expected DATE/DRIVE/image_02/data/*.png)")
     calib: dict[tuple[Path, str], tuple[np.ndarray, tuple[int, int] | None]] = {}
+    stored: dict[tuple[str, str], tuple[int, int]] = {}
     refs = []
     for (folder, frame, side), where in entries:
         images = neighbour_images(root, folder, frame, side, frame_ids, listing, where)
@@ -250,10 +283,24 @@ def frame_refs(root: str | Path, split: str | Path | None, frame_ids: list[int])
         if calib_key not in calib:
             calib[calib_key] = camera_intrinsics(calib_key[0], side)
         K, hw = calib[calib_key]
-        if hw is None:
-            hw = image_hw(images[0])
-        refs.append(FrameRef(key=f"{folder} {frame} {side}", images=images, K=K, K_hw=hw, data_root=root))
+        seq_key = (folder, side)
+        if seq_key not in stored:  # one header per drive: the size every frame of it must have
+            stored[seq_key] = _drive_image_size(listing, image_dir(root, folder, side), K, hw, calib_key[0])
+        refs.append(FrameRef(key=f"{folder} {frame} {side}", images=images, K=K, K_hw=hw or stored[seq_key],
+                             data_root=root, image_hw=stored[seq_key]))
     return refs
+
+
+def _drive_image_size(listing: DirListing, folder: Path, K: np.ndarray, K_hw: tuple[int, int] | None,
+                      calib_dir: Path) -> tuple[int, int]:
+    """The stored size of a drive's frames (its first frame's), checked against the calibration."""
+    frames = listing.numbered_images(folder)
+    stored = image_hw(frames[min(frames)])
+    source = f"{calib_dir / 'calib_cam_to_cam.txt'} (frames in {folder})"
+    check_camera(K, K_hw or stored, source)
+    if K_hw is not None:
+        check_aspect(K_hw, stored, source)
+    return stored
 
 
 def neighbour_images(root: Path, folder: str, frame: int, side: str, frame_ids: list[int], listing: DirListing,

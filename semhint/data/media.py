@@ -24,15 +24,25 @@ class Source:
 
     path: Path
     kind: str  # image | folder | video
+    name: str = ""  # what its outputs are named after (see :func:`name_sources`); the stem / folder name by default
+
+    @property
+    def out_name(self) -> str:
+        return self.name or (self.path.name if self.kind == "folder" else self.path.stem)
 
 
 def classify_inputs(inputs: list[str | Path]) -> list[Source]:
     """Sort each CLI input into image / folder / video, failing on anything else up front."""
-    sources = []
+    sources: list[Source] = []
+    seen: dict[Path, str] = {}
     for item in inputs:
+        resolved = Path(item).resolve()
+        if resolved in seen:
+            raise InputError(f"{item}: input given twice (also as {seen[resolved]})")
+        seen[resolved] = str(item)
         path = Path(item)
         if path.is_dir():
-            if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+            if not folder_frames(path):
                 raise InputError(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
             sources.append(Source(path, "folder"))
         elif not path.exists():
@@ -43,7 +53,40 @@ def classify_inputs(inputs: list[str | Path]) -> list[Source]:
             sources.append(Source(path, "video"))
         else:
             raise InputError(f"{path}: unsupported input type (images: {IMAGE_SUFFIXES}, videos: {VIDEO_SUFFIXES})")
-    return sources
+    return name_sources(sources)
+
+
+def _name_parts(source: Source) -> tuple[str, ...]:
+    path = source.path.resolve()
+    return path.parts if source.kind == "folder" else (*path.parent.parts, path.stem)
+
+
+def name_sources(sources: list[Source]) -> list[Source]:
+    """Give every source the shortest trailing part of its path that no other source shares.
+
+    Two drives' ``.../image_02/data`` folders would both write ``data/0000000000_depth.npy`` and
+    the second would overwrite the first; named ``drive_a/image_02/data`` and
+    ``drive_b/image_02/data`` their outputs mirror the inputs' own paths and stay apart. One input
+    keeps its plain name (the folder name, or the file's stem).
+    """
+    parts = [_name_parts(s) for s in sources]
+    longest = max((len(p) for p in parts), default=1)
+    for k in range(1, longest + 1):
+        names = ["/".join(p[-k:]) for p in parts]
+        if len(set(names)) == len(names):
+            break
+    else:  # only the suffix tells them apart (x.png and x.jpg in one folder)
+        names = ["/".join(p[-2:]) + (s.path.suffix.replace(".", "_") if s.kind != "folder" else "")
+                 for p, s in zip(parts, sources)]
+    return [Source(s.path, s.kind, name.lstrip("/")) for s, name in zip(sources, names)]
+
+
+def folder_frames(folder: Path) -> list[tuple[str, Path]]:
+    """(output stem, image) of a folder's images in name order; x.png beside x.jpg keep their suffixes apart."""
+    images = sorted(q for q in folder.iterdir()
+                    if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file() and not q.name.startswith("."))
+    stems = [q.stem for q in images]
+    return [(q.stem if stems.count(q.stem) == 1 else q.name.replace(".", "_"), q) for q in images]
 
 
 def iter_video(path: Path) -> Iterator[tuple[np.ndarray, float]]:
@@ -65,13 +108,13 @@ def iter_video(path: Path) -> Iterator[tuple[np.ndarray, float]]:
 def iter_frames(source: Source) -> Iterator[tuple[str, np.ndarray]]:
     """(output name, RGB uint8 frame) for every frame of a source."""
     if source.kind == "image":
-        yield source.path.stem, read_rgb(source.path)
+        yield source.out_name, read_rgb(source.path)
     elif source.kind == "folder":
-        for p in sorted(q for q in source.path.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES):
-            yield f"{source.path.name}/{p.stem}", read_rgb(p)
+        for stem, p in folder_frames(source.path):
+            yield f"{source.out_name}/{stem}", read_rgb(p)
     else:
         for i, (rgb, _) in enumerate(iter_video(source.path)):
-            yield f"{source.path.stem}/{i:06d}", rgb
+            yield f"{source.out_name}/{i:06d}", rgb
 
 
 def video_fps(path: Path, default: float = 10.0) -> float:

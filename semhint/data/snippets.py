@@ -12,7 +12,9 @@ Decoding a 1242 x 375 PNG costs far more than everything else a sample needs, so
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from semhint.core import geometry
+from semhint.core.conventions import IGNORE_INDEX
 from semhint.core.fileio import InputError, read_depth_png, read_label_png, read_rgb, save_npy
 from semhint.data.frames import DirListing, FrameRef, mirrored_path
 
@@ -48,39 +51,74 @@ def cache_file(cache_dir: str | Path, path: Path, hw: tuple[int, int], kind: str
     return Path(cache_dir) / f"{kind}_{hw[0]}x{hw[1]}" / key[:2] / f"{key}.npy"
 
 
-def load_resized(path: Path, hw: tuple[int, int], cache_dir: str | Path = "", kind: str = "rgb") -> np.ndarray:
+def load_resized(path: Path, hw: tuple[int, int], cache_dir: str | Path = "", kind: str = "rgb",
+                 expect_hw: tuple[int, int] | None = None) -> np.ndarray:
     """An image (``kind="rgb"``, H x W x 3) or label map (``"label"``, H x W) as uint8 at ``hw``.
 
     With ``cache_dir`` the resized array is read from, or written once (atomically, so parallel
     workers never see half a file) to, the cache; a damaged cache file is simply rebuilt.
+    ``expect_hw`` is the stored size the file must have (checked when it is decoded): a frame of
+    another size in a sequence, or a label map of another size than its frame, would otherwise be
+    resized to the network size without a word, with the wrong intrinsics or misplaced classes.
     """
     if not cache_dir:
-        return _decode_resized(path, hw, kind)
+        return _decode_resized(path, hw, kind, expect_hw)
     if not os.path.isfile(path):  # the cache key needs the file; keep the reader's error message
-        return _decode_resized(path, hw, kind)
+        return _decode_resized(path, hw, kind, expect_hw)
     target = cache_file(cache_dir, path, hw, kind)
     if target.is_file():
         try:
             return np.load(target, allow_pickle=False)
         except (ValueError, OSError, EOFError):
             pass
-    array = _decode_resized(path, hw, kind)
+    array = _decode_resized(path, hw, kind, expect_hw)
     save_npy(target, np.ascontiguousarray(array))
     return array
 
 
-def _decode_resized(path: Path, hw: tuple[int, int], kind: str) -> np.ndarray:
-    if kind == "label":
-        return resize_array(read_label_png(path), hw, nearest=True)
-    return resize_array(decode_rgb(path), hw)
+def _decode_resized(path: Path, hw: tuple[int, int], kind: str, expect_hw: tuple[int, int] | None = None) -> np.ndarray:
+    array = read_label_png(path) if kind == "label" else decode_rgb(path)
+    if expect_hw is not None and tuple(array.shape[:2]) != tuple(expect_hw):
+        h, w = array.shape[:2]
+        what = "label map is" if kind == "label" else "frame is"
+        other = "its frame is" if kind == "label" else "the first frame of its sequence is"
+        raise InputError(f"{path}: {what} {w}x{h} but {other} {expect_hw[1]}x{expect_hw[0]} (width x height)")
+    return resize_array(array, hw, nearest=kind == "label")
+
+
+def ends_complete(path: Path) -> bool:
+    """Whether a PNG ends with its IEND chunk or a JPEG with its end-of-image marker.
+
+    OpenCV decodes a truncated file into half an image (grey below the cut) with only a warning;
+    Pillow refuses it. Checking the last bytes costs one small read, so the fast OpenCV path is
+    taken only for files that are whole, and every other file goes through Pillow's strict reader
+    (the one `semhint predict` uses): a truncated frame is an error in training as in prediction.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64))
+            tail = fh.read()
+    except OSError:
+        return False
+    if head.startswith(b"\x89PNG"):
+        return tail.endswith(b"IEND\xaeB`\x82")
+    if head.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" in tail
+    return False
 
 
 def decode_rgb(path: Path) -> np.ndarray:
     """uint8 H x W x 3 RGB, decoded by OpenCV (about 1.8x faster than Pillow on KITTI PNGs).
 
     EXIF orientation is ignored, as Pillow does in fileio.read_rgb, so cached and uncached frames
-    agree. When OpenCV cannot decode the file, fileio.read_rgb gives the one-line InputError.
+    agree (16-bit greyscale too: both keep the high byte). When the file is not a whole PNG or JPEG
+    (see :func:`ends_complete`), or OpenCV cannot decode it, fileio.read_rgb decodes it or gives
+    the one-line InputError.
     """
+    if not ends_complete(path):
+        return read_rgb(path)
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         return read_rgb(path)
@@ -150,7 +188,8 @@ class SnippetDataset(Dataset):
                  augment: bool = False, flip: bool = True,
                  jitter: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.1),
                  labels: str | Path = "", gt_labels: str | Path = "", gt_depth_root: str | Path = "",
-                 gt_depths: Sequence[np.ndarray] | None = None, cache_dir: str | Path = "") -> None:
+                 gt_depths: Sequence[np.ndarray] | None = None, cache_dir: str | Path = "",
+                 num_classes: int = 0) -> None:
         if not frames:
             raise InputError("the dataset has no frames (empty split)")
         self.frames = list(frames)
@@ -159,10 +198,25 @@ class SnippetDataset(Dataset):
         self.augment, self.flip, self.jitter = augment, flip, tuple(jitter)
         self.labels, self.gt_labels, self.gt_depth_root = labels, gt_labels, gt_depth_root
         self.cache_dir = str(cache_dir or "")
+        self.num_classes = int(num_classes)  # > 0: label ids must be below it (or 255, ignore)
         if gt_depths is not None and len(gt_depths) != len(self.frames):
             raise InputError(f"ground truth has {len(gt_depths)} depth maps for {len(self.frames)} frames")
         self.gt_depths = gt_depths
         self._check_maps()
+        self._log_resize_policy()
+
+    def _log_resize_policy(self, tolerance: float = 0.1) -> None:
+        """Frames are resized to data.height x data.width whatever their aspect, with K scaled per
+        axis (geometry stays right, but the picture is stretched): said once, in the log, when the
+        aspects differ by more than ``tolerance`` (relative), so a mistyped width is noticed."""
+        stored = next((ref.image_hw for ref in self.frames if ref.image_hw), None)
+        if stored is None:
+            return
+        a_net, a_img = self.hw[1] / self.hw[0], stored[1] / stored[0]
+        if abs(math.log(a_net / a_img)) > tolerance:
+            warnings.warn(f"data.height/width {self.hw[0]}x{self.hw[1]} (aspect {a_net:.2f}) differ from the frames' "
+                          f"{stored[0]}x{stored[1]} (aspect {a_img:.2f}): frames are stretched to the network size and "
+                          "the intrinsics scaled per axis", stacklevel=2)
 
     def _check_maps(self) -> None:
         """Fail at construction, naming the frame, when a mirrored label or depth file is missing."""
@@ -194,7 +248,7 @@ class SnippetDataset(Dataset):
         params = draw_jitter(*self.jitter) if self.augment and bool(torch.rand(()) < 0.5) else None
         sample: dict[str, torch.Tensor] = {}
         for f in self.frame_ids:
-            rgb = load_resized(ref.images[f], self.hw, self.cache_dir, "rgb")
+            rgb = load_resized(ref.images[f], self.hw, self.cache_dir, "rgb", ref.image_hw)
             if flipped:
                 rgb = np.ascontiguousarray(rgb[:, ::-1])
             image = to_tensor(rgb)
@@ -217,7 +271,13 @@ class SnippetDataset(Dataset):
         return sample
 
     def _label(self, root: str | Path, ref: FrameRef, f: int, flipped: bool) -> torch.Tensor:
-        labels = load_resized(mirrored_path(root, ref.images[f], ref.data_root), self.hw, self.cache_dir, "label")
+        path = mirrored_path(root, ref.images[f], ref.data_root)
+        labels = load_resized(path, self.hw, self.cache_dir, "label", ref.image_hw)
+        if self.num_classes > 0:
+            known = labels[labels != IGNORE_INDEX]
+            if known.size and int(known.max()) >= self.num_classes:
+                raise InputError(f"{path}: class id {int(known.max())} outside the model's classes "
+                                 f"0..{self.num_classes - 1} (model.num_classes; 255 = ignore)")
         if flipped:
             labels = labels[:, ::-1]
         return torch.from_numpy(np.require(labels, requirements=["C", "W"])).long()

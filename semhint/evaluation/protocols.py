@@ -8,6 +8,7 @@ path. Named presets live in ``PROTOCOLS``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,6 +45,8 @@ def resolve_protocol(protocol: str, **overrides: Any) -> dict[str, Any]:
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if settings["crop"] not in CROPS:
         raise InputError(f"unknown crop {settings['crop']!r}; choose from {', '.join(CROPS)}")
+    if not (math.isfinite(settings["min_depth"]) and math.isfinite(settings["max_depth"])):
+        raise InputError(f"--min-depth/--max-depth must be finite, got {settings['min_depth']}, {settings['max_depth']}")
     if not 0 <= settings["min_depth"] < settings["max_depth"]:
         raise InputError(f"need 0 <= min-depth < max-depth, got {settings['min_depth']}, {settings['max_depth']}")
     return settings
@@ -81,6 +84,17 @@ def _check_prediction(pred: np.ndarray, index: int, kind: str) -> np.ndarray:
     if not np.all(np.isfinite(pred)) or np.any(pred <= 0):
         raise InputError(f"prediction {index}: {kind} must be finite and > 0 everywhere")
     return pred
+
+
+def check_shape_matches(pred_shape: tuple[int, ...], gt_shape: tuple[int, ...], what: str) -> None:
+    """A prediction is resized to its ground truth's size, so a transposed one (W x H for H x W)
+    or one of another aspect would be stretched and scored without a word: an aspect more than
+    1.5x off the ground truth's is an error."""
+    (ph, pw), (h, w) = pred_shape[-2:], gt_shape[-2:]
+    if min(ph, pw, h, w) <= 0 or abs(math.log((pw / ph) / (w / h))) > math.log(1.5):
+        hint = " (transposed?)" if (ph, pw) != (h, w) and abs(math.log((ph / pw) / (w / h))) < math.log(1.5) else ""
+        raise InputError(f"{what}: prediction is {ph}x{pw} (rows x columns) but its ground truth is {h}x{w}: "
+                         f"the aspect ratios differ{hint}")
 
 
 def evaluate_depth(
@@ -129,7 +143,9 @@ def evaluate_depth(
         if gt.ndim != 2:
             raise InputError(f"ground truth {i}: expected an H x W depth map, got shape {gt.shape}")
         h, w = gt.shape
-        pred = _resize(_check_prediction(pred, i, kind), h, w)
+        pred = _check_prediction(pred, i, kind)
+        check_shape_matches(pred.shape, gt.shape, f"prediction {i}")
+        pred = _resize(pred, h, w)
         pred_depth = 1 / pred if pred_is_disp else pred
         mask = np.logical_and(gt > min_depth, gt < max_depth) & crop_mask(h, w, crop)
         if not mask.any():

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from semhint.core.conventions import IGNORE_INDEX, ClassSet, get_class_set
 from semhint.core.errors import InputError
-from semhint.core.fileio import read_label_png, write_json, write_label_png
+from semhint.core.fileio import read_label_png, refuse_inside, write_json, write_label_png
 from semhint.evaluation.metrics import confusion_matrix, iou_scores
 
 
@@ -117,13 +117,16 @@ def corrupt_label_dir(gt_root: str | Path, out_root: str | Path, strength: float
         raise InputError(f"{gt_root}: no label PNGs found")
     if out_root.resolve() == gt_root.resolve():
         raise InputError(f"{out_root}: the output folder must differ from the ground-truth folder")
+    refuse_inside(out_root, [gt_root], "--out")
+    if not 0.0 <= strength <= 1.0:
+        raise InputError(f"--strength must be in [0, 1], got {strength}")
+    for path in tqdm(files, desc="check labels", unit="map"):  # every input checked before the first write
+        _read_checked(path, cs)
+    (out_root / "corruption.json").unlink(missing_ok=True)  # the summary is the completion marker: written last
     conf = np.zeros((cs.num_classes, cs.num_classes), dtype=np.int64)
     bar = tqdm(files, desc="corrupt labels", unit="map")
     for i, path in enumerate(bar):
-        gt = read_label_png(path)
-        top = int(gt[gt != IGNORE_INDEX].max(initial=0))
-        if top >= cs.num_classes:
-            raise InputError(f"{path}: class id {top} outside the {cs.name} set (0..{cs.num_classes - 1})")
+        gt = _read_checked(path, cs)
         noisy = corrupt_labels(gt, cs, strength, np.random.default_rng([seed, i]))
         write_label_png(out_root / path.relative_to(gt_root), noisy)
         conf += confusion_matrix(gt, noisy, cs.num_classes)
@@ -135,6 +138,15 @@ def corrupt_label_dir(gt_root: str | Path, out_root: str | Path, strength: float
     }
     write_json(out_root / "corruption.json", report)
     return report
+
+
+def _read_checked(path: Path, cs: ClassSet) -> np.ndarray:
+    """A ground-truth map whose ids all lie in the class set (255 = ignore)."""
+    gt = read_label_png(path)
+    top = int(gt[gt != IGNORE_INDEX].max(initial=0))
+    if top >= cs.num_classes:
+        raise InputError(f"{path}: class id {top} outside the {cs.name} set (0..{cs.num_classes - 1})")
+    return gt
 
 
 def default_class_set(gt_root: str | Path) -> str:

@@ -38,8 +38,11 @@ from semhint.core.conventions import IGNORE_INDEX, IMAGE_SUFFIXES, ClassSet, cla
 from semhint.core.fileio import (
     InputError,
     atomic_path,
+    check_output_dir,
     read_label_png,
     read_rgb,
+    refuse_inside,
+    remove_stale_temps,
     save_image,
     write_json,
     write_label_png,
@@ -267,9 +270,15 @@ def load_labeler(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         raise InputError(f"{path}: cannot read checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
         raise InputError(f"{path}: not a labeler checkpoint from `semhint labels train`")
-    cfg = ModelConfig(**{**state["model"], "pretrained": ""})  # the weights are in the checkpoint
-    model = Labeler(cfg)
-    model.load_state_dict(state["state_dict"])
+    try:
+        cfg = ModelConfig(**{**state["model"], "pretrained": ""})  # the weights are in the checkpoint
+        model = Labeler(cfg)
+        model.load_state_dict(state["state_dict"])
+        for key in ("size", "classes"):
+            state[key]  # noqa: B018 - present in every labeler checkpoint; a damaged one fails here, named
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise InputError(f"{path}: damaged labeler checkpoint ({exc.__class__.__name__}: {first})") from None
     meta = {k: v for k, v in state.items() if k != "state_dict"}
     return model.to(device).eval(), meta
 
@@ -539,6 +548,10 @@ def predict_labels(model_path: str | Path, data_path: str | Path, out: str | Pat
     ``out/labels_info.json`` so the label folder records where it came from. ``preview`` writes a
     contact sheet of ``preview_frames`` frames spread over the data (see :func:`write_preview`).
     """
+    check_output_dir(out, "--out")
+    refuse_inside(out, [data_path] + ([gt_labels] if gt_labels else []), "--out")
+    if preview:
+        refuse_inside(preview, [data_path], "--preview")
     model, meta = load_labeler(model_path)
     source, target = checkpoint_class_sets(meta, model_path)
     written = source if (target is None or source_ids) else target
@@ -548,6 +561,8 @@ def predict_labels(model_path: str | Path, data_path: str | Path, out: str | Pat
     paths = list_images(data_path)
     acc = ConfusionAccumulator(source.names) if gt_labels else None
     shown, preview_rows = set(pick_evenly(paths, preview_frames)) if preview else set(), []
+    (out / "labels_info.json").unlink(missing_ok=True)  # the summary is the completion marker: written last
+    remove_stale_temps(out, recursive=True)
     start = time.time()
     bar = tqdm(total=len(paths), desc="labels predict", unit="frame", disable=not progress, dynamic_ncols=True)
     for chunk, images in iterate_batches(paths, batch_size):

@@ -174,10 +174,15 @@ def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences
     fields = {f.name for f in dataclasses.fields(drive.DriveConfig)}
     cfg = drive.DriveConfig(seed=seed, **{k: v for k, v in s.items() if k in fields})
     K = drive.intrinsics(cfg)
+    writer.start_render(out)
     writer.write_drive_static(out, K, cfg.width, cfg.height, s["sequences"], cfg.frames)
     picks = _preview_picks(cfg.frames) if preview else []
     jobs = [(out, cfg, seq, seed * 1000 + seq, picks if seq == 0 else []) for seq in range(s["sequences"])]
     sheet = _run_jobs(_drive_sequence, jobs, workers, cfg.frames, "synth drive" if progress else None)
+    writer.write_drive_splits(out, s["sequences"], cfg.frames)  # after the frames, before meta.json (last)
+    if preview:
+        title = f"SynthDrive{' town' if cfg.streets == 'town' else ''} {cfg.height}x{cfg.width}, seed {seed}"
+        contact_sheet(out / "preview.png", sheet, CITYSCAPES, title)
     writer.write_meta(out, {
         "generator": "semhint synth drive", "version": __version__, "seed": seed, "preset": preset, "settings": s,
         "layout": "kitti_raw", "date": writer.DATE, "sequences": [f"{writer.DATE}/{writer.drive_name(q)}" for q in range(s["sequences"])],
@@ -188,9 +193,6 @@ def render_drive(out: str | Path, preset: str = "demo", seed: int = 0, sequences
         "poses": "poses/DATE/DRIVE.txt: per frame the 3x4 camera-to-world matrix, row-major (KITTI odometry format); "
                  "world x right, y down, z forward; T(target->source) = inv(P_source) @ P_target",
     })
-    if preview:
-        title = f"SynthDrive{' town' if cfg.streets == 'town' else ''} {cfg.height}x{cfg.width}, seed {seed}"
-        contact_sheet(out / "preview.png", sheet, CITYSCAPES, title)
     return out
 
 
@@ -211,10 +213,14 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
     fields = {f.name for f in dataclasses.fields(tissue.TissueConfig)}
     cfg = tissue.TissueConfig(seed=seed, **{k: v for k, v in s.items() if k in fields})
     K = tissue.intrinsics(cfg)
+    writer.start_render(out)
     writer.write_tissue_static(out, K, cfg.width, cfg.height, s["sequences"], cfg.frames)
     picks = _preview_picks(cfg.frames) if preview else []
     jobs = [(out, cfg, seq, seed * 1000 + seq, picks if seq == 0 else []) for seq in range(s["sequences"])]
     sheet = _run_jobs(_tissue_sequence, jobs, workers, cfg.frames, "synth tissue" if progress else None)
+    writer.write_tissue_splits(out, s["sequences"], cfg.frames)  # after the frames, before meta.json (last)
+    if preview:
+        contact_sheet(out / "preview.png", sheet, TISSUE, f"SynthTissue {cfg.height}x{cfg.width}, seed {seed}", tracks=True)
     writer.write_meta(out, {
         "generator": "semhint synth tissue", "version": __version__, "seed": seed, "preset": preset, "settings": s,
         "layout": "folder", "sequences": [writer.tissue_name(q) for q in range(s["sequences"])],
@@ -227,6 +233,4 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
         "tracks": "tracks/SEQUENCE.npz: queries (N x 2 material coordinates, mm), query_frame, tracks_2d (T x N x 2 px), "
                   "tracks_3d (T x N x 3 mm, camera frame), visibility (T x N bool: in view, not hidden by the instrument)",
     })
-    if preview:
-        contact_sheet(out / "preview.png", sheet, TISSUE, f"SynthTissue {cfg.height}x{cfg.width}, seed {seed}", tracks=True)
     return out

@@ -117,13 +117,24 @@ def write_drive_frame(out: Path, seq: int, frame: int, rendered: dict[str, np.nd
 
 
 def write_drive_static(out: Path, K: np.ndarray, width: int, height: int, n_sequences: int, n_frames: int) -> None:
-    """Calibration files and split files of a rendered drive set."""
+    """Calibration files of a rendered drive set (the split files come after the frames: write_drive_splits)."""
     date_dir = out / "data" / DATE
     write_text(date_dir / "calib_cam_to_cam.txt", kitti_cam_to_cam(K, width, height))
     write_text(date_dir / "calib_velo_to_cam.txt", kitti_velo_to_cam())
     write_text(date_dir / "calib_imu_to_velo.txt", kitti_imu_to_velo())
+
+
+def write_drive_splits(out: Path, n_sequences: int, n_frames: int) -> None:
     for name, pairs in split_frames(n_sequences, n_frames).items():
         write_split(out / "splits" / f"{name}.txt", [f"{DATE}/{drive_name(s)} {f} l" for s, f in pairs])
+
+
+def start_render(out: Path) -> None:
+    """Remove the completion markers of an earlier render into ``out`` (meta.json, the split files)
+    before any frame is written: a render killed half-way must never look like a finished set."""
+    (out / "meta.json").unlink(missing_ok=True)
+    for split in (out / "splits").glob("*.txt") if (out / "splits").is_dir() else []:
+        split.unlink()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,9 +156,13 @@ def write_tissue_static(out: Path, K: np.ndarray, width: int, height: int, n_seq
         text = (f"# SynthTissue pinhole intrinsics in pixels of the stored frames\nfx: {K[0, 0]:.6f}\nfy: {K[1, 1]:.6f}\n"
                 f"cx: {K[0, 2]:.6f}\ncy: {K[1, 2]:.6f}\nwidth: {width}\nheight: {height}\n")
         write_text(out / "data" / tissue_name(s) / "intrinsics.yaml", text)
+
+
+def write_tissue_splits(out: Path, n_sequences: int, n_frames: int) -> None:
     for name, pairs in split_frames(n_sequences, n_frames).items():
         write_split(out / "splits" / f"{name}.txt", [f"{tissue_name(s)} {f}" for s, f in pairs])
 
 
 def write_meta(out: Path, meta: dict) -> None:
+    """meta.json, the completion marker: written last, after every frame and split file."""
     write_json(out / "meta.json", meta)
