@@ -6,7 +6,7 @@ per-image median scaling) against the LiDAR of the even frames, next to the medi
 constant-depth baseline. ``demo``: run `semhint demo` and record its metrics.
 
     python experiments/quality.py kitti [overrides...]
-    python experiments/quality.py demo --minutes 3
+    python experiments/quality.py demo   # = semhint demo (600 steps per arm)
 """
 
 from __future__ import annotations
@@ -63,20 +63,20 @@ def kitti(args) -> None:
 
 
 def demo(args) -> None:
-    out = Path(args.out) if args.no_run else run_demo(args.out, minutes=args.minutes, preset="demo", seed=0)
+    out = Path(args.out) if args.no_run else run_demo(args.out, preset="demo", seed=args.seed)
     result = json.loads((Path(out) / "metrics.json").read_text())
     rows = [{"model": "constant depth, median-scaled", **result["constant_depth_baseline"]}]
     rows += [{"model": name, **run["metrics"]} for name, run in result["runs"].items()]
     md = (f"SynthDrive demo preset, {result['test_frames']} held-out test frames, exact depth, generic protocol "
-          f"(per-image median scaling). Whole demo (render + train + evaluate + report): "
+          f"(per-image median scaling); {result['steps']} steps per run at {result['size']}, seed {result['seed']}. Whole demo (render + train + evaluate + report): "
           f"{result['seconds'] / 60:.1f} min.\n\n")
     if args.load:
         md += f"Load during measurement: {args.load}\n\n"
     if args.note:
         md += args.note + "\n\n"
     md += markdown_table(rows, ["model", *METRIC_NAMES])
-    write_record("demo", "`semhint demo`: SynthDrive, trained on CPU for a few minutes",
-                 f"semhint demo --out {args.out} --minutes {args.minutes:g}", md, {"rows": rows, **result, "load": args.load})
+    write_record("demo", "`semhint demo`: SynthDrive, both arms 600 steps on CPU",
+                 f"semhint demo --out {args.out} --seed {result['seed']}", md, {"rows": rows, **result, "load": args.load})
 
 
 def main() -> None:
@@ -90,7 +90,7 @@ def main() -> None:
     k.add_argument("--note", default="", help="a sentence on the run, written above the table")
     d = sub.add_parser("demo")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--minutes", type=float, default=3.0)
+    d.add_argument("--seed", type=int, default=0)
     d.add_argument("--load", default="")
     d.add_argument("--no-run", action="store_true", help="record the report already in --out without rerunning")
     d.add_argument("--note", default="", help="a sentence on the run, written above the table")

@@ -16,8 +16,10 @@ a resumed run appends to the metrics history.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import random
+import warnings
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +38,7 @@ from torch.utils.data import DataLoader, default_collate
 from semhint.core import geometry, runfolder
 from semhint.core.checkpoints import checkpoint_metadata, read_checkpoint, save_weights
 from semhint.core.config import Config, from_dict, load_config, save_config
-from semhint.core.errors import ConfigError, InputError
+from semhint.core.errors import ConfigError, InputError, SemhintWarning
 from semhint.core.fileio import atomic_path
 from semhint.core.pictures import colorize
 from semhint.data.build import build_dataset
@@ -92,6 +94,20 @@ def pose_warmup_config(cfg: Config) -> Config:
     cosine to the true (forward) direction 0.99 without the mask, 0.16-0.6 with it.
     """
     return replace(cfg, loss=replace(cfg.loss, automask=False))
+
+
+def pose_warmup_note(warmup_steps: int, total_steps: float) -> str | None:
+    """A one-line warning when ``optim.pose_warmup_steps`` covers the whole run, else None.
+
+    During the warm-up the depth net gets a zero gradient, so such a run ends with an untrained
+    depth net that still writes checkpoints and metrics; a short test run (``optim.max_steps``)
+    on a config with a warm-up is the usual way to get there.
+    """
+    if warmup_steps <= 0 or not math.isfinite(total_steps) or warmup_steps < total_steps:
+        return None
+    return (f"optim.pose_warmup_steps ({warmup_steps}) >= the run's {int(total_steps)} optimiser steps "
+            "(optim.max_steps, or optim.epochs x batches): only the pose net trains and the depth net learns nothing; "
+            f"lower optim.pose_warmup_steps (e.g. optim.pose_warmup_steps={int(total_steps) // 4}) or train longer")
 
 
 def _detached_scalars(values: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -303,6 +319,12 @@ class SemHintModule(L.LightningModule):
 
     def depth_net_has_seg(self) -> bool:
         return self.cfg.model.num_classes > 0
+
+    def on_train_start(self) -> None:
+        """Warn, once, when the pose warm-up covers the whole run: the depth net would get no gradient."""
+        note = pose_warmup_note(self.cfg.optim.pose_warmup_steps, self.trainer.estimated_stepping_batches)
+        if note and self.trainer.is_global_zero and self.global_step < self.cfg.optim.pose_warmup_steps:
+            warnings.warn(note, SemhintWarning, stacklevel=2)
 
     # -- optimisation and checkpoint metadata --------------------------------------------------
     def configure_optimizers(self):

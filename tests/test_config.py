@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from semhint.core.config import Config, ConfigError, load_config, save_config, to_dict
+from semhint.core.config import Config, ConfigError, from_dict, load_config, parse_overrides, save_config, to_dict
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "semhint" / "configs").rglob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "semhint" / "configs"
+CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+
+# One impossible value per validated key (override, the key the error must name), plus a wrong type and
+# an unknown key: each is refused on top of every shipped recipe.
+BAD_VALUES = [
+    ("data.kind=zip", "data.kind"), ("data.height=16", "data.height"), ("data.width=8", "data.height/width"),
+    ("data.frame_ids=[-1,0,1]", "data.frame_ids"), ("data.frame_ids=[0,1,1]", "data.frame_ids"),
+    ("data.unit=cm", "data.unit"), ("data.num_workers=-1", "data.num_workers"), ("data.hue=0.6", "data.hue"),
+    ("data.brightness=-0.1", "data.brightness"), ("model.encoder=vgg16", "model.encoder"),
+    ("model.pose_encoder=vgg16", "model.pose_encoder"), ("model.shared_layers=11", "model.shared_layers"),
+    ("model.num_classes=255", "model.num_classes"), ("model.disp_init=1.0", "model.disp_init"),
+    ("model.min_depth=0", "model.min_depth"), ("model.max_depth=0.001", "model.min_depth/max_depth"),
+    ("model.scales=[1,2]", "model.scales"), ("model.seg_scales=[4]", "model.seg_scales"),
+    ("model.seg_grad_scale=-1", "model.seg_grad_scale"), ("loss.ssim_weight=1.5", "loss.ssim_weight"),
+    ("loss.smoothness=-1", "loss.smoothness"), ("loss.seg_weight=-1", "loss.seg_weight"),
+    ("loss.planar_weight=-0.1", "loss.planar_weight"), ("loss.seg_loss=mse", "loss.seg_loss"),
+    ("loss.planar_segments=gt", "loss.planar_segments"), ("refine.hint_segments=gt", "refine.hint_segments"),
+    ("refine.smooth_domain=depth", "refine.smooth_domain"), ("refine.hint_classes=[300]", "refine.hint_classes"),
+    ("refine.hint_gate_margin=-1", "refine.hint_gate_margin"), ("refine.hint_weight=-1", "refine.hint_weight"),
+    ("refine.surface_order=3", "refine.surface_order"), ("refine.surface_inlier=1.0", "refine.surface_inlier"),
+    ("refine.surface_band=-1", "refine.surface_band"), ("refine.warmup_epochs=-1", "refine.warmup_epochs"),
+    ("refine.pseudo_seg_confidence=2", "refine.pseudo_seg_confidence"),
+    ("refine.pseudo_seg_weight=-1", "refine.pseudo_seg_weight"),
+    ("refine.bilateral_sigma_color=0", "refine.bilateral_sigma_color"), ("optim.lr=-1", "optim.lr"),
+    ("optim.lr=.nan", "optim.lr"), ("optim.epochs=0", "optim.epochs"), ("optim.batch_size=0", "optim.batch_size"),
+    ("optim.gamma=0", "optim.gamma"), ("optim.grad_clip=-1", "optim.grad_clip"),
+    ("optim.weight_decay=-1", "optim.weight_decay"), ("optim.pose_warmup_steps=-1", "optim.pose_warmup_steps"),
+    ("trainer.precision=fp8", "trainer.precision"), ("trainer.max_minutes=-1", "trainer.max_minutes"),
+    ("trainer.checkpoint_every_n_steps=-1", "trainer.checkpoint_every_n_steps"),
+    ("trainer.num_nodes=0", "trainer.num_nodes"), ("trainer.devices=0", "trainer.devices"),
+    ("trainer.accelerator=abacus", "trainer.accelerator"), ("trainer.strategy=magic", "trainer.strategy"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches"),
+    ("eval.protocol=nyu", "eval.protocol"), ("eval.crop=square", "eval.crop"),
+    ("eval.min_depth=1.0e9", "eval.min_depth/max_depth"), ("optim.batch_size=2.5", "optim.batch_size"),
+    ("data.augment=3", "data.augment"), ("optim.learning_rate=0.1", "optim.learning_rate"),
+]
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -17,10 +55,90 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_shipped_configs_load(path):
+def _yaml_chain(path: Path) -> dict:
+    """A shipped config's own YAML with its ``base:`` files merged under it, read here without semhint's
+    loader (the file wins over its base, mappings merge, lists replace, ``name`` is never inherited)."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    base = raw.pop("base", None)
+    raw.setdefault("name", path.stem)
+    if base is None:
+        return raw
+    base_path = path.parent / base
+    if not base_path.is_file():
+        base_path = CONFIG_DIR / f"{base.removesuffix('.yaml')}.yaml"
+    inherited = _yaml_chain(base_path)
+    inherited.pop("name")
+    return _merge(inherited, raw)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _same(written, resolved) -> bool:
+    """A YAML value and the config's value for it: equal, numbers by value ('1e-4' is a number, 100 is 100.0)."""
+    if isinstance(written, (list, tuple)) and isinstance(resolved, list):
+        return len(written) == len(resolved) and all(_same(w, r) for w, r in zip(written, resolved))
+    if isinstance(resolved, float) and not isinstance(written, bool):
+        try:
+            return float(written) == resolved
+        except (TypeError, ValueError):
+            return False
+    if written is None and resolved == "":
+        return True
+    return type(written) is type(resolved) and written == resolved or (
+        isinstance(resolved, str) and isinstance(written, (int, float)) and str(written) == resolved)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])
+def test_shipped_config_resolves_to_what_its_yaml_says(path, tmp_path):
+    """Every value of the loaded config is the one its YAML (or its base chain) writes, else the default;
+    and it survives save/load unchanged."""
     cfg = load_config(path)
-    assert isinstance(cfg, Config)
+    resolved = _leaves(to_dict(cfg))
+    written = _leaves(_yaml_chain(path))
+    assert set(written) <= set(resolved), f"keys the loader dropped: {set(written) - set(resolved)}"
+    for key, value in written.items():
+        if key == "trainer.out_dir":
+            value = value.replace("{name}", cfg.name)
+        assert _same(value, resolved[key]), f"{key}: YAML says {value!r}, loaded {resolved[key]!r}"
+    defaults = _leaves(to_dict(Config()))
+    for key in set(resolved) - set(written):
+        assert resolved[key] == defaults[key], f"{key}: not in the YAML, yet {resolved[key]!r}, not {defaults[key]!r}"
+    assert cfg.name == written["name"]
+
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert to_dict(load_config(tmp_path / "saved.yaml")) == to_dict(cfg)
+
+
+RECIPES = [p for p in CONFIGS if p.parent == CONFIG_DIR]  # the worlds' recipes; the ablations are small diffs over them
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_validated_key_refused_by_name_on_top_of_each_recipe(path):
+    """Each impossible value, set on top of a shipped recipe, is refused naming its key: no recipe relaxes a
+    check, and no check is shadowed by another (the tree is the resolved config, so no YAML is re-read)."""
+    tree = to_dict(load_config(path))
+    for override, key in BAD_VALUES:
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            from_dict(_merge(tree, parse_overrides([override])), str(path))
+
+
+def test_shipped_configs_all_tested():
+    assert len(CONFIGS) >= 40 and len(RECIPES) >= 10
 
 
 def test_shipped_configs_exist():

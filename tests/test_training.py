@@ -142,6 +142,40 @@ def test_pose_warmup_trains_the_pose_net_alone(tiny_drive, tmp_path):
     assert after.changed("depth_net.")  # the second step (past the warm-up) trains depth too
 
 
+@pytest.mark.slow
+def test_training_beats_a_constant_depth_on_a_tiny_world(tmp_path):
+    """The product, not the parts: the baseline recipe (configs/synth_drive.yaml), trained 100 steps of
+    which 25 are the pose warm-up, predicts held-out frames of a world it never saw clearly better than
+    the best constant depth (both median-scaled, generic protocol, exact rendered depth).
+
+    Measured at 32 x 96 on 3 drives of 12 frames (2 for training, 1 held out) against AbsRel 0.613 for
+    constant depth: 100 steps (25 warm-up) gave 0.433 / 0.418 (seeds 0 / 1), 80 steps (20) 0.43-0.48 and
+    120 steps (30) 0.34-0.38 (seeds 0-2). The assertion asks for 15 % lower (< 0.52), so it fails on a depth
+    net that did not learn, not on a seed; about 1 min on a busy 2-core machine.
+    """
+    from semhint.data.synthetic import render_drive
+    from semhint.lab.evaluator import REPORTS, constant_depth_report, evaluate_run, load_split
+
+    root = render_drive(tmp_path / "world", preset="tiny", seed=0, sequences=3, frames=12, size="48x160",
+                        progress=False, workers=1)
+    weights = _Weights()
+    cfg = load_config(REPO / "semhint" / "configs" / "synth_drive.yaml", tiny_overrides(root, tmp_path / "run", **{
+        "optim.batch_size": 4, "optim.epochs": 1000, "optim.milestones": [1000], "optim.max_steps": 100,
+        "optim.pose_warmup_steps": 25, "optim.grad_clip": 0.0, "trainer.limit_train_batches": 1.0,
+        "trainer.log_every_n_steps": 4, "trainer.image_log_every_n_steps": 0, "trainer.progress_bar": False,
+        "trainer.seed": 0}))
+    fit(cfg, extra_callbacks=[weights])
+    assert weights.changed("depth_net.") and weights.changed("pose_net.")
+    test = load_split(cfg, root / "splits" / "test.txt", root)
+    assert len(test.names) == 10
+    trained = evaluate_run(tmp_path / "run" / "checkpoints" / "last.ckpt", test, REPORTS["drive"], cfg=cfg)
+    constant = constant_depth_report(test, cfg.eval, REPORTS["drive"])["metrics"]["abs_rel"]
+    abs_rel = trained["metrics"]["abs_rel"]
+    assert 0.4 < constant < 0.9  # the reference itself is what was measured: the world did not change
+    assert abs_rel < 0.85 * constant, f"AbsRel {abs_rel:.3f} vs {constant:.3f} for constant depth"
+    assert trained["depth_spread"] > 2.0  # a depth map, not a collapsed plane
+
+
 def test_pose_warmup_step_sees_a_plane_at_the_mean_depth_and_no_automask():
     from semhint.training import pose_warmup_config, pose_warmup_outputs
 
@@ -216,11 +250,12 @@ def test_trainer_compile_uses_one_lazily_compiled_objective_never_pickled(monkey
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_over_gloo(tiny_drive, tmp_path):
-    """`semhint train` with 2 processes: trains, reduces val metrics, rank 0 writes, resumes."""
+    """`semhint train` with 2 processes: trains (past the 1-step pose warm-up), reduces val metrics,
+    rank 0 writes, resumes."""
     out = tmp_path / "ddp"
     base = [sys.executable, "-m", "semhint", "train", str(REPO / "semhint" / "configs" / "synth_drive.yaml"),
             *tiny_overrides(tiny_drive, out, **{"trainer.devices": 2, "trainer.strategy": "ddp", "optim.batch_size": 1,
-                                                "trainer.image_log_every_n_steps": 0})]
+                                                "trainer.image_log_every_n_steps": 0, "optim.pose_warmup_steps": 1})]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
     subprocess.run(base, check=True, env=env, cwd=tmp_path, timeout=120, capture_output=True)
     last = out / "checkpoints" / "last.ckpt"
@@ -230,6 +265,72 @@ def test_ddp_two_cpu_processes_over_gloo(tiny_drive, tmp_path):
     subprocess.run([*base, "optim.epochs=2", "--resume", "auto"], check=True, env=env, cwd=tmp_path, timeout=120,
                    capture_output=True)
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
+
+
+# Run as a script by the DDP test: Lightning's launcher starts rank 1 by re-running this file with the
+# same arguments, so every rank adds the callback that saves its own weights at the start and the end.
+_DDP_SCRIPT = """
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from semhint.core.config import load_config
+from semhint.training import fit
+
+
+class SaveRankWeights(Callback):
+    def _save(self, trainer, pl_module, when):
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+        torch.save({"global_step": trainer.global_step, "state": state},
+                   Path(sys.argv[1]) / f"{when}_rank{trainer.global_rank}.pt")
+
+    def on_train_start(self, trainer, pl_module):
+        self._save(trainer, pl_module, "start")
+
+    def on_train_end(self, trainer, pl_module):
+        self._save(trainer, pl_module, "end")
+
+
+if __name__ == "__main__":
+    fit(load_config(sys.argv[2], sys.argv[3:]), extra_callbacks=[SaveRankWeights()])
+"""
+
+
+@pytest.mark.slow
+def test_ddp_ranks_end_with_equal_weights_and_a_trained_depth_net(tiny_drive, tmp_path):
+    """Two gloo ranks, each on its own half of the data, 3 steps of which 2 are past the pose warm-up:
+    both start from the same weights, end with the same weights (gradients were all-reduced, every
+    buffer broadcast), and the depth net, not only the pose net, moved from its initial weights."""
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(_DDP_SCRIPT)
+    saved = tmp_path / "weights"
+    saved.mkdir()
+    overrides = tiny_overrides(tiny_drive, tmp_path / "ddp", **{
+        "trainer.devices": 2, "trainer.strategy": "ddp", "optim.batch_size": 1, "optim.pose_warmup_steps": 1,
+        "trainer.limit_train_batches": 3, "trainer.image_log_every_n_steps": 0, "trainer.progress_bar": False})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
+    config = REPO / "semhint" / "configs" / "synth_drive.yaml"
+    done = subprocess.run([sys.executable, str(script), str(saved), str(config), *overrides], env=env, cwd=tmp_path,
+                          timeout=150, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    w = {f"{when}{r}": torch.load(saved / f"{when}_rank{r}.pt", map_location="cpu", weights_only=True)
+         for when in ("start", "end") for r in (0, 1)}
+    assert w["end0"]["global_step"] == w["end1"]["global_step"] == 3
+    for when in ("start", "end"):
+        a, b = w[f"{when}0"]["state"], w[f"{when}1"]["state"]
+        assert a.keys() == b.keys()
+        unequal = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not unequal, f"ranks differ at {when}: {unequal[:5]}"
+
+    def moved(prefix: str) -> bool:  # learnt weights only: batch-norm statistics move in the warm-up too
+        start, end = w["start0"]["state"], w["end0"]["state"]
+        keys = [k for k in start if k.startswith(prefix) and not k.endswith(("running_mean", "running_var",
+                                                                               "num_batches_tracked"))]
+        return any(not torch.equal(start[k], end[k]) for k in keys)
+
+    assert moved("depth_net.") and moved("pose_net.")
 
 
 def test_collate_keeps_ground_truth_of_different_sizes_as_a_list():

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from semhint.core.console import one_line_warnings, quiet_third_party
 from semhint.core.errors import ConfigError, InputError
 from semhint.core.version import __version__
 
@@ -22,6 +23,9 @@ def _add_train(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="train into a run folder that is not empty: its contents are moved aside "
                    "(to OUT_DIR.old-<UTC time>), never deleted")
+    p.add_argument("--fov", type=float, default=None, metavar="DEGREES",
+                   help="folder/video data without an intrinsics file: assume this horizontal field of view "
+                   "(same as data.fov=DEGREES; an estimate, with a warning)")
     p.set_defaults(handler="train:run")
 
 
@@ -56,7 +60,8 @@ def _add_split(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="depth metrics (KITTI Eigen or a generic protocol) of predictions or a checkpoint")
-    p.add_argument("--gt", required=True, help="ground-truth npz (`semhint kitti export-gt`): gt_depths N x H x W")
+    p.add_argument("--gt", required=True, help="ground-truth npz: `semhint kitti export-gt`'s (gt_depths N x H x W) or "
+                   "Monodepth2's gt_depths.npz (key data, an object array: read with pickling allowed for that key)")
     p.add_argument("--predictions", default=None, help=".npy/.npz of N x H x W disparities or depths")
     p.add_argument("--pred-type", choices=["disp", "depth"], default="disp", help="what --predictions holds")
     p.add_argument("--checkpoint", default=None, help="evaluate this checkpoint instead of stored predictions")
@@ -83,9 +88,13 @@ def _add_predict(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files, folders of images, or video files")
     p.add_argument("--out", required=True, help="output folder (depth .npy, 16-bit PNG, previews, videos)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--no-png16", action="store_true", help="skip the 16-bit depth PNGs (value = depth * 256)")
-    p.add_argument("--ply", action="store_true", help="also write a coloured point cloud per frame (needs --intrinsics)")
+    p.add_argument("--no-png16", action="store_true", help="skip the 16-bit depth PNGs (value = depth * scale, the "
+                   "scale per frame in the PNG's text chunk and in NAME_depth.json)")
+    p.add_argument("--ply", action="store_true", help="also write a coloured point cloud per frame (needs --intrinsics "
+                   "or --fov); points in the model's unit, camera frame x right, y down, z forward")
     p.add_argument("--intrinsics", default=None, help="YAML/JSON with fx fy cx cy (and width height) of the inputs")
+    p.add_argument("--fov", type=float, default=None, metavar="DEGREES",
+                   help="without --intrinsics: estimate them from this horizontal field of view (with a warning)")
     p.add_argument("--ply-ascii", action="store_true", help="write ASCII PLY instead of binary")
     p.set_defaults(handler="predict:run")
 
@@ -101,11 +110,11 @@ def _add_export(sub) -> None:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="render a small synthetic driving set, train on CPU, evaluate, write a report")
     p.add_argument("--out", default="runs/demo", help="report folder (default runs/demo)")
-    p.add_argument("--minutes", type=float, default=4.0,
-                   help="wall-clock training budget of each of the two runs, baseline and SemHint, trained side by side on a 2-core machine (default 4)")
-    p.add_argument("--steps", type=int, default=-1, help="stop after this many steps instead (-1 = time budget only)")
-    p.add_argument("--preset", default="demo", choices=["tiny", "demo"], help="size of the rendered set")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=0,
+                   help="training steps of each run, baseline and SemHint alike (default 0 = the preset's: 600 for demo)")
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo"],
+                   help="demo: the 600-step SynthDrive setting of docs/RESULTS.md (~15 min on 2 cores); tiny: seconds, for tests")
+    p.add_argument("--seed", type=int, default=0, help="training seed of both runs (the render is always seed 0)")
     p.set_defaults(handler="demo:run")
 
 
@@ -182,9 +191,10 @@ def _add_labels_train(labels_sub) -> None:
     p.add_argument("--frames", type=int, default=16, help="labelled frames to use, spread evenly (0 = all; default 16)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--encoder", default="resnet18", help="resnet18 | resnet34 | resnet50 | efficientnet_lite0")
-    p.add_argument("--pretrained", default="", help="encoder weights: a torchvision file, or 'package' for "
-                   "efficientnet_lite0 (ImageNet weights help most when only a few frames are labelled)")
+    p.add_argument("--encoder", default=None, help="resnet18 | resnet34 | resnet50 | efficientnet_lite0 (default: "
+                   "the ImageNet-pretrained efficientnet_lite0 when the effnet extra is installed, else a random resnet18)")
+    p.add_argument("--pretrained", default=None, help="encoder weights: a torchvision file, 'package' for "
+                   "efficientnet_lite0, or '' for none (ImageNet weights help most when only a few frames are labelled)")
     p.add_argument("--gt-labels", default=None, nargs="+",
                    help="ground-truth label root(s) for --images: report mIoU on frames training did not use")
     p.add_argument("--test-images", default=None, nargs="+", help="held-out test image root(s): mIoU, per-class IoU "
@@ -319,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(v for v in (args.command, *(getattr(args, k, None) for k in
                                                    ("kitti_command", "split_command", "labels_command",
                                                     "config_command", "world"))) if v)
+    quiet_third_party()
+    one_line_warnings()
     try:
         preflight(args)
         # lazy: a command pays only for its own imports (torch, Lightning, OpenCV), and --help stays instant

@@ -9,7 +9,7 @@ import argparse
 from semhint.core.config import parse_size
 from semhint.core.errors import InputError
 from semhint.labelmaker.corrupt import corrupt_label_dir, default_class_set
-from semhint.labelmaker.labeler import format_scores, format_summary, predict_labels, train_labeler
+from semhint.labelmaker.labeler import choose_encoder, format_scores, format_summary, predict_labels, train_labeler
 
 
 def corrupt(args: argparse.Namespace) -> None:
@@ -33,8 +33,11 @@ def parse_scale_range(text: str) -> tuple[float, float]:
 
 
 def train(args: argparse.Namespace) -> None:
+    encoder, pretrained, note = choose_encoder(args.encoder, args.pretrained)
+    if note:
+        print(note)
     summary = train_labeler(args.images, args.labels, args.out, args.classes, parse_size(args.size), args.steps,
-                            args.frames, args.batch_size, args.lr, args.encoder, args.pretrained, args.gt_labels,
+                            args.frames, args.batch_size, args.lr, encoder, pretrained, args.gt_labels,
                             seed=args.seed, test_images=args.test_images, test_labels=args.test_labels,
                             scale_range=parse_scale_range(args.scale))
     print(f"labeler saved to {args.out}: trained on {summary['frames']} frames, {args.steps} steps, "

@@ -35,9 +35,21 @@ def track_command(source: str, points: str | None = None, depth: str = "none", m
     if clip.truth is not None and (clip.truth.frames > 0).any():
         report["scores"] = evaluate_tracks(result, clip)
         write_json(out_dir / "scores.json", report["scores"])
-        m, z = report["scores"]["method"]["2d"], report["scores"]["zero_motion"]["2d"]
-        if m.get("count"):
-            print(f"2D error {m['mean_px']:.2f} px (median {m['median_px']:.2f}, delta_avg {m['delta_avg']:.3f}); "
-                  f"zero motion {z['mean_px']:.2f} px")
+        for line in score_lines(report["scores"]):
+            print(line)
     print(f"{len(clip)} frames, {len(clip.queries)} points, {result.fps:.1f} fps -> {out_dir}")
     return report
+
+
+def score_lines(scores: dict) -> list[str]:
+    """The console summary of a scored clip: the 2D error, and the 3D error when the clip and the mode have
+    3D (a depth mode with 3D ground truth), each beside the zero-motion baseline."""
+    lines = []
+    for dim, unit in (("2d", "px"), ("3d", "mm")):
+        m, z = scores["method"].get(dim), scores["zero_motion"].get(dim)
+        if not m or not m.get("count"):
+            continue
+        base = f"; zero motion {z[f'mean_{unit}']:.2f} {unit}" if z and z.get("count") else ""
+        lines.append(f"{dim.upper()} error {m[f'mean_{unit}']:.2f} {unit} (median {m[f'median_{unit}']:.2f}, "
+                     f"delta_avg {m['delta_avg']:.3f}){base}")
+    return lines

@@ -37,6 +37,7 @@ class DataConfig:
     width: int = 640
     frame_ids: list[int] = field(default_factory=lambda: [0, -1, 1])  # target first, then sources
     intrinsics: str = ""  # folder kind: YAML/JSON with fx fy cx cy at the stored resolution
+    fov: float = 0.0  # folder kind: horizontal field of view (degrees) assumed where no intrinsics file exists; 0 = off
     labels: str = ""  # root of noisy label PNGs mirroring the image layout; empty = none
     gt_labels: str = ""  # root of ground-truth label PNGs (evaluation only); empty = none
     gt_depth: str = ""  # validation GT: an .npz from `semhint kitti export-gt` or a synth depth root
@@ -253,6 +254,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("data.unit", f"must be 'm' or 'mm', got {d.unit!r}")
     if d.num_workers < 0:
         fail("data.num_workers", "must be >= 0")
+    if not 0 <= d.fov < 180:
+        fail("data.fov", f"must be a horizontal field of view in degrees, 0 < fov < 180 (0 = off), got {d.fov}")
     if m.encoder not in ENCODERS:
         fail("model.encoder", f"must be one of {', '.join(ENCODERS)}, got {m.encoder!r}")
     if m.pose_encoder not in ENCODERS:

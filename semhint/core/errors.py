@@ -13,3 +13,8 @@ class InputError(ValueError):
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the source and the key."""
+
+
+class SemhintWarning(UserWarning):
+    """Something the user should know before trusting a result (a run that cannot learn depth, a guessed
+    camera): the command line prints it as one line, ``semhint: warning: ...``."""

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from semhint.core.conventions import DEPTH_PNG_SCALE, IGNORE_INDEX
 from semhint.core.errors import InputError
@@ -161,6 +162,39 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: cannot read npz ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
 
 
+def npz_keys(path: str | Path) -> list[str]:
+    """The array names of an npz file, read from its index only (nothing is loaded or unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return list(data.files)
+    except Exception as exc:  # zipfile / value errors all mean 'corrupt'
+        raise InputError(f"{path}: cannot read npz ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
+
+
+def load_npz_object_list(path: str | Path, key: str) -> list[np.ndarray]:
+    """The per-item arrays of one object array in an npz (e.g. Monodepth2's ``gt_depths.npz``, key ``data``).
+
+    An object array can only be stored pickled, and unpickling can run code, so this is the one
+    place semhint passes ``allow_pickle=True``: for a single named key of a file the user pointed
+    at, in a format (Monodepth2's ground truth) that has no other form. Every item must be a
+    numeric array; anything else is refused.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=True) as data:
+            raw = data[key]
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read '{key}' ({exc.__class__.__name__}: {exc})".replace("\n", " ")) from None
+    items = list(raw) if raw.dtype == object or raw.ndim >= 3 else [raw]
+    for i, item in enumerate(items):
+        if not isinstance(item, np.ndarray) or item.dtype == object or not np.issubdtype(item.dtype, np.number):
+            raise InputError(f"{path}: '{key}' item {i} is not a numeric array ({type(item).__name__})")
+    return items
+
+
 def read_depth_png(path: str | Path) -> np.ndarray:
     """A uint16 depth PNG (value = round(depth * 256), 0 = invalid) as float32 H x W depth."""
     raw = read_image_array(path, "depth PNG", modes=("I;16", "I;16B", "I"), mode_rule="16-bit single-channel")
@@ -182,6 +216,54 @@ def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
         raise InputError(f"{path}: depth {depth.max():.3f} exceeds the uint16 PNG range (max {65535 / DEPTH_PNG_SCALE:.3f})")
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(scaled.astype(np.uint16)).save(tmp, format="PNG")
+
+
+DEPTH_SCALE_KEY = "semhint:depth_scale"  # PNG text chunk of a scaled depth PNG: depth = value / scale
+PNG16_MAX = 65535
+
+
+def depth_png_scale(depth: np.ndarray) -> float:
+    """The scale that maps a frame's largest valid depth to the top of the uint16 range.
+
+    The fixed KITTI scale (x 256) leaves a relative depth of 0.1..0.4 with about 77 grey levels;
+    a per-frame scale from the range gives every frame the full 16 bits whatever its unit.
+    """
+    valid = np.asarray(depth)[np.isfinite(depth) & (np.asarray(depth) > 0)]
+    top = float(valid.max()) if valid.size else 0.0
+    return PNG16_MAX / top if top > 0 else DEPTH_PNG_SCALE
+
+
+def write_scaled_depth_png(path: str | Path, depth: np.ndarray, scale: float, unit: str = "") -> dict:
+    """H x W depth as uint16 round(depth * scale) (0 = invalid), the scale recorded in the PNG itself.
+
+    The scale goes into a PNG text chunk (``semhint:depth_scale``), so the file alone gives depth
+    back (:func:`read_scaled_depth_png`); the returned dict says the same for a JSON sidecar.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    if depth.ndim != 2:
+        raise InputError(f"{path}: depth must be H x W, got shape {depth.shape}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise InputError(f"{path}: depth PNG scale must be a finite number > 0, got {scale}")
+    depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0)
+    values = np.minimum(np.round(depth * scale), PNG16_MAX).astype(np.uint16)
+    info = PngInfo()
+    info.add_text(DEPTH_SCALE_KEY, repr(float(scale)))
+    if unit:
+        info.add_text("semhint:depth_unit", unit)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(values).save(tmp, format="PNG", pnginfo=info)
+    return {"scale": float(scale), "unit": unit, "depth": "value / scale", "invalid": 0}
+
+
+def read_scaled_depth_png(path: str | Path) -> np.ndarray:
+    """float32 H x W depth from a PNG written by :func:`write_scaled_depth_png` (its text chunk holds the scale)."""
+    raw = read_image_array(path, "depth PNG", modes=("I;16", "I;16B", "I"), mode_rule="16-bit single-channel")
+    with Image.open(path) as im:
+        text = getattr(im, "text", {}) or {}
+    if DEPTH_SCALE_KEY not in text:
+        raise InputError(f"{path}: no '{DEPTH_SCALE_KEY}' text chunk (not written by `semhint predict`; "
+                         "KITTI-style depth PNGs are read with read_depth_png)")
+    return (raw.astype(np.float64) / float(text[DEPTH_SCALE_KEY])).astype(np.float32)
 
 
 def write_label_png(path: str | Path, labels: np.ndarray) -> None:

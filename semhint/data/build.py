@@ -23,7 +23,8 @@ def frame_refs(data_cfg: DataConfig, split_file: str) -> list[FrameRef]:
         raise ConfigError("data.path: empty; set it to the dataset root")
     if data_cfg.kind == "kitti":
         return kitti.frame_refs(data_cfg.path, split_file, data_cfg.frame_ids)
-    return folder.frame_refs(data_cfg.path, split_file, data_cfg.frame_ids, data_cfg.intrinsics, data_cfg.cache_dir)
+    return folder.frame_refs(data_cfg.path, split_file, data_cfg.frame_ids, data_cfg.intrinsics, data_cfg.cache_dir,
+                             fov=data_cfg.fov)
 
 
 def build_dataset(data_cfg: DataConfig, split: str, train_gt: bool = False, num_classes: int = 0) -> SnippetDataset:

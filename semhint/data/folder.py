@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import cv2
@@ -30,6 +31,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from semhint.core.errors import SemhintWarning
 from semhint.core.fileio import InputError
 from semhint.data.frames import DirListing, FrameRef, check_aspect, check_camera, image_hw, split_entries
 
@@ -80,6 +82,29 @@ def read_intrinsics(path: str | Path) -> tuple[np.ndarray, tuple[int, int] | Non
     return K, hw
 
 
+def intrinsics_from_fov(fov_degrees: float, hw: tuple[int, int]) -> np.ndarray:
+    """A pinhole K for frames of size ``hw`` from a horizontal field of view: fx = fy = W / (2 tan(fov / 2)),
+    principal point at the image centre, square pixels.
+
+    An estimate for footage without calibration (a phone's main camera is about 65-75 degrees, a
+    GoPro's wide mode about 120): depth and motion come out consistent with it, but a wrong field
+    of view bends planes and scales motion, so a real calibration is always better.
+    """
+    if not 0 < fov_degrees < 180:
+        raise InputError(f"--fov must be a horizontal field of view in degrees, 0 < fov < 180, got {fov_degrees}")
+    h, w = hw
+    f = w / (2.0 * math.tan(math.radians(fov_degrees) / 2.0))
+    return np.array([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
+def fov_warning(where: str | Path, fov_degrees: float, K: np.ndarray,
+                remedy: str = "put intrinsics.yaml with fx fy cx cy beside the frames") -> None:
+    """Say once, plainly, that the camera was guessed (a silent guess looks like a calibration)."""
+    warnings.warn(f"{where}: no intrinsics file; assuming a horizontal field of view of {fov_degrees:g} degrees "
+                  f"(fx = fy = {K[0, 0]:.1f} px at {K[0, 2] * 2:.0f} px wide, principal point at the centre); "
+                  f"{remedy} for real geometry", SemhintWarning, stacklevel=3)
+
+
 def find_intrinsics(root: Path, sequence: str, override: str | Path = "") -> Path:
     """The intrinsics file of a sequence: ``override``, else the nearest intrinsics.* from the sequence up to ROOT."""
     if override:
@@ -94,7 +119,8 @@ def find_intrinsics(root: Path, sequence: str, override: str | Path = "") -> Pat
             break
         folder = folder.parent
     raise InputError(f"{root / sequence}: no intrinsics file (put intrinsics.yaml with fx fy cx cy in the sequence "
-                     f"folder or in {root}, or set data.intrinsics)")
+                     f"folder or in {root}, set data.intrinsics, or estimate them from the field of view: "
+                     "--fov DEGREES / data.fov)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,13 +192,16 @@ def decode_video(video: Path, cache_dir: str | Path = "") -> Path:
     return out
 
 
-def _video_intrinsics(video: Path) -> str:
-    """Intrinsics next to a video: video.yaml/.yml/.json, else intrinsics.* in its folder."""
+def _video_intrinsics(video: Path, required: bool = True) -> str:
+    """Intrinsics next to a video: video.yaml/.yml/.json, else intrinsics.* in its folder ('' when
+    there is none and not ``required``: a field-of-view estimate stands in)."""
     for cand in [video.with_suffix(s) for s in (".yaml", ".yml", ".json")] + [video.parent / n for n in INTRINSICS_NAMES]:
         if cand.is_file():
             return str(cand)
+    if not required:
+        return ""
     raise InputError(f"{video}: no intrinsics file (put {video.stem}.yaml with fx fy cx cy beside it, "
-                     "or set data.intrinsics)")
+                     "set data.intrinsics, or estimate them from the field of view: --fov DEGREES / data.fov)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,12 +216,16 @@ def parse_split_line(text: str, lineno: int, source: str | Path) -> tuple[str, i
 
 
 def frame_refs(path: str | Path, split: str | Path | None, frame_ids: list[int], intrinsics: str | Path = "",
-               cache_dir: str | Path = "") -> list[FrameRef]:
-    """FrameRefs for a split file, or for every frame with all neighbours when ``split`` is empty."""
+               cache_dir: str | Path = "", fov: float = 0.0) -> list[FrameRef]:
+    """FrameRefs for a split file, or for every frame with all neighbours when ``split`` is empty.
+
+    ``fov`` > 0: a sequence without an intrinsics file gets K from that horizontal field of view
+    (degrees), with a warning; 0: a missing file is an error.
+    """
     path = Path(path)
     root = resolve_root(path, cache_dir)
     if root != path and not intrinsics:
-        intrinsics = _video_intrinsics(path)
+        intrinsics = _video_intrinsics(path, required=fov <= 0)
     listing = DirListing()
     entries = split_entries(split, root, lambda: scan_split_lines(root, frame_ids, listing=listing), parse_split_line,
                             f"no sequence has enough frames for frame ids {frame_ids}")
@@ -209,18 +242,26 @@ def frame_refs(path: str | Path, split: str | Path | None, frame_ids: list[int],
                 raise InputError(f"{where}: {what} out of range: {root / seq} has frames 0..{len(frames) - 1}")
             images[f] = frames[index + f]
         if seq not in calib:
-            calib[seq] = _sequence_camera(root, seq, intrinsics, frames[0])
+            calib[seq] = _sequence_camera(root, seq, intrinsics, frames[0], fov)
         K, hw, stored = calib[seq]
         refs.append(FrameRef(key=f"{seq} {index}", images=images, K=K, K_hw=hw, data_root=root, image_hw=stored))
     return refs
 
 
-def _sequence_camera(root: Path, seq: str, intrinsics: str | Path, first: Path
+def _sequence_camera(root: Path, seq: str, intrinsics: str | Path, first: Path, fov: float = 0.0
                      ) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
-    """(K, the size it describes, the stored frames' size) of a sequence, checked against each other."""
-    source = find_intrinsics(root, seq, intrinsics)
-    K, hw = read_intrinsics(source)
+    """(K, the size it describes, the stored frames' size) of a sequence, checked against each other;
+    estimated from ``fov`` (with a warning) when the sequence has no intrinsics file and fov > 0."""
     stored = image_hw(first)
+    try:
+        source = find_intrinsics(root, seq, intrinsics)
+    except InputError:
+        if fov <= 0:
+            raise
+        K = intrinsics_from_fov(fov, stored)
+        fov_warning(root / seq, fov, K)
+        return K, stored, stored
+    K, hw = read_intrinsics(source)
     check_camera(K, hw or stored, str(source))
     check_aspect(hw or stored, stored, f"{source} (sequence {seq})")
     return K, hw or stored, stored

@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from semhint.core.fileio import InputError, check_output_file, load_npz, remove_stale_temps, save_npz
+from semhint.core.fileio import (
+    InputError,
+    check_output_file,
+    load_npz,
+    load_npz_object_list,
+    npz_keys,
+    remove_stale_temps,
+    save_npz,
+)
 from semhint.data.frames import (
     DirListing,
     FrameRef,
@@ -205,13 +213,17 @@ def export_gt(data_path: str | Path, split: str | Path, output: str | Path, came
 
 
 def load_gt_depths(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
-    """(per-frame H x W float32 depths cropped to their true size, split lines) from an export-gt npz.
+    """(per-frame H x W float32 depths cropped to their true size, split lines) from an export-gt npz,
+    or from Monodepth2's ``gt_depths.npz`` (key ``data``; it names no frames, so the lines are empty).
 
     `semhint kitti export-gt` zero-pads frames of different sizes to one stack and stores each
     frame's true (H, W) under ``sizes``; frames are cropped back to it, because the evaluation crop
     is a fraction of the true image size. The stack must be stored under ``gt_depths``: taking
     whichever array comes first would evaluate against the wrong data without a word.
     """
+    keys = npz_keys(path)
+    if "gt_depths" not in keys and "data" in keys:
+        return _monodepth2_gt(path), []
     data = load_npz(path)
     if "gt_depths" not in data:
         raise InputError(f"{path}: no 'gt_depths' array (has {', '.join(sorted(data)) or 'nothing'}; "
@@ -226,6 +238,22 @@ def load_gt_depths(path: str | Path) -> tuple[list[np.ndarray], list[str]]:
         raise InputError(f"{path}: 'sizes' must be N x 2 for {len(gt)} maps, got shape {sizes.shape}")
     frames = [str(f) for f in data["frames"]] if "frames" in data else []
     return [gt[i, : int(sizes[i][0]), : int(sizes[i][1])] for i in range(len(gt))], frames
+
+
+def _monodepth2_gt(path: str | Path) -> list[np.ndarray]:
+    """Monodepth2's ``gt_depths.npz`` (its export_gt_depth.py): key ``data``, an object array of per-frame
+    H x W depths (sizes differ by date), in the order of the split it was made for; no frame names.
+
+    Read with pickling allowed for that one key only (see :func:`load_npz_object_list`); the maps
+    are the same LiDAR projection as ``semhint kitti export-gt`` writes.
+    """
+    maps = load_npz_object_list(path, "data")
+    for i, m in enumerate(maps):
+        if m.ndim == 3 and m.shape[0] == 1:
+            maps[i] = m = m[0]
+        if m.ndim != 2:
+            raise InputError(f"{path}: 'data' item {i} must be an H x W depth map, got shape {m.shape}")
+    return [np.asarray(m, dtype=np.float32) for m in maps]
 
 
 def load_gt_for_frames(path: str | Path, keys: list[str]) -> list[np.ndarray]:

@@ -123,3 +123,15 @@ def video_fps(path: Path, default: float = 10.0) -> float:
     fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
     cap.release()
     return fps if fps and fps > 0 else default
+
+
+def frame_count(source: Source) -> int | None:
+    """How many frames a source has (for a progress bar's total and ETA); None when a video does not say."""
+    if source.kind == "image":
+        return 1
+    if source.kind == "folder":
+        return len(folder_frames(source.path))
+    cap = cv2.VideoCapture(str(source.path))
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    cap.release()
+    return count if count > 0 else None
