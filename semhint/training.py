@@ -40,7 +40,7 @@ from semhint.core.checkpoints import checkpoint_metadata, read_checkpoint, save_
 from semhint.core.config import Config, from_dict, load_config, save_config
 from semhint.core.errors import ConfigError, InputError, SemhintWarning
 from semhint.core.fileio import atomic_path
-from semhint.core.pictures import colorize
+from semhint.core.pictures import colorize, colorize_labels, compose_panels
 from semhint.data.build import build_dataset
 from semhint.evaluation.metrics import METRIC_NAMES, iou_scores
 from semhint.evaluation.protocols import evaluate_depth
@@ -112,6 +112,45 @@ def pose_warmup_note(warmup_steps: int, total_steps: float) -> str | None:
 
 def _detached_scalars(values: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v.detach().float() for k, v in values.items() if torch.is_tensor(v) and v.numel() == 1}
+
+
+def step_panels(batch: dict, outputs: dict, maps: dict, num_classes: int = 0) -> dict[str, np.ndarray]:
+    """What one training step saw and made, for its first image: named uint8 H x W x 3 (or H x W) pictures.
+
+    In pairs, each prediction or target beside what it is judged by: the input and the disparity;
+    the hint gate (white: the hint trains the pixel, grey: the operators moved it but the gate
+    refused it) and the depth hint, on the depth's own colour scale (inverse depth over the
+    prediction's range); the noisy labels and the branch's segmentation; the auto-mask (white: the
+    warp explained the pixel) and the pseudo labels (black: not kept). Panels whose maps the step
+    did not make are left out: the refinement ones before ``refine.warmup_epochs``, the label ones
+    without a segmentation branch. Only the first image is detached and copied to the host.
+    """
+    def first(x: torch.Tensor) -> np.ndarray:
+        return x[0].detach().float().cpu().numpy()
+
+    def labels(ids: torch.Tensor) -> np.ndarray:
+        return colorize_labels(ids.detach().cpu().numpy(), classes)
+
+    classes = num_classes or (outputs["seg/0"].shape[1] if "seg/0" in outputs else 0)
+    image = (np.clip(first(batch["image/0"]).transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+    panels = {"input": image, "disparity": colorize(first(outputs["disp/0"])[0])}
+    if "hint_gate/0" in maps:
+        gate = first(maps["hint_gate/0"])[0] > 0
+        moved = first(maps["hint_changed/0"])[0] > 0 if "hint_changed/0" in maps else gate
+        panels["hint gate"] = np.where(gate, 255, np.where(moved, 96, 0)).astype(np.uint8)
+    if "hint/0" in maps and "depth/0" in maps:
+        inv_depth = 1.0 / np.maximum(first(maps["depth/0"])[0], 1e-6)
+        lo, hi = float(inv_depth.min()), float(np.percentile(inv_depth, 95))  # colorize's default range
+        panels["depth hint"] = colorize(1.0 / np.maximum(first(maps["hint/0"])[0], 1e-6), vmin=lo, vmax=hi)
+    if classes and "labels/0" in batch:
+        panels["noisy labels"] = labels(batch["labels/0"][0])
+    if classes and "seg/0" in outputs:
+        panels["segmentation"] = labels(outputs["seg/0"][0].argmax(0))
+    if "automask/0" in maps:
+        panels["automask"] = (first(maps["automask/0"])[0] * 255).astype(np.uint8)
+    if classes and "pseudo_labels/0" in maps:
+        panels["pseudo labels"] = labels(maps["pseudo_labels/0"][0])
+    return panels
 
 
 class TrainingDiverged(ConfigError):
@@ -246,20 +285,17 @@ class SemHintModule(L.LightningModule):
                                f"weights, or check the data); {_last_checkpoint_note(self.cfg)}")
 
     def _log_images(self, batch: dict, outputs: dict, maps: dict) -> None:
-        """Input, disparity and automask panels to TensorBoard (rank 0 only; loggers are rank-aware)."""
+        """One labelled grid of the first image's panels to TensorBoard (rank 0 only; loggers are rank-aware)."""
         if not self.trainer.is_global_zero:
             return
         writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
         if not writers:
             return
-        image = batch["image/0"][0].detach().float().cpu()
-        disp = outputs["disp/0"][0, 0].detach().float().cpu().numpy()
-        panels = {"input": image, "disparity": torch.from_numpy(colorize(disp)).permute(2, 0, 1)}
-        if "automask/0" in maps:
-            panels["automask"] = maps["automask/0"][0].detach().float().cpu().expand(3, -1, -1)
-        for name, panel in panels.items():
-            for writer in writers:
-                writer.add_image(f"images/{name}", panel, self.global_step)
+        panels = step_panels(batch, outputs, maps, self.cfg.model.num_classes)
+        h, w = next(iter(panels.values())).shape[:2]
+        grid = compose_panels(panels, columns=2 if w >= 2 * h else 4)
+        for writer in writers:
+            writer.add_image("images/panels", grid, self.global_step, dataformats="HWC")
 
     # -- validation: depth metrics against GT, mIoU against GT labels --------------------------
     def on_validation_epoch_start(self) -> None:

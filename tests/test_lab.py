@@ -138,3 +138,14 @@ def test_a_run_whose_scoring_failed_is_scored_again_without_retraining(tmp_path,
     result = S.one_run(sweep, BASELINE, 0, run, None)
     assert len(fits) == 1 and len(scores) == 2 and result["metrics"]["abs_rel"] == 0.3
     assert json.loads((run / "result.json").read_text())["train_seconds"] >= 0
+
+
+def test_the_constant_reference_reads_the_sweeps_labels_when_the_first_arm_is_semhint(tmp_path, monkeypatch):
+    # a sweep of SemHint variants only: the reference must not fall back to the labels the YAML names
+    sweep = Sweep(world="drive", out=str(tmp_path), data=str(tmp_path / "town"), configs=["semhint_synth_town"],
+                  labels="corrupt0.5", seeds=[0])
+    seen = []
+    monkeypatch.setattr(S, "eval_data", lambda sweep, config, cfg: seen.append(cfg.data.labels) or "data")
+    monkeypatch.setattr(S, "constant_depth_report", lambda data, eval_cfg, report: {"abs_rel": 0.5})
+    assert S.constant_depth_result(sweep) == {"abs_rel": 0.5}
+    assert seen == [str(tmp_path / "town" / "corrupt0.5")]

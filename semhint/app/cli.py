@@ -40,12 +40,23 @@ def _add_kitti(sub) -> None:
     e.set_defaults(handler="kitti:export_gt")
 
 
+def _add_endoscopy(sub) -> None:
+    p = sub.add_parser("endoscopy", help="SCARED and Hamlyn tools (export-gt: a split's ground-truth depth in mm)")
+    esub = p.add_subparsers(dest="endoscopy_command", metavar="ENDOSCOPY_COMMAND", required=True)
+    e = esub.add_parser("export-gt", help="ground-truth depth (mm) of a SCARED or Hamlyn split, for `semhint evaluate`")
+    e.add_argument("--kind", required=True, choices=["scared", "hamlyn"])
+    e.add_argument("--data-path", required=True, help="dataset root (docs/DATA.md, 'Endoscopy')")
+    e.add_argument("--split", required=True, help="split file, lines 'FOLDER FRAME l|r'")
+    e.add_argument("--output", required=True, help="npz to write (gt_depths, sizes, frames)")
+    e.set_defaults(handler="endoscopy:export_gt")
+
+
 def _add_split(sub) -> None:
     p = sub.add_parser("split", help="split-file tools")
     ssub = p.add_subparsers(dest="split_command", metavar="SPLIT_COMMAND", required=True)
     m = ssub.add_parser("make", help="write a split file: frames with all neighbours, minus static frames")
     m.add_argument("--data-path", required=True, help="dataset root (or a video file for --kind folder)")
-    m.add_argument("--kind", required=True, choices=["folder", "kitti"])
+    m.add_argument("--kind", required=True, choices=["folder", "kitti", "scared", "hamlyn"])
     m.add_argument("--out", required=True, help="training split file to write")
     m.add_argument("--frame-ids", type=int, nargs="+", default=[0, -1, 1], help="frame offsets (default 0 -1 1)")
     m.add_argument("--stride", type=int, default=1, help="keep every N-th frame (default 1)")
@@ -59,17 +70,20 @@ def _add_split(sub) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="depth metrics (KITTI Eigen or a generic protocol) of predictions or a checkpoint")
+    p = sub.add_parser("evaluate", help="depth metrics (KITTI Eigen, SCARED or a generic protocol) of predictions or a checkpoint")
     p.add_argument("--gt", required=True, help="ground-truth npz: `semhint kitti export-gt`'s (gt_depths N x H x W) or "
                    "Monodepth2's gt_depths.npz (key data, an object array: read with pickling allowed for that key)")
     p.add_argument("--predictions", default=None, help=".npy/.npz of N x H x W disparities or depths")
     p.add_argument("--pred-type", choices=["disp", "depth"], default="disp", help="what --predictions holds")
     p.add_argument("--checkpoint", default=None, help="evaluate this checkpoint instead of stored predictions")
-    p.add_argument("--split", default=None, help="with --checkpoint: split file ('DATE/DRIVE FRAME l|r' lines)")
-    p.add_argument("--data-path", default=None, help="with --checkpoint: KITTI raw root")
+    p.add_argument("--split", default=None, help="with --checkpoint: split file ('FOLDER FRAME l|r' lines)")
+    p.add_argument("--data-path", default=None, help="with --checkpoint: the dataset root (layout per --kind)")
+    p.add_argument("--kind", choices=["kitti", "scared", "hamlyn"], default="kitti",
+                   help="with --checkpoint: the dataset layout (default kitti)")
     p.add_argument("--device", default="cpu", help="with --checkpoint: cpu or cuda")
-    p.add_argument("--protocol", choices=["kitti-eigen", "generic"], default="kitti-eigen",
-                   help="preset: kitti-eigen (1e-3..80, Garg crop) or generic (no crop); options below override it")
+    p.add_argument("--protocol", choices=["kitti-eigen", "generic", "scared"], default="kitti-eigen",
+                   help="preset: kitti-eigen (1e-3..80, Garg crop), generic (no crop) or scared (1e-3..150 mm, "
+                   "no crop); all median-scaled; options below override it")
     p.add_argument("--min-depth", type=float, default=None)
     p.add_argument("--max-depth", type=float, default=None, help="e.g. 150 for endoscopy in mm (SCARED)")
     p.add_argument("--crop", choices=["garg", "eigen", "none"], default=None)
@@ -242,7 +256,7 @@ def _add_config(sub) -> None:
     lst.set_defaults(handler="config:list_configs")
 
 
-_COMMANDS = [_add_train, _add_kitti, _add_split, _add_evaluate, _add_predict, _add_export, _add_demo, _add_track,
+_COMMANDS = [_add_train, _add_kitti, _add_endoscopy, _add_split, _add_evaluate, _add_predict, _add_export, _add_demo, _add_track,
              _add_synth, _add_labels, _add_config]
 
 
@@ -262,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 # under a file, is one line naming it, not a traceback after minutes of work.
 _OUTPUTS: dict[str, list[tuple[str, str, str]]] = {
     "kitti:export_gt": [("output", "--output", "file")],
+    "endoscopy:export_gt": [("output", "--output", "file")],
     "split:make": [("out", "--out", "file"), ("val_out", "--val-out", "file")],
     "evaluate:run": [("out", "--out", "file")],
     "predict:run": [("out", "--out", "dir")],
@@ -327,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, function = args.handler.split(":")
     command = " ".join(v for v in (args.command, *(getattr(args, k, None) for k in
-                                                   ("kitti_command", "split_command", "labels_command",
+                                                   ("kitti_command", "endoscopy_command", "split_command", "labels_command",
                                                     "config_command", "world"))) if v)
     quiet_third_party()
     one_line_warnings()

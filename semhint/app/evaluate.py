@@ -1,4 +1,4 @@
-"""`semhint evaluate`: depth metrics of stored predictions, or of a checkpoint run on a KITTI split,
+"""`semhint evaluate`: depth metrics of stored predictions, or of a checkpoint run on a KITTI, SCARED or Hamlyn split,
 against a ground-truth npz, printed as a table and written as a JSON report.
 """
 
@@ -15,7 +15,7 @@ from tqdm import tqdm
 from semhint.core.conventions import IGNORE_INDEX
 from semhint.core.errors import InputError
 from semhint.core.fileio import load_npz, read_label_png, read_rgb
-from semhint.data import kitti
+from semhint.data import endoscopy, kitti
 from semhint.evaluation.protocols import (
     DepthEvaluation,
     check_shape_matches,
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
                    max_depth=args.max_depth, crop=args.crop, median_scaling=args.median_scaling,
                    fixed_scale=args.scale, labels=args.labels,
                    class_names=args.class_names.split(",") if args.class_names else None, out=args.out,
-                   device=args.device)
+                   device=args.device, kind=args.kind)
 
 
 _PRED_KEYS = ("pred_disps", "pred_depths", "disp", "depth", "preds")
@@ -74,10 +74,16 @@ def load_predictions(path: str | Path) -> np.ndarray:
 
 
 def predict_split(checkpoint: str | Path, split: str | Path, data_path: str | Path, device: str = "cpu",
-                  batch_size: int = 8) -> tuple[list[np.ndarray], list[str]]:
-    """(network-resolution scaled disparities, split lines) of a checkpoint on every frame of a KITTI split."""
+                  batch_size: int = 8, kind: str = "kitti") -> tuple[list[np.ndarray], list[str]]:
+    """(network-resolution scaled disparities, split lines) of a checkpoint on every frame of a split
+    (``kind``: kitti, scared or hamlyn layout)."""
+    if kind == "kitti":
+        refs = kitti.frame_refs(data_path, split, [0])
+    elif kind in endoscopy.KINDS:
+        refs = endoscopy.frame_refs(kind, data_path, split, [0])
+    else:
+        raise InputError(f"--kind must be kitti, scared or hamlyn, got {kind!r}")
     predictor = load_predictor(checkpoint, device=device)
-    refs = kitti.frame_refs(data_path, split, [0])
     disps: list[np.ndarray] = []
     with tqdm(total=len(refs), desc="predict", unit="img") as bar:
         for start in range(0, len(refs), batch_size):
@@ -115,6 +121,7 @@ def run_evaluation(
     class_names: Sequence[str] | None = None,
     out: str | Path | None = None,
     device: str = "cpu",
+    kind: str = "kitti",
 ) -> DepthEvaluation:
     """Evaluate stored predictions (or a checkpoint on a split) against a GT npz; print and report."""
     if (predictions is None) == (checkpoint is None):
@@ -129,7 +136,7 @@ def run_evaluation(
     if checkpoint is not None:
         if split is None or data_path is None:
             raise InputError("--checkpoint needs --split FILE and --data-path ROOT")
-        preds, keys = predict_split(checkpoint, split, data_path, device=device)
+        preds, keys = predict_split(checkpoint, split, data_path, device=device, kind=kind)
         if gt_frames and len(gt_frames) == len(keys):
             mismatch = next((i for i, (a, b) in enumerate(zip(gt_frames, keys)) if a.split() != b.split()), None)
             if mismatch is not None:

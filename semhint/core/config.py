@@ -29,7 +29,7 @@ from semhint.core.errors import ConfigError, InputError
 class DataConfig:
     """Where the video is and how snippets are made from it."""
 
-    kind: str = "kitti"  # kitti (KITTI raw layout, also what `semhint synth drive` writes) | folder
+    kind: str = "kitti"  # kitti (KITTI raw layout, also what `semhint synth drive` writes) | folder | scared | hamlyn
     path: str = ""  # dataset root
     train_split: str = ""  # split file; empty = every frame with all neighbours
     val_split: str = ""  # split file for validation; empty = no validation
@@ -40,7 +40,7 @@ class DataConfig:
     fov: float = 0.0  # folder kind: horizontal field of view (degrees) assumed where no intrinsics file exists; 0 = off
     labels: str = ""  # root of noisy label PNGs mirroring the image layout; empty = none
     gt_labels: str = ""  # root of ground-truth label PNGs (evaluation only); empty = none
-    gt_depth: str = ""  # validation GT: an .npz from `semhint kitti export-gt` or a synth depth root
+    gt_depth: str = ""  # validation GT: an export-gt .npz, a synth depth root, or "layout" (scared/hamlyn: their own files)
     unit: str = "m"  # m | mm: what depth values mean
     augment: bool = True
     flip: bool = True
@@ -155,7 +155,7 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    protocol: str = "kitti-eigen"  # kitti-eigen | generic
+    protocol: str = "kitti-eigen"  # kitti-eigen | generic | scared (a name for reports; the keys below decide)
     min_depth: float = 1e-3
     max_depth: float = 80.0
     crop: str = "garg"  # garg | eigen | none
@@ -177,6 +177,8 @@ class Config:
 # ----------------------------------------------------------------------------------------------
 # allowed values (checked by validate)
 # ----------------------------------------------------------------------------------------------
+DATA_KINDS = ("kitti", "folder", "scared", "hamlyn")
+EVAL_PROTOCOLS = ("kitti-eigen", "generic", "scared")  # the names of semhint.evaluation.protocols.PROTOCOLS
 ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
 HINT_SEGMENTS = ("prediction", "labels")
@@ -242,8 +244,10 @@ def validate(cfg: Config, source: str = "config") -> Config:
 
     validate_numbers(cfg, source)
     d, m, lo, r, o, t, e = cfg.data, cfg.model, cfg.loss, cfg.refine, cfg.optim, cfg.trainer, cfg.eval
-    if d.kind not in ("kitti", "folder"):
-        fail("data.kind", f"must be 'kitti' or 'folder', got {d.kind!r}")
+    if d.kind not in DATA_KINDS:
+        fail("data.kind", f"must be one of {', '.join(DATA_KINDS)}, got {d.kind!r}")
+    if d.gt_depth == "layout" and d.kind not in ("scared", "hamlyn"):
+        fail("data.gt_depth", f"'layout' (the dataset's own depth files) needs data.kind scared or hamlyn, got {d.kind!r}")
     if d.height < 32 or d.width < 32:
         fail("data.height/width", f"must be at least 32, got {d.height}x{d.width}")
     if not d.frame_ids or d.frame_ids[0] != 0:
@@ -330,8 +334,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("trainer.num_nodes", "must be >= 1")
     if not (t.devices == "auto" or (isinstance(t.devices, int) and t.devices >= 1)):
         fail("trainer.devices", f"must be a positive int or 'auto', got {t.devices!r}")
-    if e.protocol not in ("kitti-eigen", "generic"):
-        fail("eval.protocol", f"must be 'kitti-eigen' or 'generic', got {e.protocol!r}")
+    if e.protocol not in EVAL_PROTOCOLS:
+        fail("eval.protocol", f"must be one of {', '.join(EVAL_PROTOCOLS)}, got {e.protocol!r}")
     if e.crop not in ("garg", "eigen", "none"):
         fail("eval.crop", f"must be garg, eigen or none, got {e.crop!r}")
     if not 0 <= e.min_depth < e.max_depth:

@@ -148,3 +148,36 @@ def colorize_labels(labels: np.ndarray, class_set: ClassSet | str | int) -> np.n
     if arr.dtype != np.uint8:
         arr = np.where((arr < 0) | (arr > IGNORE_INDEX), IGNORE_INDEX, arr).astype(np.uint8)
     return label_palette(class_set)[arr]
+
+
+def compose_panels(panels: dict[str, np.ndarray], columns: int = 2, label_height: int = 12, gap: int = 2) -> np.ndarray:
+    """Named pictures of one size as one labelled grid, filled row by row: uint8 H' x W' x 3.
+
+    Each panel (uint8 H x W x 3, or H x W drawn in grey) gets its name written in white on a near-black
+    strip of ``label_height`` pixels above it (0: no names); panels sit ``gap`` pixels apart on a
+    dark grey ground, which also fills the cells left over in the last row. With rows =
+    ceil(len(panels) / columns) and the columns capped at the number of panels,
+    H' = rows * (label_height + H) + (rows - 1) * gap and W' = columns * W + (columns - 1) * gap.
+    """
+    from PIL import Image, ImageDraw, ImageFont  # lazy: only a training run that logs images draws a grid
+
+    if not panels:
+        raise ValueError("compose_panels: no panels")
+    shown = {name: np.repeat(p[..., None], 3, axis=2) if p.ndim == 2 else p for name, p in panels.items()}
+    h, w = next(iter(shown.values())).shape[:2]
+    for name, p in shown.items():
+        if p.shape != (h, w, 3) or p.dtype != np.uint8:
+            raise ValueError(f"compose_panels: panel {name!r} is {p.dtype} {p.shape}, expected uint8 {(h, w, 3)}")
+    columns = max(1, min(columns, len(shown)))
+    rows = -(-len(shown) // columns)
+    cell_h = label_height + h
+    grid = np.full((rows * cell_h + (rows - 1) * gap, columns * w + (columns - 1) * gap, 3), 64, np.uint8)
+    font = ImageFont.load_default() if label_height > 0 else None
+    for i, (name, p) in enumerate(shown.items()):
+        top, left = (i // columns) * (cell_h + gap), (i % columns) * (w + gap)
+        grid[top + label_height:top + cell_h, left:left + w] = p
+        if font is not None:  # each name on its own strip: a long one is cut off, never spills over
+            strip = Image.new("RGB", (w, label_height), (32, 32, 32))
+            ImageDraw.Draw(strip).text((2, 0), name, fill=(255, 255, 255), font=font)
+            grid[top:top + label_height, left:left + w] = np.asarray(strip)
+    return grid

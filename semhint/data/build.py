@@ -1,18 +1,20 @@
 """The dataset of a config: which frames a split names, and their ground truth when validating.
 
 The one place that turns a ``DataConfig`` into frames and a :class:`~semhint.data.snippets.SnippetDataset`,
-so the two layouts (KITTI raw, folders of frames) stay independent of each other and of the Dataset.
+so the layouts (KITTI raw, folders of frames, the SCARED and Hamlyn endoscopy sets) stay independent
+of each other and of the Dataset.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from semhint.core.config import DataConfig
 from semhint.core.errors import ConfigError, InputError
-from semhint.data import folder, kitti
+from semhint.data import endoscopy, folder, kitti
 from semhint.data.frames import FrameRef
 from semhint.data.snippets import SnippetDataset
 
@@ -23,6 +25,8 @@ def frame_refs(data_cfg: DataConfig, split_file: str) -> list[FrameRef]:
         raise ConfigError("data.path: empty; set it to the dataset root")
     if data_cfg.kind == "kitti":
         return kitti.frame_refs(data_cfg.path, split_file, data_cfg.frame_ids)
+    if data_cfg.kind in endoscopy.KINDS:
+        return endoscopy.frame_refs(data_cfg.kind, data_cfg.path, split_file, data_cfg.frame_ids)
     return folder.frame_refs(data_cfg.path, split_file, data_cfg.frame_ids, data_cfg.intrinsics, data_cfg.cache_dir,
                              fov=data_cfg.fov)
 
@@ -42,7 +46,7 @@ def build_dataset(data_cfg: DataConfig, split: str, train_gt: bool = False, num_
     frames = frame_refs(data_cfg, split_file)
     gt_depths, gt_root = None, ""
     if (split == "val" or train_gt) and data_cfg.gt_depth:
-        gt_depths, gt_root = _ground_truth(data_cfg.gt_depth, frames)
+        gt_depths, gt_root = _ground_truth(data_cfg.gt_depth, frames, data_cfg.kind)
     return SnippetDataset(
         frames, data_cfg.height, data_cfg.width, data_cfg.frame_ids,
         augment=split == "train" and data_cfg.augment, flip=data_cfg.flip,
@@ -52,8 +56,13 @@ def build_dataset(data_cfg: DataConfig, split: str, train_gt: bool = False, num_
     )
 
 
-def _ground_truth(source: str, frames: list[FrameRef]) -> tuple[list[np.ndarray] | None, str]:
-    """An export-gt npz (checked against the split's frames) or a root of uint16 depth PNGs."""
+def _ground_truth(source: str, frames: list[FrameRef], kind: str = "") -> tuple[Sequence[np.ndarray] | None, str]:
+    """An export-gt npz (checked against the split's frames), a root of uint16 depth PNGs, or
+    ("layout", SCARED / Hamlyn) the dataset's own depth files, read when a frame is asked for."""
+    if source == "layout":
+        if kind not in endoscopy.KINDS:
+            raise ConfigError(f"data.gt_depth: 'layout' needs data.kind scared or hamlyn, got {kind!r}")
+        return endoscopy.LayoutDepths(kind, frames), ""
     if not source.endswith(".npz"):
         if not Path(source).is_dir():
             raise InputError(f"{source}: ground-truth depth folder not found (data.gt_depth)")

@@ -1,4 +1,4 @@
-"""Split making for both layouts (`semhint split make`): frames with all neighbours, minus static
+"""Split making for every layout (`semhint split make`): frames with all neighbours, minus static
 frames, subsampled, with a held-out tail per sequence.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from semhint.core.fileio import InputError, read_rgb
-from semhint.data import folder, kitti
+from semhint.data import endoscopy, folder, kitti
 from semhint.data.frames import DirListing, write_split
 from semhint.data.snippets import resize_array
 
@@ -44,8 +44,14 @@ def make_split(data_path: str | Path, kind: str, out: str | Path, frame_ids: lis
         root = folder.resolve_root(data_path, cache_dir)
         lines = folder.scan_split_lines(root, frame_ids)
         refs_of = lambda lines_: _image_refs(root, lines_, frame_ids)  # noqa: E731
+    elif kind in endoscopy.KINDS:
+        root = Path(data_path)
+        if not root.is_dir():
+            raise InputError(f"{root}: dataset root not found")
+        lines = endoscopy.scan_split_lines(kind, root, frame_ids)
+        refs_of = lambda lines_: _endoscopy_refs(kind, root, lines_, frame_ids)  # noqa: E731
     else:
-        raise InputError(f"--kind must be 'kitti' or 'folder', got {kind!r}")
+        raise InputError(f"--kind must be one of kitti, folder, {', '.join(endoscopy.KINDS)}; got {kind!r}")
     if not lines:
         raise InputError(f"{data_path}: no frames with all neighbours {frame_ids} (check the layout and --kind)")
     counts = {"candidates": len(lines)}
@@ -78,6 +84,15 @@ def _kitti_refs(root: Path, lines: list[str], frame_ids: list[int]) -> list[dict
     for i, text in enumerate(lines, 1):
         drive, frame, side = kitti.parse_split_line(text, i, root)
         out.append(kitti.neighbour_images(root, drive, frame, side, frame_ids, listing, text))
+    return out
+
+
+def _endoscopy_refs(kind: str, root: Path, lines: list[str], frame_ids: list[int]) -> list[dict[int, Path]]:
+    listing = DirListing()
+    out = []
+    for i, text in enumerate(lines, 1):
+        folder_, frame, side = endoscopy.parse_split_line(kind, text, i, root)
+        out.append(endoscopy.snippet_images(kind, root, folder_, frame, side, frame_ids, listing, text))
     return out
 
 

@@ -3,7 +3,8 @@
 The KITTI Eigen protocol for monocular models (Monodepth2's evaluation) is one call of
 :func:`evaluate_depth` with its defaults; other protocols (SCARED-style endoscopy: 150 mm cap, no
 crop) are the same function with other arguments, so every number in a report comes from one code
-path. Named presets live in ``PROTOCOLS``.
+path. Named presets live in ``PROTOCOLS`` (``scared``: depth in mm within (1e-3, 150), no crop,
+per-image median scaling, the numbers the endoscopy papers print).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from semhint.evaluation.metrics import (
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "kitti-eigen": {"min_depth": 1e-3, "max_depth": 80.0, "crop": "garg", "median_scaling": True},
     "generic": {"min_depth": 1e-3, "max_depth": 80.0, "crop": "none", "median_scaling": True},
+    # SCARED as AF-SfMLearner, EndoDAC and MonoPCC report it: depth in mm capped at 150, whole frame
+    "scared": {"min_depth": 1e-3, "max_depth": 150.0, "crop": "none", "median_scaling": True},
 }
 
 

@@ -122,6 +122,11 @@ def label_folders(sweep: Sweep) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # one run
 # ----------------------------------------------------------------------------------------------
+def arm_labels(sweep: Sweep, config: str) -> str | None:
+    """The sweep's label folder for a config with a segmentation branch; None for a depth-only one."""
+    return sweep.labels if load_config(config).model.num_classes > 0 else None
+
+
 def run_config(config: str, sweep: Sweep, seed: int, run_dir: Path, labels: str | None) -> Config:
     """The config with paths rebased onto the sweep's data and the shared budget applied."""
     values = to_dict(load_config(config))
@@ -242,8 +247,7 @@ def gradient_norms(sweep: Sweep) -> list[dict]:
     parts = ("encoder", "decoder.shared", "decoder.depth", "decoder.disp_heads", "decoder.seg")
     rows = []
     for config in sweep.configs:
-        uses_labels = load_config(config).model.num_classes > 0
-        cfg = run_config(config, sweep, 0, Path(sweep.out) / "grad_norms", sweep.labels if uses_labels else None)
+        cfg = run_config(config, sweep, 0, Path(sweep.out) / "grad_norms", arm_labels(sweep, config))
         cfg = dataclasses.replace(cfg, refine=dataclasses.replace(cfg.refine, warmup_epochs=0))
         torch.manual_seed(0)
         module = SemHintModule(cfg)
@@ -290,7 +294,7 @@ def plan_runs(sweep: Sweep) -> tuple[list[Run], list[Run]]:
     todo, done = [], []
     for seed in sweep.seeds:
         for config in sweep.configs:
-            labels = sweep.labels if load_config(config).model.num_classes > 0 else None
+            labels = arm_labels(sweep, config)
             folder = run_dir(sweep, config, labels, seed)
             finished = (folder / "result.json").is_file() and not sweep.reevaluate
             (done if finished else todo).append((config, seed, folder, labels))
@@ -328,7 +332,7 @@ def collect(sweep: Sweep) -> dict[str, list[dict]]:
     roots = [Path(out) / "runs" for out in [sweep.out, *sweep.also]]
     groups: dict[str, list[dict]] = {}
     for config in sweep.configs:
-        labels = sweep.labels if load_config(config).model.num_classes > 0 else None
+        labels = arm_labels(sweep, config)
         if config in sweep.arms:
             for seed in sweep.seeds:
                 paths = [run_dir(dataclasses.replace(sweep, out=out), config, labels, seed) / "result.json"
@@ -349,8 +353,9 @@ def collect(sweep: Sweep) -> dict[str, list[dict]]:
 
 def constant_depth_result(sweep: Sweep) -> dict:
     """The trivial reference on the sweep's test split: one constant depth per image."""
-    cfg = run_config(sweep.configs[0], sweep, 0, Path(sweep.out) / "constant", None)
-    data = eval_data(sweep, sweep.configs[0], cfg)
+    config = sweep.configs[0]
+    cfg = run_config(config, sweep, 0, Path(sweep.out) / "constant", arm_labels(sweep, config))
+    data = eval_data(sweep, config, cfg)
     return constant_depth_report(data, cfg.eval, REPORTS[sweep.world])
 
 

@@ -17,13 +17,20 @@ from semhint.refine.pseudo_semantics import fuse_probabilities, select_pseudo_la
 
 
 def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config) -> tuple[torch.Tensor, dict[str, float]]:
-    """The hint loss of one step and its statistics (acceptance, and hint quality where GT exists)."""
+    """The hint loss of one step and its statistics (acceptance, and hint quality where GT exists).
+
+    Adds to ``maps`` (no graph, for the logs): ``hint/0`` (B x 1 x H x W pseudo-depth, in the units
+    of ``depth/0``), ``hint_changed/0`` (bool: pixels the operators moved) and ``hint_gate/0``
+    (bool: pixels the hint trains).
+    """
     with torch.no_grad():  # float32 throughout: log/exp and the surface solve need it under AMP
         depth = maps["depth/0"].detach().float()
         segments = hint_segments(outputs, batch, cfg.refine.hint_segments)
         hint = propose_hint(depth, segments, batch, poses, cfg.refine, cfg.model.min_depth, cfg.model.max_depth,
                             cfg.loss.ssim_weight)
         gate = accepted_pixels(hint, maps["reproj/0"].detach(), maps.get("automask/0"), segments, cfg.refine)
+    # for the TensorBoard panels: references to tensors made under no_grad, nothing more is computed
+    maps.update({"hint/0": hint.depth, "hint_changed/0": hint.changed, "hint_gate/0": gate})
     # maps["depth/s"] is every scale's depth upsampled to full resolution, still in the graph
     depths = [maps[f"depth/{s}"] for s in cfg.model.scales]
     loss = torch.stack([hint_loss(d, hint.depth, gate) for d in depths]).mean()
@@ -38,6 +45,8 @@ def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config) 
 
 def pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source_outputs: dict, cfg: Config
                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The pseudo-semantic loss of one step and its statistics; adds ``pseudo_labels/0`` (int64
+    B x H x W, 255 = not kept; no graph) to ``maps`` for the logs."""
     logits = outputs["seg/0"]
     with torch.no_grad():
         depth = maps["depth/0"].detach().float()
@@ -57,6 +66,7 @@ def pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source_
                                       cfg.refine.pseudo_seg_confidence, cfg.refine.pseudo_seg_max_photo)
         if cfg.refine.border_snap:
             pseudo = snap_borders(pseudo, depth)
+    maps["pseudo_labels/0"] = pseudo  # for the TensorBoard panels
     kept = pseudo != IGNORE_INDEX
     loss = cross_entropy(logits, pseudo, IGNORE_INDEX)  # an exact zero (with graph) when all are ignored
     stats = {"pseudo_label_rate": kept.float().mean().item(), "pseudo_sources": float(len(warped))}
@@ -83,6 +93,7 @@ def refinement_losses(batch: dict, outputs: dict, maps: dict, poses: dict, sourc
     target->source}; source_outputs: {f: depth-net outputs of source frame f} (may be empty when
     pseudo_seg is off). Returns ({"loss", "hint", "pseudo_seg"}, stats) where loss =
     hint_weight * hint + pseudo_seg_weight * pseudo_seg, all zero before refine.warmup_epochs.
+    The terms that run add their detached maps to ``maps`` (:func:`hint_term`, :func:`pseudo_seg_term`).
     """
     r = cfg.refine
     ref = outputs["disp/0"]
