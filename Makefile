@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# constraints.txt pins the CPU build of torch in the same resolve, so that nothing pulls a CUDA build
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,onnx,effnet]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,onnx,effnet,video]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -597,7 +597,11 @@ def _resolve_resume(cfg: Config, resume: str | None) -> tuple[str, int] | None:
     path = Path(cfg.trainer.out_dir) / "checkpoints" / "last.ckpt" if resume == "auto" else Path(resume)
     if not path.is_file():
         raise InputError(f"{path}: checkpoint to resume from not found")
-    return str(path), read_checkpoint(path).global_step
+    checkpoint = read_checkpoint(path)
+    if not checkpoint.resumable:
+        raise InputError(f"{path}: a model-only checkpoint (weights, no optimiser state) cannot be resumed from; "
+                         "resume from the run's checkpoints/last.ckpt")
+    return str(path), checkpoint.global_step
 
 
 @contextmanager

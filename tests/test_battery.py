@@ -260,6 +260,7 @@ ROWS = [
     Row("export-truncated-checkpoint", lambda w: ["export", str(truncate(w.ckpt)), "--format", "torchscript",
                                                   "--out", str(w.out / "m.pt")], lambda w: str(w.ckpt)),
     Row("train-resume-truncated-checkpoint", lambda w: w.train("--resume", str(truncate(w.ckpt))), lambda w: str(w.ckpt)),
+    Row("train-resume-model-only-checkpoint", lambda w: w.train("--resume", str(w.ckpt)), lambda w: str(w.ckpt)),
     Row("train-resume-foreign-checkpoint", lambda w: w.train("--resume", str(foreign(w.ckpt))), lambda w: str(w.ckpt)),
     Row("labels-predict-corrupt-model", lambda w: ["labels", "predict", "--model", str(truncate(w.ckpt)), "--data-path",
                                                    str(w.frames), "--out", str(w.out / "lab")], lambda w: str(w.ckpt)),

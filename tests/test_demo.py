@@ -71,3 +71,16 @@ def test_demo_tiny_writes_the_report_and_says_the_same_twice(tmp_path):
         assert (tmp_path / "a" / picture).stat().st_size > 5000
     for arm in ("baseline", "semhint"):  # deterministic: a second demo at the same seed says the same
         assert reports[1]["runs"][arm]["metrics"] == reports[0]["runs"][arm]["metrics"]
+
+
+def test_without_the_effnet_package_the_demo_stops_before_rendering(tmp_path, monkeypatch, capsys):
+    import semhint.app.demo as demo
+    from semhint.core.errors import InputError
+
+    def missing():
+        raise InputError("EfficientNet-Lite0 pretrained weights need the optional package")
+
+    monkeypatch.setattr(demo, "efficientnet_lite0_package_path", missing)
+    assert cli_main(["demo", "--preset", "tiny", "--out", str(tmp_path / "demo")]) == 2
+    assert "semhint[effnet]" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

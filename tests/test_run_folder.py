@@ -105,6 +105,14 @@ def test_the_lock_dies_with_its_process(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # nothing overwritten without --overwrite, and then only moved aside
 # ----------------------------------------------------------------------------------------------
+def test_without_flock_the_lock_warns_instead_of_failing_to_import(tmp_path, monkeypatch):
+    # Windows has no fcntl: the run still starts (with a warning), it does not die on an import
+    monkeypatch.setattr(runfolder, "fcntl", None)
+    with pytest.warns(UserWarning, match="no file locking"):
+        lock = runfolder.RunFolderLock(tmp_path).acquire()
+    lock.release()
+
+
 def test_a_non_empty_folder_is_refused_and_overwrite_moves_it_aside(tiny_drive, tmp_path, capsys):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)

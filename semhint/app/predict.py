@@ -3,8 +3,8 @@
 Per frame: depth ``.npy`` (exact, float32, the model's unit), a 16-bit PNG whose scale spans the
 frame's range (value = round(depth * scale), the scale in the PNG's text chunk and in
 ``NAME_depth.json``; 0 = invalid), a colour preview and (with intrinsics or ``--fov``) a PLY point
-cloud in the model's unit, camera frame; per video a side-by-side input | depth video (mp4v: plays
-in VLC and most desktop players; browsers want H.264, which OpenCV's wheel does not write); a
+cloud in the model's unit, camera frame; per video a side-by-side input | depth video (H.264, which
+browsers play, with the ``video`` extra installed; mp4v, which desktop players play, without); a
 summary with the network's frame rate. Depth is relative: up to one unknown scale factor.
 """
 
@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -32,6 +31,7 @@ from semhint.core.fileio import (
     write_scaled_depth_png,
 )
 from semhint.core.pictures import colorize_depth
+from semhint.core.video import Mp4Writer
 from semhint.data.folder import fov_warning, intrinsics_from_fov, read_intrinsics
 from semhint.data.media import classify_inputs, frame_count, iter_frames, video_fps
 from semhint.inference import depth_to_point_cloud, load_predictor, read_intrinsics_file, write_ply
@@ -96,27 +96,6 @@ def _frame_intrinsics(opts: PredictOptions, hw: tuple[int, int], warned: set) ->
     return K
 
 
-class _SideBySideVideo:
-    """Input | colour-mapped depth, written to a temp file and renamed when complete."""
-
-    def __init__(self, path: Path, fps: float):
-        self.path, self.fps, self.writer, self.tmp = path, fps, None, None
-
-    def add(self, rgb: np.ndarray, preview: np.ndarray) -> None:
-        frame = np.concatenate([rgb, preview], axis=1)
-        if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = self.path.with_name(f".{self.path.stem}.tmp.mp4")
-            h, w = frame.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-        self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.tmp.replace(self.path)
-
-
 def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device: str = "cpu",
                    png16: bool = True, ply: bool = False, intrinsics: str | None = None, ply_ascii: bool = False,
                    fov: float | None = None) -> dict:
@@ -142,7 +121,8 @@ def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: st
     remove_stale_temps(opts.out_dir, recursive=True)  # what a killed run left behind
     frames, seconds, warned = 0, 0.0, set()
     for source in sources:
-        video = _SideBySideVideo(opts.out_dir / f"{source.out_name}_depth.mp4", video_fps(source.path)) \
+        # input | colour-mapped depth, published only when the whole video went through
+        video = Mp4Writer(opts.out_dir / f"{source.out_name}_depth.mp4", video_fps(source.path)) \
             if source.kind == "video" else None
         try:
             # a total (frames of a folder, or a video's frame count) gives the bar its percentage and ETA
@@ -156,10 +136,13 @@ def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: st
                 K = _frame_intrinsics(opts, rgb.shape[:2], warned)
                 preview = _write_frame_outputs(name, rgb, depth, opts, K, predictor.config.model.max_depth)
                 if video is not None:
-                    video.add(rgb, preview)
-        finally:
+                    video.add(np.concatenate([rgb, preview], axis=1))
+        except BaseException:
             if video is not None:
-                video.close()
+                video.abort()
+            raise
+        if video is not None:
+            video.close()
     fps = frames / seconds if seconds > 0 else float("nan")
     summary = {"frames": frames, "network_fps": fps, "out_dir": str(opts.out_dir), "checkpoint": str(checkpoint),
                "depth_unit": opts.unit, "depth_note": "relative depth: up to one unknown scale factor",

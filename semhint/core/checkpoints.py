@@ -32,6 +32,7 @@ class Checkpoint:
     global_step: int  # optimiser steps taken (0 for a model-only file)
     epoch: int
     version: str
+    resumable: bool = False  # it holds the optimiser and loop state that training resumes from
 
     def weights(self, prefix: str) -> dict[str, torch.Tensor]:
         """The weights of one network (``"depth_net"`` or ``"pose_net"``) with the prefix stripped."""
@@ -55,7 +56,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     except ConfigError as exc:
         raise InputError(str(exc)) from None
     return Checkpoint(path=path, config=cfg, state_dict=raw["state_dict"], global_step=int(raw.get("global_step", 0)),
-                      epoch=int(raw.get("epoch", 0)), version=str(raw.get(VERSION_KEY, "unknown")))
+                      epoch=int(raw.get("epoch", 0)), version=str(raw.get(VERSION_KEY, "unknown")),
+                      resumable="optimizer_states" in raw and "loops" in raw)
 
 
 def checkpoint_metadata(cfg: Config) -> dict:

@@ -18,15 +18,20 @@ writes anything:
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import os
 import re
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 from semhint.core.errors import InputError
 from semhint.core.fileio import write_text
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the run folder's other guards still hold
+    fcntl = None
 
 LOCK_NAME = ".semhint-train.lock"
 METRICS_CSV = Path("logs") / "csv" / "metrics.csv"
@@ -50,6 +55,11 @@ class RunFolderLock:
         """Take the lock or raise InputError naming the folder and the pid that holds it."""
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        if fcntl is None:
+            warnings.warn(f"{self.folder}: no file locking on this platform; do not start two runs into one folder",
+                          stacklevel=2)
+            self._fd = fd
+            return self
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -59,13 +69,15 @@ class RunFolderLock:
             raise InputError(f"{self.folder}: run folder is in use by another `semhint train` ({who}); "
                              "wait for it to finish or choose another trainer.out_dir") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
 
@@ -78,7 +90,8 @@ class RunFolderLock:
 
 def _read_pid(fd: int) -> str:
     try:
-        return os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 32).decode(errors="replace").strip()
     except OSError:
         return ""
 

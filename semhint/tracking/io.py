@@ -38,7 +38,6 @@ import torch
 
 from semhint.core.fileio import (
     InputError,
-    atomic_path,
     load_npz,
     read_depth_png,
     read_label_png,
@@ -47,6 +46,7 @@ from semhint.core.fileio import (
     write_json,
 )
 from semhint.core.geometry import resize_intrinsics
+from semhint.core.video import Mp4Writer
 from semhint.data.folder import INTRINSICS_NAMES, read_intrinsics, resolve_root
 from semhint.data.frames import DirListing, image_hw
 
@@ -355,23 +355,17 @@ def _nan_to_none(a: np.ndarray) -> list:
 
 
 def write_overlay(path: str | Path, clip: Clip, xy: np.ndarray, visible: np.ndarray, fps: float = 10.0) -> Path:
-    """An mp4 (mp4v) with each track drawn on its frame: green visible, red occluded, white tail,
-    and the labelled ground truth (where a frame has it) as yellow crosses."""
+    """An mp4 (H.264 with the video extra, else mp4v) with each track drawn on its frame: green
+    visible, red occluded, white tail, and the labelled ground truth (where a frame has it) as
+    yellow crosses."""
     path = Path(path)
     gt_at = {} if clip.truth is None else {int(f): i for i, f in enumerate(clip.truth.frames)}
     first = clip.frame(0)
-    h, w = first.shape[:2]
-    with atomic_path(path, suffix=".mp4") as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        if not writer.isOpened():
-            raise InputError(f"{path}: cannot open an mp4v video writer")
-        try:
-            for t in range(len(xy)):
-                img = cv2.cvtColor(first if t == 0 else clip.frame(t), cv2.COLOR_RGB2BGR)
-                _draw_frame(img, xy, visible, t, clip.truth, gt_at.get(t))
-                writer.write(img)
-        finally:
-            writer.release()
+    with Mp4Writer(path, fps) as writer:
+        for t in range(len(xy)):
+            img = cv2.cvtColor(first if t == 0 else clip.frame(t), cv2.COLOR_RGB2BGR)
+            _draw_frame(img, xy, visible, t, clip.truth, gt_at.get(t))
+            writer.add(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     return path
 
 
