@@ -23,7 +23,7 @@ from semhint.core.fileio import NEW_FILE_MODE
 def h264_available() -> bool:
     """True when imageio-ffmpeg (and so a bundled ffmpeg with libx264) is installed."""
     try:
-        import imageio_ffmpeg  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401  # lazy: optional extra (semhint[video])
     except ImportError:
         return False
     return True
@@ -70,7 +70,7 @@ class Mp4Writer:
         self._size = size
         h, w = size
         if self.codec == "h264":
-            import imageio_ffmpeg
+            import imageio_ffmpeg  # lazy: optional extra (semhint[video])
 
             # macro_block_size=1: no silent resize; the padding in add() makes the sides even
             self._sink = imageio_ffmpeg.write_frames(
