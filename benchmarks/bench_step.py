@@ -23,121 +23,34 @@ issue's numbers instead and is context only.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shlex
-import statistics
 import sys
-import time
 
 import torch
 from reference_step import ReferenceInference, ReferenceStep  # noqa: E402
 
-from semhint.core import geometry  # noqa: E402
 from semhint.core.config import from_dict  # noqa: E402
 from semhint.lab.records import markdown_table, write_record  # noqa: E402
-from semhint.training import SemHintModule  # noqa: E402
+from semhint.lab.timing import DepthForward, TrainStep, first_call_seconds, time_interleaved  # noqa: E402
 
 # the issue's numbers (a plain implementation, fp32, 2 threads, measured on another machine)
 REFERENCE = {"step_96x320_s": 0.89, "step_192x640_s": 3.5, "infer_192x640_ms": 117.0}
 REF_KEY = "reference (plain)"
 
 
-def make_batch(height: int, width: int, batch_size: int, frame_ids: list[int], device: torch.device) -> dict:
-    """A batch shaped like the data module's (ARCHITECTURE.md): smooth images so the losses are typical."""
-    g = torch.Generator().manual_seed(0)
-    base = torch.nn.functional.interpolate(torch.rand(batch_size, 3, height // 8, width // 8, generator=g),
-                                           size=(height, width), mode="bilinear", align_corners=False)
-    batch = {}
-    for i, f in enumerate(frame_ids):
-        image = torch.roll(base, shifts=2 * i, dims=3).contiguous()
-        batch[f"image/{f}"] = image.to(device)
-        batch[f"image_aug/{f}"] = image.to(device)
-    K = geometry.intrinsics_matrix(0.58 * width, 1.92 * height, 0.5 * width, 0.5 * height)
-    batch["K"] = K.expand(batch_size, 4, 4).contiguous().to(device)
-    batch["inv_K"] = torch.linalg.inv(K).expand(batch_size, 4, 4).contiguous().to(device)
-    return batch
+def package_step(height: int, width: int, device: torch.device, bf16: bool, channels_last: bool,
+                compile_objective: bool = False) -> TrainStep:
+    """One optimiser step of the default config at ``height x width``, batch 4 (``semhint.lab.timing.TrainStep``)."""
+    cfg = from_dict({"data": {"height": height, "width": width}, "optim": {"batch_size": 4}}, "bench")
+    return TrainStep(cfg, device, bf16, channels_last, compile_objective)
 
 
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
-def _to_channels_last(batch: dict) -> dict:
-    return {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-class PackageStep:
-    """One optimiser step of the real training objective: ``module.objective``, backward, Adam."""
-
-    def __init__(self, height: int, width: int, device: torch.device, bf16: bool, channels_last: bool,
-                 compile_objective: bool = False):
-        cfg = from_dict({"data": {"height": height, "width": width}, "optim": {"batch_size": 4}}, "bench")
-        self.device, self.bf16 = device, bf16
-        self.module = SemHintModule(cfg).to(device).train()
-        self.optimizer = self.module.configure_optimizers()["optimizer"]
-        self.batch = make_batch(height, width, 4, cfg.data.frame_ids, device)
-        if channels_last:
-            self.module = self.module.to(memory_format=torch.channels_last)
-            self.batch = _to_channels_last(self.batch)
-        self.objective = torch.compile(self.module.objective) if compile_objective else self.module.objective
-
-    def __call__(self) -> None:
-        with _autocast(self.device, self.bf16):
-            losses, _, _ = self.objective(self.batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        self.optimizer.step()
-
-
-class PackageInference:
+def package_inference(height: int, width: int, device: torch.device, bf16: bool, channels_last: bool,
+                     mode: str) -> DepthForward:
     """One depth-net forward at batch 1 (``mode``: inference_mode | no_grad)."""
-
-    def __init__(self, height: int, width: int, device: torch.device, bf16: bool, channels_last: bool, mode: str):
-        cfg = from_dict({"data": {"height": height, "width": width}}, "bench")
-        self.device, self.bf16 = device, bf16
-        self.net = SemHintModule(cfg).depth_net.to(device).eval()
-        self.x = torch.rand(1, 3, height, width, device=device)
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
-            self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.guard = torch.inference_mode if mode == "inference_mode" else torch.no_grad
-
-    def __call__(self) -> None:
-        with self.guard(), _autocast(self.device, self.bf16):
-            self.net(self.x)
-
-
-def first_call_seconds(fn, device: torch.device) -> float:
-    """Seconds of one call (for a compiled step: compilation plus the first step)."""
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def time_interleaved(fns: dict, device: torch.device, repeats: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each function, calling them round-robin (one of each per round).
-
-    Interleaving spreads any change in machine load over all of them alike, so their ratios stay
-    meaningful on a shared machine where absolute times drift.
-    """
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(warmup + repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    cfg = from_dict({"data": {"height": height, "width": width}}, "bench")
+    return DepthForward(cfg, device, 1, bf16, channels_last, mode)
 
 
 def _ratio(num: float | None, den: float) -> float | str:
@@ -160,7 +73,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
                 fns: dict = {}
                 compile_s: dict = {}
                 for bf16, cl, comp in variants:
-                    fn = PackageStep(h, w, device, bf16, cl, comp)
+                    fn = package_step(h, w, device, bf16, cl, comp)
                     if comp:  # compile outside the timed rounds; its first call is the compile time
                         compile_s[(bf16, cl, comp)] = first_call_seconds(fn, device)
                     fns[(bf16, cl, comp)] = fn
@@ -189,7 +102,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
             variants = [(bf16, cl, mode) for bf16 in args.bf16 for cl in (False, True)
                         for mode in ("inference_mode", "no_grad")
                         if not ((args.quick and (cl or mode == "no_grad")) or (bf16 and (mode == "no_grad" or cl)))]
-            fns = {v: PackageInference(192, 640, device, *v) for v in variants}
+            fns = {v: package_inference(192, 640, device, *v) for v in variants}
             if device.type == "cpu":
                 fns[REF_KEY] = ReferenceInference(192, 640)
             medians = time_interleaved(fns, device, max(reps, 3), warm)

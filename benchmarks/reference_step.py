@@ -142,7 +142,7 @@ def pose_matrix(v: torch.Tensor, invert: bool) -> torch.Tensor:
                      torch.cat([y * x * C + z * s, y * y * C + c, y * z * C - x * s], 1),
                      torch.cat([z * x * C - y * s, z * y * C + x * s, z * z * C + c], 1)], 1)
     top = torch.cat([R, v[:, 3:, None]], 2)
-    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(v.shape[0], 1, 4)
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], device=v.device).expand(v.shape[0], 1, 4)
     T = torch.cat([top, bottom], 1)
     return torch.linalg.inv(T) if invert else T
 
@@ -175,34 +175,34 @@ def smoothness(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
 # one training step
 # ----------------------------------------------------------------------------------------------
 class ReferenceStep:
-    """Networks, Adam and one synthetic batch; calling it runs one optimiser step."""
+    """Networks, Adam and one synthetic batch on ``device``; calling it runs one optimiser step (fp32)."""
 
-    def __init__(self, height: int, width: int, batch_size: int = BATCH, seed: int = 0):
+    def __init__(self, height: int, width: int, batch_size: int = BATCH, seed: int = 0, device: str = "cpu"):
         if height % 32 or width % 32 or min(height, width) < 64:
             raise ValueError("the plain decoder upsamples by exactly x2 and reflection-pads the stride-32 map: height "
                              f"and width must be multiples of 32 and at least 64, got {height}x{width}")
         torch.manual_seed(seed)
-        self.h, self.w, self.b = height, width, batch_size
-        self.depth_enc, self.depth_dec = Encoder(3), DepthDecoder()
-        self.pose_enc, self.pose_dec = Encoder(6), PoseDecoder()
+        self.h, self.w, self.b, self.device = height, width, batch_size, torch.device(device)
+        nets = [Encoder(3), DepthDecoder(), Encoder(6), PoseDecoder()]
+        self.depth_enc, self.depth_dec, self.pose_enc, self.pose_dec = (n.to(self.device) for n in nets)
         params = [p for m in (self.depth_enc, self.depth_dec, self.pose_enc, self.pose_dec) for p in m.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=1e-4)
         g = torch.Generator().manual_seed(seed)
         base = F.interpolate(torch.rand(batch_size, 3, height // 8, width // 8, generator=g), size=(height, width),
                              mode="bilinear", align_corners=False)
-        self.images = {f: torch.roll(base, 2 * i, 3).contiguous() for i, f in enumerate(FRAMES)}
+        self.images = {f: torch.roll(base, 2 * i, 3).contiguous().to(self.device) for i, f in enumerate(FRAMES)}
         K = torch.tensor([[0.58 * width, 0, 0.5 * width, 0], [0, 1.92 * height, 0.5 * height, 0],
                           [0, 0, 1, 0], [0, 0, 0, 1.0]])
-        self.K = K.expand(batch_size, 4, 4)
-        self.inv_K = torch.linalg.inv(K).expand(batch_size, 4, 4)
+        self.K = K.expand(batch_size, 4, 4).to(self.device)
+        self.inv_K = torch.linalg.inv(K).expand(batch_size, 4, 4).to(self.device)
         ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
                                 indexing="ij")
-        self.pixels = torch.stack([xs.flatten(), ys.flatten(), torch.ones(height * width)], 0)
+        self.pixels = torch.stack([xs.flatten(), ys.flatten(), torch.ones(height * width)], 0).to(self.device)
 
     def warp(self, image: torch.Tensor, depth: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         b, h, w = self.b, self.h, self.w
         cam = (self.inv_K[:, :3, :3] @ self.pixels) * depth.view(b, 1, -1)
-        cam = torch.cat([cam, torch.ones(b, 1, h * w)], 1)
+        cam = torch.cat([cam, torch.ones(b, 1, h * w, device=self.device)], 1)
         p = (self.K @ T)[:, :3] @ cam
         p = p[:, :2] / (p[:, 2:3] + 1e-7)
         p = p.view(b, 2, h, w).permute(0, 2, 3, 1)
@@ -236,12 +236,12 @@ class ReferenceStep:
 
 
 class ReferenceInference:
-    """The depth net alone in eval mode; calling it runs one forward of a batch-1 image."""
+    """The depth net alone in eval mode on ``device``; calling it runs one forward of ``batch_size`` images."""
 
-    def __init__(self, height: int = 192, width: int = 640, seed: int = 0):
+    def __init__(self, height: int = 192, width: int = 640, seed: int = 0, device: str = "cpu", batch_size: int = 1):
         torch.manual_seed(seed)
-        self.encoder, self.decoder = Encoder(3).eval(), DepthDecoder().eval()
-        self.image = torch.rand(1, 3, height, width)
+        self.encoder, self.decoder = Encoder(3).to(device).eval(), DepthDecoder().to(device).eval()
+        self.image = torch.rand(batch_size, 3, height, width, device=device)
 
     def __call__(self) -> None:
         with torch.inference_mode():

@@ -6,8 +6,15 @@ depth, in pixels of a given training width: parallax = f * |t| / z. Depth is lea
 parallax varies across the image; when the parallax itself is a fraction of a pixel, the
 photometric loss has almost nothing to learn from, whatever the network or the method.
 
+The same from the exact depth maps, pixel by pixel, for a camera that also turns (the scared
+preset pans, dollies and rolls): the rigid flow of every valid pixel of frame t into frame t + 1
+(back-projected with its depth, moved with the poses, projected), at the training size, and its
+translation part (the flow minus what the rotation alone would do), which is the part that
+depends on depth. Medians over pixels, then over frame pairs.
+
     python experiments/parallax.py --data runs/semhint_bench/drive --width 208 \\
         --data runs/semhint_bench/tissue7 --width 80
+    python experiments/parallax.py --data runs/synth_tissue_scared --width 160 --height 128 --record parallax_scared
 """
 
 from __future__ import annotations
@@ -39,32 +46,90 @@ def median_depth(root: Path, every: int = 10) -> float:
     return float(np.median(np.concatenate([d[d > 0] for d in map(read_depth_png, files)])))
 
 
-def parallax_row(root: Path, width: int) -> dict:
+def pair_flow(depth: np.ndarray, K: np.ndarray, T: np.ndarray, stride: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Rigid flow (2 x N px) of the valid pixels (depth > 0, every ``stride``-th row and column) of a
+    frame into the next one, given ``T`` = target->source (inv(P_next) @ P_this), and its translation
+    part (the flow minus the flow the rotation alone makes, which no depth changes)."""
+    ys, xs = np.nonzero(depth[::stride, ::stride] > 0)
+    ys, xs = ys * stride, xs * stride
+    pix = np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64)
+    rays = np.linalg.inv(K) @ pix
+    moved = K @ (T[:3, :3] @ (rays * depth[ys, xs]) + T[:3, 3:4])
+    turned = K @ T[:3, :3] @ rays
+    flow = moved[:2] / moved[2] - pix[:2]
+    return flow, moved[:2] / moved[2] - turned[:2] / turned[2]
+
+
+def flow_stats(root: Path, meta: dict, width: int, height: int) -> dict:
+    """Median |flow| and median |translation part| between consecutive frames at the training size
+    (``width`` x ``height``): per pair the median over pixels; reported as the median over pairs and
+    the 10th / 90th percentiles."""
+    intr = meta["intrinsics"]
+    K = np.array([[intr["fx"], 0, intr["cx"]], [0, intr["fy"], intr["cy"]], [0, 0, 1]], dtype=np.float64)
+    scale = np.array([[width / intr["width"]], [height / intr["height"]]])
+    flows, parallaxes = [], []
+    for pose_file in sorted((root / "poses").rglob("*.txt")):
+        rows = np.loadtxt(pose_file, ndmin=2).reshape(-1, 3, 4)
+        poses = np.tile(np.eye(4), (len(rows), 1, 1))
+        poses[:, :3] = rows
+        depths = sorted((root / "gt_depth" / pose_file.relative_to(root / "poses").with_suffix("")).rglob("*.png"))
+        if len(depths) != len(poses):
+            raise SystemExit(f"{pose_file}: {len(poses)} poses but {len(depths)} depth maps")
+        for t in range(len(poses) - 1):
+            flow, parallax = pair_flow(read_depth_png(depths[t]), K, np.linalg.inv(poses[t + 1]) @ poses[t])
+            flows.append(float(np.median(np.hypot(*(flow * scale)))))
+            parallaxes.append(float(np.median(np.hypot(*(parallax * scale)))))
+    flows_a, par_a = np.array(flows), np.array(parallaxes)
+    return {"train size": f"{height}x{width}", "pairs": len(flows),
+            "flow px (median)": float(np.median(flows_a)), "flow px (p10)": float(np.percentile(flows_a, 10)),
+            "flow px (p90)": float(np.percentile(flows_a, 90)), "parallax px (median)": float(np.median(par_a)),
+            "parallax px (p10)": float(np.percentile(par_a, 10)), "parallax px (p90)": float(np.percentile(par_a, 90))}
+
+
+def parallax_row(root: Path, width: int, height: int | None = None) -> dict:
     meta = json.loads((root / "meta.json").read_text())
     K = meta["intrinsics"]
     f = K["fx"] * width / K["width"]
     steps, z = camera_steps(root), median_depth(root)
-    return {"data": str(root), "units": meta.get("units", ""), "camera step (mean)": float(steps.mean()),
-            "camera step (max)": float(steps.max()), "median depth": z, "train width": width,
-            "parallax px (mean)": f * float(steps.mean()) / z}
+    row = {"data": str(root), "units": meta.get("units", ""), "camera step (mean)": float(steps.mean()),
+           "camera step (max)": float(steps.max()), "median depth": z, "train width": width,
+           "parallax px (mean)": f * float(steps.mean()) / z}
+    if height is not None:
+        row.update(flow_stats(root, meta, width, height))
+    return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", action="append", required=True, type=Path, help="a `semhint synth` output (repeatable)")
     ap.add_argument("--width", action="append", required=True, type=int, help="training width for each --data")
+    ap.add_argument("--height", action="append", type=int, default=None,
+                    help="training height for each --data: also measure the per-pixel flow from the depth maps")
+    ap.add_argument("--record", default="parallax", help="lab record to write (docs/lab/RECORD.md; default parallax)")
     args = ap.parse_args()
     if len(args.data) != len(args.width):
         raise SystemExit("give one --width per --data")
-    rows = [parallax_row(root, w) for root, w in zip(args.data, args.width)]
-    columns = list(rows[0])
+    if args.height is not None and len(args.height) != len(args.data):
+        raise SystemExit("give one --height per --data (or none)")
+    heights = args.height or [None] * len(args.data)
+    rows = [parallax_row(root, w, h) for root, w, h in zip(args.data, args.width, heights)]
+    columns = list(dict.fromkeys(c for row in rows for c in row))
     print(markdown_table(rows, columns))
-    command = "python experiments/parallax.py " + " ".join(f"--data {d} --width {w}" for d, w in zip(args.data, args.width))
+    command = "python experiments/parallax.py " + " ".join(
+        f"--data {d} --width {w}" + (f" --height {h}" if h is not None else "") for d, w, h in zip(args.data, args.width, heights))
+    if args.record != "parallax":
+        command += f" --record {args.record}"
     body = ("Camera translation between consecutive frames and the parallax it makes at the median depth, "
             "in pixels at the training width (f * |t| / z; frame ids -1 and +1 see one step). Photometric "
             "self-supervision learns depth from how this parallax varies over the image.\n\n"
-            + markdown_table(rows, columns))
-    write_record("parallax", "Camera motion between training frames (parallax)", command, body, {"rows": rows})
+            + (FLOW_NOTE if args.height else "") + markdown_table(rows, columns))
+    write_record(args.record, f"Camera motion between training frames ({args.record})", command, body, {"rows": rows})
+
+
+FLOW_NOTE = ("With a training height, also the rigid flow of every valid pixel from frame t to t + 1 at the "
+             "training size, from the exact depth and the poses (median over pixels per pair; median, 10th and "
+             "90th percentile over pairs), and its translation part (the flow minus the rotation's own flow): "
+             "the part that depends on depth.\n\n")
 
 
 if __name__ == "__main__":

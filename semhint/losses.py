@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from semhint.core.conventions import IGNORE_INDEX
 from semhint.core.errors import InputError
-from semhint.core.geometry import disp_to_depth, warp
+from semhint.core.geometry import backproject, disp_to_depth, project, sample, warp
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,6 +62,98 @@ def photometric_error(pred: torch.Tensor, target: torch.Tensor, ssim_weight: flo
     if ssim_weight == 0:
         return l1
     return ssim_weight * ssim_map(pred, target).mean(1, keepdim=True) + (1 - ssim_weight) * l1
+
+
+# ----------------------------------------------------------------------------------------------
+# a light that moves with the camera (loss.brightness, loss.specular_threshold)
+# ----------------------------------------------------------------------------------------------
+AFFINE_GAIN_RANGE = (0.5, 2.0)  # a fitted gain is clamped here (the offset then refitted to the means)
+AFFINE_MIN_PIXELS = 16  # fewer usable pixels than this in a pair: no fit (gain 1, offset 0)
+
+
+def saturated(image: torch.Tensor, threshold: float) -> torch.Tensor:
+    """B x 1 x H x W bool: pixels whose brightest channel reaches ``threshold``, grown by one pixel.
+
+    A specular highlight clips the sensor and sits where the surface mirrors the light into the
+    lens, so it moves over the surface as the endoscope moves: no depth makes it reproject. The
+    one-pixel margin keeps it out of its neighbours' 3 x 3 SSIM windows too.
+    """
+    hot = (image.amax(1, keepdim=True) >= threshold).to(image.dtype)
+    return F.max_pool2d(hot, 3, stride=1, padding=1) > 0
+
+
+def fit_affine_brightness(source: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the gain a and offset b (B x 1 x 1 x 1) minimising sum over valid pixels and all
+    channels of (a * source + b - target)^2, in closed form (a = cov / var, b = mean_t - a * mean_s).
+
+    One gain for all channels: a light that moves with the camera (inverse-square falloff, its
+    spot profile, exposure control) scales every channel alike. The fit is detached: a and b are
+    a nuisance model of the light, solved for the current warp and then held fixed; with gradients
+    through them the network could lower the loss by changing what the fit absorbs instead of the
+    geometry (a least-squares gain shrinks towards 0 on a misaligned warp, flattening the warped
+    image). For the same reason the gain is clamped to AFFINE_GAIN_RANGE (a light change between
+    neighbouring frames stays well inside a factor 2), and a pair with fewer than
+    AFFINE_MIN_PIXELS valid pixels or a flat source keeps gain 1 and offset 0.
+    """
+    with torch.no_grad():
+        w = valid.to(source.dtype).expand_as(source)
+        dims = (1, 2, 3)
+        n = w.sum(dims, keepdim=True)
+        mean_s = (w * source).sum(dims, keepdim=True) / n.clamp_min(1)
+        mean_t = (w * target).sum(dims, keepdim=True) / n.clamp_min(1)
+        ds = (source - mean_s) * w
+        var = (ds * ds).sum(dims, keepdim=True)
+        cov = (ds * (target - mean_t)).sum(dims, keepdim=True)
+        usable = (n >= AFFINE_MIN_PIXELS * source.shape[1]) & (var > 1e-8 * n.clamp_min(1))
+        gain = torch.where(usable, cov / var.clamp_min(1e-12), torch.ones_like(var)).clamp(*AFFINE_GAIN_RANGE)
+        offset = torch.where(usable, mean_t - gain * mean_s, torch.zeros_like(var))
+    return gain, offset
+
+
+def pair_errors(sources: list[torch.Tensor], target: torch.Tensor, ssim_weight: float = 0.85, brightness: str = "none",
+                specular_threshold: float = 0.0, inside: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """B x S x H x W photometric errors of ``target`` against each (warped or unwarped) source.
+
+    ``brightness="affine"``: each source is first mapped by the gain and offset of
+    :func:`fit_affine_brightness`, fitted on the pixels the pair can use (``inside``: where the
+    warp sampled inside the source, and not specular). ``specular_threshold`` > 0: a pixel
+    saturated in the target or in that source gets an error of +inf for that pair, so the
+    per-pixel minimum takes another source, and a pixel no pair can use drops out of the loss
+    (:func:`masked_mean`). With both off this is exactly the plain error of every pair.
+    """
+    if brightness == "none" and specular_threshold <= 0:
+        return torch.cat([photometric_error(src, target, ssim_weight) for src in sources], 1)
+    hot_target = saturated(target, specular_threshold) if specular_threshold > 0 else None
+    errors = []
+    for i, src in enumerate(sources):
+        hot = None if hot_target is None else hot_target | saturated(src, specular_threshold)
+        if brightness == "affine":
+            usable = torch.ones_like(target[:, :1], dtype=torch.bool) if hot is None else ~hot
+            if inside is not None:
+                usable = usable & inside[i]
+            gain, offset = fit_affine_brightness(src, target, usable)
+            src = gain * src + offset
+        err = photometric_error(src, target, ssim_weight)
+        errors.append(err if hot is None else err.masked_fill(hot, float("inf")))
+    return torch.cat(errors, 1)
+
+
+def warp_inside(source: torch.Tensor, depth: torch.Tensor, T: torch.Tensor, K: torch.Tensor,
+                inv_K: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`semhint.core.geometry.warp` (same numbers) and where it sampled inside the source
+    (B x 1 x H x W bool): border padding invents the pixels outside, which must not steer a fit."""
+    if inv_K is None:
+        inv_K = torch.linalg.inv(K)
+    h, w = depth.shape[-2:]
+    grid = project(backproject(depth, inv_K), K, T, h, w)
+    return sample(source, grid), (grid.abs() <= 1 + 1e-4).all(-1).unsqueeze(1)  # 1e-4: rounding at the edge
+
+
+def masked_mean(per_pixel: torch.Tensor) -> torch.Tensor:
+    """Mean over the finite pixels (specular pixels no pair could use are +inf); 0 with none."""
+    kept = torch.isfinite(per_pixel)
+    return per_pixel.masked_fill(~kept, 0.0).sum() / kept.sum().clamp_min(1)
 
 
 def min_reprojection(reprojection_errors: torch.Tensor, identity_errors: torch.Tensor | None = None,
@@ -285,6 +377,12 @@ def self_supervised_objective(batch: dict, outputs: dict, poses: dict[int, torch
     ``loss.depth_norm`` the warp uses :func:`normalise_depth`, and so does ``maps["depth/s"]``, so
     that every later warp of the step (hint gate, pseudo-semantics) agrees with the poses.
 
+    A light that moves with the camera (endoscopy) changes the brightness of the same surface from
+    frame to frame: ``loss.brightness: affine`` maps each source (warped, and unwarped for the
+    auto-mask) by a per-pair, per-image gain and offset before the comparison
+    (:func:`pair_errors`), and ``loss.specular_threshold`` leaves saturated highlights out; the
+    photo term is then the mean over the pixels some pair could use. Both off: Monodepth2's loss.
+
     The whole objective runs in float32 even under mixed-precision autocast: in bfloat16 the
     back-projection would put pixel coordinates several pixels off and SSIM's variances (E[x^2] -
     mu^2) would cancel to noise.
@@ -292,7 +390,8 @@ def self_supervised_objective(batch: dict, outputs: dict, poses: dict[int, torch
     Returns (losses, maps). losses: ``loss`` (= photo + smooth + seg), ``photo``, ``smooth`` (already
     weighted), ``seg`` (weighted, only with a segmentation branch and labels), ``automask_frac``.
     maps: ``depth/{s}`` (full-res depth of every scale, with graph, for hint losses), ``warped/{f}``,
-    ``reproj/0`` (B x 1 x H x W error of the prediction: min, or mean, over sources),
+    ``reproj/0`` (B x 1 x H x W error of the prediction: min, or mean, over sources; +inf where
+    the specular mask left every pair out),
     ``identity_reproj`` (the same for unwarped sources), ``automask/0`` -- all at scale 0, detached.
     """
     with torch.autocast(batch["image/0"].device.type, enabled=False):
@@ -312,9 +411,11 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
     size = tuple(target.shape[-2:])
     K, inv_K = batch["K"], batch["inv_K"]
 
+    light = {"brightness": lo.brightness, "specular_threshold": lo.specular_threshold}
+    moving_light = lo.brightness != "none" or lo.specular_threshold > 0
+    # the unwarped sources get the same brightness model, so the auto-mask compares like with like
     identity = _reduce_sources(
-        torch.cat([photometric_error(batch[f"image/{f}"], target, lo.ssim_weight) for f in sources], 1),
-        lo.min_reprojection)
+        pair_errors([batch[f"image/{f}"] for f in sources], target, lo.ssim_weight, **light), lo.min_reprojection)
 
     maps: dict[str, torch.Tensor] = {}
     photo_terms, smooth_terms = [], []
@@ -323,12 +424,17 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
         _, depth = disp_to_depth(_upsample(disp, size), model.min_depth, model.max_depth)
         if lo.depth_norm:
             depth = normalise_depth(depth)
-        warped = {f: warp(batch[f"image/{f}"], depth, poses[f], K, inv_K) for f in sources}
+        inside = None
+        if moving_light:
+            both = {f: warp_inside(batch[f"image/{f}"], depth, poses[f], K, inv_K) for f in sources}
+            warped, inside = {f: w for f, (w, _) in both.items()}, [both[f][1] for f in sources]
+        else:
+            warped = {f: warp(batch[f"image/{f}"], depth, poses[f], K, inv_K) for f in sources}
         reproj = _reduce_sources(
-            torch.cat([photometric_error(warped[f], target, lo.ssim_weight) for f in sources], 1),
+            pair_errors([warped[f] for f in sources], target, lo.ssim_weight, inside=inside, **light),
             lo.min_reprojection)
         per_pixel, mask = min_reprojection(reproj, identity if lo.automask else None, automask=lo.automask)
-        photo_terms.append(per_pixel.mean())
+        photo_terms.append(masked_mean(per_pixel) if lo.specular_threshold > 0 else per_pixel.mean())
         colour = target if tuple(disp.shape[-2:]) == size else F.interpolate(target, size=disp.shape[-2:], mode="area")
         smooth_terms.append(lo.smoothness * smoothness_loss(disp, colour) / 2**s)
         maps[f"depth/{s}"] = depth

@@ -27,7 +27,9 @@ BAD_VALUES = [
     ("model.seg_grad_scale=-1", "model.seg_grad_scale"), ("loss.ssim_weight=1.5", "loss.ssim_weight"),
     ("loss.smoothness=-1", "loss.smoothness"), ("loss.seg_weight=-1", "loss.seg_weight"),
     ("loss.planar_weight=-0.1", "loss.planar_weight"), ("loss.seg_loss=mse", "loss.seg_loss"),
-    ("loss.planar_segments=gt", "loss.planar_segments"), ("refine.hint_segments=gt", "refine.hint_segments"),
+    ("loss.planar_segments=gt", "loss.planar_segments"), ("loss.brightness=gamma", "loss.brightness"),
+    ("loss.specular_threshold=0.2", "loss.specular_threshold"), ("loss.specular_threshold=1.5", "loss.specular_threshold"),
+    ("refine.hint_segments=gt", "refine.hint_segments"),
     ("refine.smooth_domain=depth", "refine.smooth_domain"), ("refine.hint_classes=[300]", "refine.hint_classes"),
     ("refine.hint_gate_margin=-1", "refine.hint_gate_margin"), ("refine.hint_weight=-1", "refine.hint_weight"),
     ("refine.surface_order=3", "refine.surface_order"), ("refine.surface_inlier=1.0", "refine.surface_inlier"),
@@ -185,7 +187,8 @@ def test_wrong_type_is_named(tmp_path):
     ("model.encoder=vgg16", "model.encoder"),
     ("refine.smooth_domain=depth", "refine.smooth_domain"),
     ("loss.planar_weight=-0.1", "loss.planar_weight"),
-    ("loss.planar_segments=gt", "loss.planar_segments"),
+    ("loss.planar_segments=gt", "loss.planar_segments"), ("loss.brightness=gamma", "loss.brightness"),
+    ("loss.specular_threshold=0.2", "loss.specular_threshold"), ("loss.specular_threshold=1.5", "loss.specular_threshold"),
 ])
 def test_impossible_values_are_named(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -374,3 +374,118 @@ def test_objective_adds_the_weighted_planar_term_from_labels_or_from_the_branch(
     outputs["seg/0"][:, 1, :, : W // 2] = 1  # the branch calls the left half class 1, the right half class 0
     losses, _ = L.self_supervised_objective({k: v for k, v in batch.items() if k != "labels/0"}, outputs, poses, branch)
     torch.testing.assert_close(losses["planar"], 0.5 * L.planar_loss(outputs["disp/0"], outputs["seg/0"].argmax(1), [0, 1, 2, 3]))
+
+
+# ---------------------------------------------------------------------------------------------- moving light
+def _relit(batch: dict, gain: float, offset: float) -> dict:
+    """The batch with both source frames seen under another light: gain * image + offset."""
+    return {k: (gain * v + offset if k in ("image/-1", "image/1") else v) for k, v in batch.items()}
+
+
+def test_affine_fit_recovers_gain_and_offset_from_valid_pixels_only_and_is_detached():
+    g = torch.Generator().manual_seed(5)
+    source = torch.rand(2, 3, 10, 12, generator=g, requires_grad=True)
+    target = torch.stack([1.3 * source[0] + 0.05, 0.7 * source[1] - 0.02]).detach()
+    valid = torch.ones(2, 1, 10, 12, dtype=torch.bool)
+    target[:, :, :, :3] = 1.0  # garbage where the pair is not valid
+    valid[:, :, :, :3] = False
+    gain, offset = L.fit_affine_brightness(source, target, valid)
+    assert gain.shape == offset.shape == (2, 1, 1, 1) and gain.grad_fn is None and offset.grad_fn is None
+    torch.testing.assert_close(gain.flatten(), torch.tensor([1.3, 0.7]), rtol=0, atol=1e-4)
+    torch.testing.assert_close(offset.flatten(), torch.tensor([0.05, -0.02]), rtol=0, atol=1e-4)
+
+
+def test_affine_fit_falls_back_to_identity_and_clamps_the_gain():
+    flat, target = torch.full((1, 3, 8, 8), 0.4), torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    gain, offset = L.fit_affine_brightness(flat, target, torch.ones(1, 1, 8, 8, dtype=torch.bool))
+    assert gain.item() == 1 and offset.item() == 0  # a flat source explains nothing
+    few = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    few[..., 0, :3] = True
+    gain, offset = L.fit_affine_brightness(target, 2 * target, few)
+    assert gain.item() == 1 and offset.item() == 0  # too few pixels to fit
+    gain, _ = L.fit_affine_brightness(target, 5 * target, torch.ones(1, 1, 8, 8, dtype=torch.bool))
+    assert gain.item() == L.AFFINE_GAIN_RANGE[1]
+
+
+def test_affine_brightness_explains_a_global_light_change():
+    """A source that equals the target up to a gain and offset: ~zero error with the affine model, a
+    clear error without; in the objective at the true depth the relit sources cost what unchanged
+    sources cost, and without the model much more."""
+    batch, poses = _textured_plane_batch()
+    target = batch["image/0"]
+    relit = 0.75 * target + 0.1
+    assert L.pair_errors([relit], target, brightness="affine").max() < 1e-4
+    assert L.pair_errors([relit], target).mean() > 0.01
+    cfg_plain, cfg_affine = _cfg(), _cfg(brightness="affine")
+    outputs = _outputs_for_depth(Z_TRUE, cfg_plain)
+    same_light, _ = L.self_supervised_objective(batch, outputs, poses, cfg_plain)
+    other_light = _relit(batch, 0.75, 0.1)
+    plain, _ = L.self_supervised_objective(other_light, outputs, poses, cfg_plain)
+    affine, maps = L.self_supervised_objective(other_light, outputs, poses, cfg_affine)
+    assert same_light["photo"] < 1e-5 and affine["photo"] < 1e-5 and plain["photo"] > 1e-3
+    assert maps["reproj/0"][..., 4:-4].max() < 0.02
+    wrong, _ = L.self_supervised_objective(other_light, _outputs_for_depth(2.0, cfg_affine), poses, cfg_affine)
+    assert affine["photo"] < 0.5 * wrong["photo"]  # the model does not explain a wrong depth away
+
+
+def test_saturated_pixels_are_left_out():
+    """A highlight in the target (clipped at 1, absent from the sources) adds error without the mask;
+    with ``specular_threshold`` its pixels (and a one-pixel margin) leave the loss, and the loss is the
+    mean over the rest."""
+    batch, poses = _textured_plane_batch()
+    batch["image/0"] = batch["image/0"].clone()
+    batch["image/0"][..., 8:14, 20:28] = 1.0
+    hot = L.saturated(batch["image/0"], 0.98)
+    assert hot.sum() == 8 * 10 and bool(hot[..., 7:15, 19:29].all())
+    errors = L.pair_errors([batch["image/1"]], batch["image/0"], specular_threshold=0.98)
+    assert bool(torch.isinf(errors[hot[:, 0:1]]).all()) and bool(torch.isfinite(errors[~hot]).all())
+    one_scale = {"data": {"height": 32, "width": 48}, "model": {"scales": [0]}}
+    cfg_plain, cfg_mask = from_dict(one_scale), from_dict({**one_scale, "loss": {"specular_threshold": 0.98}})
+    outputs = _outputs_for_depth(Z_TRUE, cfg_plain, requires_grad=True)
+    plain, _ = L.self_supervised_objective(batch, outputs, poses, cfg_plain)
+    masked, maps = L.self_supervised_objective(batch, outputs, poses, cfg_mask)
+    assert masked["photo"] < 0.5 * plain["photo"]
+    assert bool(torch.isinf(maps["reproj/0"][hot]).all()) and bool(torch.isfinite(maps["reproj/0"][~hot]).all())
+    per_pixel = torch.minimum(maps["identity_reproj"], maps["reproj/0"])  # the auto-masked minimum
+    torch.testing.assert_close(masked["photo"], per_pixel[~hot].mean())
+    masked["loss"].backward()
+    assert torch.isfinite(outputs["disp/0"].grad).all()
+
+
+def test_defaults_keep_the_photometric_loss_exactly():
+    """With loss.brightness none and no specular mask the photo term is, bit for bit, the plain
+    warp + SSIM/L1 + per-pixel minimum with auto-mask + mean of before these switches."""
+    batch, poses = _textured_plane_batch()
+    cfg = from_dict({"data": {"height": 32, "width": 48}, "model": {"scales": [0]}})
+    assert (cfg.loss.brightness, cfg.loss.specular_threshold) == ("none", 0.0)
+    outputs = _outputs_for_depth(4.5, cfg)
+    losses, _ = L.self_supervised_objective(batch, outputs, poses, cfg)
+    _, depth = G.disp_to_depth(outputs["disp/0"], cfg.model.min_depth, cfg.model.max_depth)
+    target = batch["image/0"]
+    reproj = torch.cat([L.photometric_error(G.warp(batch[f"image/{f}"], depth, poses[f], batch["K"], batch["inv_K"]), target)
+                        for f in (-1, 1)], 1)
+    identity = torch.cat([L.photometric_error(batch[f"image/{f}"], target) for f in (-1, 1)], 1)
+    per_pixel, _ = L.min_reprojection(reproj, identity)
+    assert torch.equal(losses["photo"], per_pixel.mean())
+    warped, inside = L.warp_inside(batch["image/1"], depth, poses[1], batch["K"], batch["inv_K"])
+    assert torch.equal(warped, G.warp(batch["image/1"], depth, poses[1], batch["K"], batch["inv_K"]))
+    shift = round(FX * BASELINE / 4.5)  # px: target column x samples source column x + shift
+    assert bool(inside[..., :W - shift].all()) and not bool(inside[..., W - shift:].any())
+
+
+def test_affine_and_mask_train_finite_and_the_hint_gate_uses_the_same_error():
+    from semhint.refine import reprojection_error
+
+    batch, poses = _textured_plane_batch()
+    batch = _relit(batch, 1.2, -0.05)
+    batch["image/0"] = batch["image/0"].clone()
+    batch["image/0"][..., 3:6, 30:34] = 1.0
+    cfg = _cfg(brightness="affine", specular_threshold=0.95)
+    outputs = _outputs_for_depth(4.0, cfg, requires_grad=True)
+    losses, maps = L.self_supervised_objective(batch, outputs, poses, cfg)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    assert all(torch.isfinite(outputs[f"disp/{s}"].grad).all() for s in cfg.model.scales)
+    gate_error = reprojection_error(maps["depth/0"].detach(), batch, {f: poses[f] for f in (-1, 1)},
+                                    brightness="affine", specular_threshold=0.95)
+    torch.testing.assert_close(gate_error, maps["reproj/0"])

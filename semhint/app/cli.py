@@ -158,10 +158,14 @@ def _add_synth(sub) -> None:
                         ("tissue", "endoscopic video of deforming tissue, with 2D/3D point tracks (mm)")):
         w = worlds.add_parser(world, help=text)
         w.add_argument("--out", required=True, help="output folder (data/, gt_depth/, gt_labels/, poses/, splits/, meta.json)")
-        presets = ["tiny", "demo", "bench"] + (["town"] if world == "drive" else [])
+        presets = ["tiny", "demo", "bench"] + (["town"] if world == "drive" else ["scared"])
         w.add_argument("--preset", default="demo", choices=presets,
                        help="size preset (default demo)" + ("; town: demo's sizes, a curving street with a crossing and "
-                                                            "a pitched camera" if world == "drive" else ""))
+                                                            "a pitched camera" if world == "drive" else
+                                                            "; scared: demo's sizes, a SCARED/Hamlyn-like scope (pan about "
+                                                            "the trocar, dolly, roll: 2-10 px of motion per frame at "
+                                                            "160 px wide), spot light, mostly rigid tissue, an instrument "
+                                                            "that enters and leaves"))
         w.add_argument("--sequences", type=int, default=None, help="number of sequences (overrides the preset)")
         w.add_argument("--frames", type=int, default=None, help="frames per sequence (overrides the preset)")
         w.add_argument("--size", default=None, help="HEIGHTxWIDTH, e.g. 192x640 (overrides the preset)")

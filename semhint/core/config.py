@@ -86,6 +86,9 @@ class LossConfig:
     planar_weight: float = 0.0  # second differences of disparity inside planar segments (0: off)
     planar_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # road, sidewalk, building, wall
     planar_segments: str = "labels"  # segments of the planar prior: labels (the noisy labels) | prediction (the branch)
+    # a light that moves with the camera changes a surface's brightness from frame to frame:
+    brightness: str = "none"  # none | affine: per pair and image, a gain and offset fitted before the comparison
+    specular_threshold: float = 0.0  # leave out pixels whose brightest channel reaches this in either image (0: off)
 
 
 @dataclass
@@ -181,6 +184,7 @@ DATA_KINDS = ("kitti", "folder", "scared", "hamlyn")
 EVAL_PROTOCOLS = ("kitti-eigen", "generic", "scared")  # the names of semhint.evaluation.protocols.PROTOCOLS
 ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
+BRIGHTNESS_MODELS = ("none", "affine")  # loss.brightness (semhint.losses.fit_affine_brightness)
 HINT_SEGMENTS = ("prediction", "labels")
 SMOOTH_DOMAINS = ("log", "disp")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
@@ -283,6 +287,11 @@ def validate(cfg: Config, source: str = "config") -> Config:
             fail(f"loss.{key}", "must be >= 0")
     if lo.seg_loss not in SEG_LOSSES:
         fail("loss.seg_loss", f"must be one of {', '.join(SEG_LOSSES)}, got {lo.seg_loss!r}")
+    if lo.brightness not in BRIGHTNESS_MODELS:
+        fail("loss.brightness", f"must be one of {', '.join(BRIGHTNESS_MODELS)}, got {lo.brightness!r}")
+    if lo.specular_threshold != 0 and not 0.5 <= lo.specular_threshold <= 1:
+        fail("loss.specular_threshold", f"must be 0 (off) or in [0.5, 1] (image values are in [0, 1]; lower would "
+                                        f"leave out ordinary surface, not highlights), got {lo.specular_threshold}")
     if lo.planar_segments not in HINT_SEGMENTS:
         fail("loss.planar_segments", f"must be one of {', '.join(HINT_SEGMENTS)}, got {lo.planar_segments!r}")
     if lo.planar_weight > 0 and lo.planar_segments == "prediction" and m.num_classes == 0:

@@ -38,6 +38,9 @@ PRESETS = {
         "tiny": dict(sequences=2, frames=8, height=48, width=64),
         "demo": dict(sequences=4, frames=60, height=192, width=256),
         "bench": dict(sequences=3, frames=60, height=240, width=320),
+        # demo's sizes, modelled on SCARED / Hamlyn: a scope pivoting about its trocar with dolly and
+        # roll, a spot light, mostly rigid tissue, an instrument that enters and leaves (tissue.py)
+        "scared": dict(sequences=4, frames=60, height=192, width=256, style="scared"),
     },
 }
 
@@ -204,9 +207,12 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
 
     ``sweep_mm`` > 0 moves the camera back and forth across the tissue (TissueConfig.sweep_mm), so
     that depth can be learnt from parallax; the default keeps the tracking clips' near-static camera.
+    ``preset="scared"`` has a moving scope of its own (TissueConfig.style), so it takes no sweep.
     """
     if sweep_mm is not None and not (sweep_mm >= 0 and math.isfinite(sweep_mm)):
         raise InputError(f"--sweep-mm must be a finite number >= 0, got {sweep_mm}")
+    if sweep_mm and PRESETS["tissue"].get(preset, {}).get("style") == "scared":
+        raise InputError("--sweep-mm applies to the clip presets (tiny, demo, bench); --preset scared moves its own scope")
     s = resolve_preset("tissue", preset, sequences=sequences, frames=frames, size=size, queries=queries,
                        sweep_mm=sweep_mm or None)
     out = Path(out)
@@ -220,7 +226,8 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
     sheet = _run_jobs(_tissue_sequence, jobs, workers, cfg.frames, "synth tissue" if progress else None)
     writer.write_tissue_splits(out, s["sequences"], cfg.frames)  # after the frames, before meta.json (last)
     if preview:
-        contact_sheet(out / "preview.png", sheet, TISSUE, f"SynthTissue {cfg.height}x{cfg.width}, seed {seed}", tracks=True)
+        title = f"SynthTissue{' scared' if cfg.style == 'scared' else ''} {cfg.height}x{cfg.width}, seed {seed}"
+        contact_sheet(out / "preview.png", sheet, TISSUE, title, tracks=True)
     writer.write_meta(out, {
         "generator": "semhint synth tissue", "version": __version__, "seed": seed, "preset": preset, "settings": s,
         "layout": "folder", "sequences": [writer.tissue_name(q) for q in range(s["sequences"])],
