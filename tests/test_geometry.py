@@ -154,3 +154,23 @@ def test_depth_to_points_matches_backproject():
     depth = torch.rand(1, 1, 5, 6, generator=torch.Generator().manual_seed(6)) + 1
     cloud = G.depth_to_points(depth[0, 0], K[0])
     torch.testing.assert_close(cloud, G.backproject(depth, torch.linalg.inv(K))[0, :3].T, rtol=1e-5, atol=1e-5)
+
+
+def test_axisangle_to_matrix_matches_opencv_rodrigues_from_tiny_to_large_angles():
+    cv2 = pytest.importorskip("cv2")
+    g = np.random.default_rng(0)
+    vectors = [g.normal(size=3) * scale for scale in (1e-9, 1e-6, 1e-4, 1e-2, 0.3, 1.0, 3.0)]
+    R = G.axisangle_to_matrix(torch.tensor(np.array(vectors))[:, None])
+    for v, got in zip(vectors, R):
+        np.testing.assert_allclose(got[:3, :3].numpy(), cv2.Rodrigues(v)[0], atol=1e-12)
+        assert got[3, 3] == 1 and not got[:3, 3].any() and not got[3, :3].any()
+
+
+def test_axisangle_to_matrix_has_the_true_gradient_at_zero():
+    """dR/dv at v = 0 is the skew matrix of dv; a zero-initialised pose head depends on it."""
+    jac = torch.autograd.functional.jacobian(lambda v: G.axisangle_to_matrix(v)[0, :3, :3],
+                                             torch.zeros(1, 1, 3, dtype=torch.float64))[..., 0, 0, :]
+    e = torch.eye(3, dtype=torch.float64)
+    for k in range(3):
+        skew = torch.linalg.cross(e[k].expand(3, 3), e, dim=-1).T  # [e_k]x: column j is e_k x e_j
+        torch.testing.assert_close(jac[..., k], skew)

@@ -12,6 +12,7 @@ import torch.nn as nn
 from conftest import ORACLES
 
 from semhint.core.config import ModelConfig
+from semhint.core.geometry import axisangle_to_matrix, pose_from_axisangle
 from semhint.core.fileio import InputError
 from semhint.models import DepthNet, build_depth_net, build_pose_net, count_parameters, parameter_report
 from semhint.models.decoder import DEC_CHANNELS, NUM_LAYERS, MultiTaskDecoder
@@ -304,6 +305,22 @@ def test_zero_initialised_pose_net_starts_at_no_motion_and_still_learns():
     optimizer.step()
     _, moved = net(a, b)
     assert moved[..., 2].mean() < 0  # the first step already moves towards the target direction
+
+
+def test_zero_initialised_pose_net_learns_rotation_through_the_pose_matrix():
+    """Training reaches the rotation only through pose_from_axisangle; at exactly zero axis-angle a
+    textbook Rodrigues (unit axis v / (|v| + eps)) has zero gradient, and the head never rotated."""
+    torch.manual_seed(0)
+    net = build_pose_net(ModelConfig(pose_zero_init=True))
+    a, b = torch.rand(2, 3, 64, 96), torch.rand(2, 3, 64, 96)
+    target = axisangle_to_matrix(torch.tensor([[[0.0, 0.02, 0.0]]]))  # a small pan, as an endoscope makes
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    T = pose_from_axisangle(*net(a, b))
+    (T[:, :3, :3] - target[:, :3, :3]).pow(2).sum().backward()
+    assert net.decoder.out.weight.grad[:3].abs().sum() > 0  # the rotation rows of the head get a gradient
+    optimizer.step()
+    turned, _ = net(a, b)
+    assert turned[..., 1].mean() > 0  # and the first step already turns towards the target
 
 
 def test_pose_net_on_pretrained_efficientnet_tiles_the_stem_over_both_frames():

@@ -87,21 +87,28 @@ def flip_intrinsics(K: torch.Tensor, width: int) -> torch.Tensor:
 # poses
 # ----------------------------------------------------------------------------------------------
 def axisangle_to_matrix(axisangle: torch.Tensor) -> torch.Tensor:
-    """Rodrigues' formula: (B, 1, 3) axis-angle vectors to (B, 4, 4) rotation matrices."""
-    angle = torch.linalg.vector_norm(axisangle, dim=-1, keepdim=True)  # B x 1 x 1
-    axis = axisangle / (angle + _EPS)
-    ca, sa = torch.cos(angle), torch.sin(angle)
-    c = 1 - ca
-    x, y, z = axis[..., 0:1], axis[..., 1:2], axis[..., 2:3]
-    xs, ys, zs = x * sa, y * sa, z * sa
-    xc, yc, zc = x * c, y * c, z * c
-    xyc, yzc, zxc = x * yc, y * zc, z * xc
-    rows = [
-        torch.cat([x * xc + ca, xyc - zs, zxc + ys], dim=-1),
-        torch.cat([xyc + zs, y * yc + ca, yzc - xs], dim=-1),
-        torch.cat([zxc - ys, yzc + xs, z * zc + ca], dim=-1),
-    ]
-    R3 = torch.stack([r.squeeze(-2) for r in rows], dim=-2)  # B x 3 x 3
+    """Rodrigues' formula: (B, 1, 3) axis-angle vectors v to (B, 4, 4) rotation matrices.
+
+    Written as R = I + (sin t / t) [v]x + ((1 - cos t) / t^2) [v]x^2 with t = |v|, the two factors
+    taken from their Taylor series near t = 0, so that the gradient at v = 0 is the true one
+    (dR = [dv]x). The textbook form through a unit axis v / (t + eps) has zero gradient at exactly
+    v = 0: a pose net whose head starts at zero motion (``model.pose_zero_init``) would then never
+    learn any rotation at all.
+    """
+    v = axisangle.squeeze(-2)  # B x 3
+    t2 = (v * v).sum(-1)[..., None, None]  # B x 1 x 1
+    small = t2 < 1e-8  # |v| < 1e-4 rad: the series are exact to float precision there
+    t = torch.sqrt(torch.where(small, torch.ones_like(t2), t2))  # no sqrt(0) in the graph
+    sinc = torch.where(small, 1 - t2 / 6, torch.sin(t) / t)
+    half = torch.sin(t / 2) / t  # (1 - cos t) / t^2 = 2 sin^2(t/2) / t^2, without cancellation
+    cosc = torch.where(small, 0.5 - t2 / 24, 2 * half * half)
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    zero = torch.zeros_like(x)
+    skew = torch.stack([torch.stack([zero, -z, y], -1),
+                        torch.stack([z, zero, -x], -1),
+                        torch.stack([-y, x, zero], -1)], -2)  # B x 3 x 3
+    eye = torch.eye(3, dtype=v.dtype, device=v.device)
+    R3 = eye + sinc * skew + cosc * (skew @ skew)
     R = torch.zeros(*R3.shape[:-2], 4, 4, dtype=axisangle.dtype, device=axisangle.device)
     R[..., :3, :3] = R3
     R[..., 3, 3] = 1
