@@ -11,6 +11,7 @@ at a time), then writes the table as the lab record docs/lab/KEY.md (+ .json).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,10 +29,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--world", choices=list(S.REPORTS), default="drive")
     p.add_argument("--out", default="runs/semhint_bench", help="where runs and their results are cached")
     p.add_argument("--data", default="", help="rendered data root (default OUT/<world>; rendered if missing)")
-    p.add_argument("--sequences", type=int, default=4)
-    p.add_argument("--frames", type=int, default=40)
-    p.add_argument("--render-size", default="64x208", help="render size HxW")
-    p.add_argument("--preset", default="demo", help="render preset when OUT/<world> must be rendered (drive: demo | town)")
+    p.add_argument("--sequences", type=int, default=None, help="render: sequences (drive default 4; tissue: the preset's)")
+    p.add_argument("--frames", type=int, default=None, help="render: frames per sequence (drive default 40; tissue: the preset's)")
+    p.add_argument("--render-size", default=None, help="render size HxW (drive default 64x208; tissue: the preset's)")
+    p.add_argument("--preset", default="demo",
+                   help="render preset when OUT/<world> must be rendered (drive: demo | town; tissue: demo | scared)")
     p.add_argument("--render-seed", type=int, default=0, help="the world's seed when it must be rendered")
     p.add_argument("--size", default="", help="network input HxW (default: the config's)")
     p.add_argument("--encoder", default="", help="override model.encoder for every run")
@@ -58,8 +60,17 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def rendered_size(root: Path) -> str:
+    """HxW of a finished render, from its meta.json (a tissue preset's own size)."""
+    settings = json.loads((root / "meta.json").read_text())["settings"]
+    return f"{settings['height']}x{settings['width']}"
+
+
 def main() -> None:
     args = parse_args()
+    if args.world != "tissue":  # the drive records were rendered at these sizes: keep them reproducible
+        args.sequences, args.frames = args.sequences or 4, args.frames or 40
+        args.render_size = args.render_size or "64x208"
     sweep = S.Sweep(**{k: getattr(args, k) for k in SWEEP_FIELDS})
     if args.one:  # a launched process: one (config, seed)
         torch.set_num_threads(1)
@@ -73,7 +84,8 @@ def main() -> None:
     if not args.report_only:
         S.ensure_data(sweep.world, Path(sweep.data), args.sequences, args.frames, args.render_size,
                       seed=args.render_seed, preset=args.preset)
-        h, w = (int(v) for v in (args.size or args.render_size).split("x"))
+        size = args.size or args.render_size or rendered_size(Path(sweep.data))
+        h, w = (int(v) for v in size.split("x"))
         for name in S.label_folders(sweep):
             S.ensure_labels(Path(sweep.data), name, sweep.world, (h, w), args.labeler_steps)
         flags = [a for a in sys.argv[1:] if a not in ("--report-only",)]

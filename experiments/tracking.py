@@ -1,10 +1,13 @@
-"""Tissue tracking on SynthTissue: every sequence under OUT/data scored against its exact tracks.
+"""Tissue tracking on SynthTissue: the sequences of a split under OUT/data scored against their exact tracks.
 
 Rows: zero motion, flow (DIS, LK), the graph with ground-truth depth (exact, 2 % and 5 % smooth
-relative noise) and, given checkpoints, with baseline and SemHint depth; written as the lab record
-docs/lab/tracking_synth.md.
+relative noise) and, given checkpoints, with baseline and SemHint depth; written as a lab record
+(default docs/lab/tracking_synth.md). Several checkpoints per arm (one per training seed) are each
+tracked and averaged, and the arms' 3D errors are compared seed against seed (Welch's interval).
+``--split test`` keeps to the sequences of OUT/splits/test.txt, which no depth net trained on;
+``--split all`` (the default, as the first records were made) takes every sequence.
 
-    python experiments/tracking.py --data OUT [--baseline CKPT] [--semhint CKPT]
+    python experiments/tracking.py --data OUT [--baseline CKPT ...] [--semhint CKPT ...]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semhint.core.stats import compare_seeds, format_comparison
 from semhint.lab.records import markdown_table, write_record
 from semhint.tracking import evaluate_tracks, load_clip, track, zero_motion
 
@@ -31,11 +35,24 @@ def _rows_for(clip, specs) -> list[tuple[str, dict]]:
     return out
 
 
-def bench_synth(data_root: Path, baseline: str | None, semhint: str | None, max_sequences: int,
-                noise_draws: int = 3) -> None:
-    seqs = sorted(p for p in (data_root / "data").iterdir() if (data_root / "tracks" / f"{p.name}.npz").is_file())
+def split_sequences(data_root: Path, split: str) -> set[str] | None:
+    """Sequence names in OUT/splits/SPLIT.txt (None for ``all``)."""
+    if split == "all":
+        return None
+    path = data_root / "splits" / f"{split}.txt"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such split file (use --split all to track every sequence)")
+    return {line.split()[0] for line in path.read_text().splitlines() if line.strip()}
+
+
+def bench_synth(data_root: Path, baseline: list[str], semhint: list[str], max_sequences: int,
+                noise_draws: int = 3, split: str = "all", key: str = "tracking_synth",
+                title: str = "Tissue tracking on SynthTissue") -> None:
+    keep = split_sequences(data_root, split)
+    seqs = sorted(p for p in (data_root / "data").iterdir() if (data_root / "tracks" / f"{p.name}.npz").is_file()
+                  and (keep is None or p.name in keep))
     if not seqs:
-        raise SystemExit(f"{data_root}: no SynthTissue sequences (expected data/SEQ and tracks/SEQ.npz)")
+        raise SystemExit(f"{data_root}: no SynthTissue sequences in split {split!r} (expected data/SEQ and tracks/SEQ.npz)")
     seqs = seqs[:max_sequences]
     specs = [
         ("zero motion", "zero"),
@@ -54,37 +71,65 @@ def bench_synth(data_root: Path, baseline: str | None, semhint: str | None, max_
     specs = [(label, dict(kwargs, seed=k) if isinstance(kwargs, dict) and kwargs.get("depth_noise") else kwargs)
              for label, kwargs in specs
              for k in range(noise_draws if isinstance(kwargs, dict) and kwargs.get("depth_noise") else 1)]
-    for name, ckpt in (("baseline", baseline), ("SemHint", semhint)):
+    per_seed: dict[str, dict[str, list[tuple[int, str]]]] = {}  # row label -> arm, [(seed index, spec label)]
+    for name, ckpts in (("baseline", baseline), ("SemHint", semhint)):
         for mode in ("graph", "graph+flow"):
-            specs.append((f"{mode}, {name} depth", dict(mode=mode, depth=ckpt, scale="first-frame") if ckpt else None))
-    per_row: dict[str, list[dict]] = {label: [] for label, _ in specs}  # keeps the first-seen order
+            label = f"{mode}, {name} depth"
+            if not ckpts:
+                specs.append((label, None))
+                continue
+            for k, ckpt in enumerate(ckpts):
+                specs.append((f"{label} #{k}", dict(mode=mode, depth=ckpt, scale="first-frame")))
+                per_seed.setdefault(mode, {}).setdefault(name, []).append((k, f"{label} #{k}"))
+    per_spec: dict[str, list[dict]] = {label: [] for label, _ in specs}  # keeps the first-seen order
     for seq in seqs:
         clip = load_clip(seq)
         for label, scores in _rows_for(clip, specs):
             if scores is not None:
-                per_row[label].append(scores)
+                per_spec[label].append(scores)
         print(f"{seq.name}: done", flush=True)
+    per_row: dict[str, list[dict]] = {}  # the checkpoints of one arm pool into one row (mean over seeds)
+    for label, runs in per_spec.items():
+        per_row.setdefault(label.split(" #")[0], []).extend(runs)
     rows = [_table_row(label, runs) for label, runs in per_row.items()]
+    comparisons = _compare_arms(per_seed, per_spec)
     cols = ["method", "2D mean px", "2D median px", "delta_avg 2D", "3D mean mm", "delta_avg 3D", "edge px",
             "high-motion px", "survival", "fps"]
     command = f"python experiments/tracking.py --data {data_root}" + \
-        (f" --baseline {baseline}" if baseline else "") + (f" --semhint {semhint}" if semhint else "") + \
-        f" --noise-draws {noise_draws}"
+        (f" --baseline {' '.join(baseline)}" if baseline else "") + (f" --semhint {' '.join(semhint)}" if semhint else "") + \
+        f" --noise-draws {noise_draws}" + (f" --split {split}" if split != "all" else "") + (f" --key {key}" if key != "tracking_synth" else "")
     pending = [label for label, runs in per_row.items() if not runs]
     body = (f"{len(seqs)} SynthTissue sequence(s) from `{data_root}` ({_provenance(data_root)}); each number is the mean over sequences of "
             "the per-sequence score (2D: per frame, then over frames; visible labelled points only; the query "
             "frame excluded). Noise rows: smooth relative noise on the ground-truth depth, drawn per frame "
-            f"(seeds 0..{noise_draws - 1}; the row is the mean over sequences and draws). Depth networks: scale fixed at the first frame against ground truth. How to read it: "
+            f"(seeds 0..{noise_draws - 1}; the row is the mean over sequences and draws). Depth networks: scale fixed at the first frame against ground truth; "
+            f"{len(baseline)} baseline and {len(semhint)} SemHint checkpoint(s), one per training seed, each row the mean over them. How to read it: "
             "zero motion is the floor every tracker must beat; 'flow + lift' has the 2D error of flow by "
             "construction (depth only shows in its 3D error); the graph rows move points with depth, so there "
             "depth quality reaches the 2D error too. 'graph' is depth only (point-to-plane, as SuPer); "
             "'graph+flow' adds flow residuals.\n\n"
             + markdown_table(rows, cols))
+    if comparisons:
+        body += ("\n\n3D error (mm), SemHint depth minus baseline depth, over training seeds (Welch's 95 % interval, "
+                 "two-sided p, seeds where SemHint tracked better; negative = SemHint better): "
+                 + "; ".join(f"{mode}: {text}" for mode, text in comparisons.items()) + ".")
     if pending:
         body += ("\n\nRows without numbers await trained checkpoints (pass --baseline / --semhint): "
                  + ", ".join(pending) + ".")
-    write_record("tracking_synth", "Tissue tracking on SynthTissue", command, body,
-                  {"sequences": [s.name for s in seqs], "rows": rows, "raw": per_row})
+    write_record(key, title, command, body,
+                 {"sequences": [s.name for s in seqs], "split": split, "rows": rows, "raw": per_spec,
+                  "comparisons": comparisons})
+
+
+def _compare_arms(per_seed: dict, per_spec: dict) -> dict[str, str]:
+    """Per tracker, SemHint's 3D error minus the baseline's over seeds (needs >= 2 checkpoints per arm)."""
+    out = {}
+    for mode, arms in per_seed.items():
+        if len(arms.get("baseline", [])) < 2 or len(arms.get("SemHint", [])) < 2:
+            continue
+        seed_mean = {name: {k: _mean(per_spec[label], "3d", "mean_mm") for k, label in runs} for name, runs in arms.items()}
+        out[mode] = format_comparison(compare_seeds(seed_mean["baseline"], seed_mean["SemHint"]))
+    return out
 
 
 def _provenance(data_root: Path) -> str:
@@ -128,12 +173,16 @@ def _table_row(label: str, runs: list[dict]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, type=Path, help="SynthTissue output folder (semhint synth tissue --out)")
-    p.add_argument("--baseline", default=None, help="baseline depth checkpoint trained on SynthTissue")
-    p.add_argument("--semhint", default=None, help="SemHint depth checkpoint trained on SynthTissue (noisy labels)")
+    p.add_argument("--baseline", nargs="+", default=[], help="baseline depth checkpoint(s) trained on SynthTissue, one per seed")
+    p.add_argument("--semhint", nargs="+", default=[], help="SemHint depth checkpoint(s) trained on SynthTissue (noisy labels)")
+    p.add_argument("--split", default="all", help="all (default) or SPLIT: the sequences of OUT/splits/SPLIT.txt (test: "
+                   "those no depth net trained on)")
+    p.add_argument("--key", default="tracking_synth", help="lab record key (docs/lab/KEY.md)")
+    p.add_argument("--title", default="Tissue tracking on SynthTissue")
     p.add_argument("--sequences", type=int, default=100, help="use at most this many sequences")
     p.add_argument("--noise-draws", type=int, default=3, help="noise draws averaged in each noisy-depth row")
     args = p.parse_args()
-    bench_synth(args.data, args.baseline, args.semhint, args.sequences, args.noise_draws)
+    bench_synth(args.data, args.baseline, args.semhint, args.sequences, args.noise_draws, args.split, args.key, args.title)
 
 
 if __name__ == "__main__":
