@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean real-kitti
+.PHONY: demo test test-fast bench clean real-kitti tissue
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=python3.x)"; exit 1; }
@@ -33,3 +33,18 @@ clean:
 SEEDS ?= 0 1 2 3 4
 real-kitti: $(STAMP)
 	$(BIN)/python experiments/real_kitti.py --out runs/real_kitti --seeds $(SEEDS)
+
+# Issue 20 end to end for one seed (TISSUE_SEEDS): render the SCARED-like tissue world, train the depth-only
+# baseline and SemHint (600 steps each), score them against a constant depth, then track the held-out
+# sequence with their depth beside exact depth and zero motion; records docs/lab/tissue_make*.md. CPU: ~30 min
+TISSUE_SEEDS ?= 0
+TISSUE_OUT ?= runs/tissue
+TISSUE_STEPS ?= 600
+tissue: $(STAMP)
+	$(BIN)/python experiments/run_semhint.py --world tissue --preset scared --out $(TISSUE_OUT) --steps $(TISSUE_STEPS) \
+		--labels corrupt0.5 --jobs 2 --seeds $(TISSUE_SEEDS) --configs synth_tissue_scared semhint_synth_tissue_scared \
+		--key tissue_make$(TISSUE_KEY_SUFFIX) --title 'make tissue: baseline and SemHint on the SCARED-like tissue world'
+	$(BIN)/python experiments/tracking.py --data $(TISSUE_OUT)/tissue --split test --noise-draws 1 --key tissue_make_tracking$(TISSUE_KEY_SUFFIX) \
+		--title 'make tissue: tracking the held-out sequence with trained depth' \
+		--baseline $(foreach s,$(TISSUE_SEEDS),$(TISSUE_OUT)/runs/synth_tissue_scared/seed$(s)/checkpoints/last.ckpt) \
+		--semhint $(foreach s,$(TISSUE_SEEDS),$(TISSUE_OUT)/runs/semhint_synth_tissue_scared-corrupt0.5/seed$(s)/checkpoints/last.ckpt)
