@@ -28,6 +28,7 @@ from typing import Any, Iterator
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -66,6 +67,44 @@ def predict_poses(pose_net: torch.nn.Module, batch: dict, frame_ids: list[int]) 
         axisangle, translation = pose_net(*pair)
         poses[f] = geometry.pose_from_axisangle(axisangle, translation, invert=f < 0)
     return poses
+
+
+@contextmanager
+def frozen_norm_stats(module: torch.nn.Module) -> Iterator[None]:
+    """Batch-norm layers keep normalising with batch statistics (train mode) but leave their running
+    statistics exactly as they were: momentum 0 makes the update ``(1 - 0) * running + 0 * batch``,
+    and the batch counter is put back afterwards."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
+def source_segmentation(depth_net: torch.nn.Module, images: torch.Tensor, scale: int = 0) -> dict[str, torch.Tensor]:
+    """A source frame's segmentation outputs for the pseudo-semantic term (``{"seg/s": logits}``).
+
+    ``scale`` 0 (the default): ``depth_net.segment`` at the training resolution, exactly the
+    ``seg/s`` of a full forward. ``scale`` n > 0 (``refine.pseudo_seg_scale``, a cost switch that
+    changes the numbers): the images area-downsampled by 2^n, the logits upsampled back
+    (bilinear), about 4^n times cheaper; batch norm then normalises with the small images' batch
+    statistics but leaves the running statistics alone (:func:`frozen_norm_stats`), so the
+    evaluation-time statistics stay those of full-resolution images.
+    """
+    if scale <= 0:
+        return depth_net.segment(images)
+    h, w = images.shape[-2:]
+    small = F.interpolate(images, size=(max(1, h >> scale), max(1, w >> scale)), mode="area")
+    with frozen_norm_stats(depth_net):
+        out = depth_net.segment(small)
+    return {k: F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False) for k, v in out.items()}
 
 
 def pose_warmup_outputs(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -239,9 +278,12 @@ class SemHintModule(L.LightningModule):
             source_outputs = {}
             if cfg.refine.pseudo_seg and epoch >= cfg.refine.warmup_epochs:
                 # only the sources' detached class probabilities are used (warped into the target):
-                # no graph, so no activation memory and no wasted backward bookkeeping
+                # no graph, so no activation memory and no wasted backward bookkeeping; and only the
+                # segmentation outputs, so the depth branch is not run for them
                 with torch.no_grad():
-                    source_outputs = {f: self.depth_net(batch[f"image_aug/{f}"]) for f in cfg.data.frame_ids[1:]}
+                    source_outputs = {f: source_segmentation(self.depth_net, batch[f"image_aug/{f}"],
+                                                             cfg.refine.pseudo_seg_scale)
+                                      for f in cfg.data.frame_ids[1:]}
             refine_losses, stats = refinement_losses(batch, outputs, maps, poses, source_outputs, cfg, epoch)
             losses["loss"] = losses["loss"] + refine_losses["loss"]
             losses.update({f"refine/{k}": v for k, v in refine_losses.items()})

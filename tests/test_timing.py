@@ -66,3 +66,56 @@ def test_gpu_benchmark_runs_on_cpu_at_a_tiny_size_and_writes_its_record(tmp_path
     assert spent.returncode == 0, spent.stderr[-2000:]
     record = json.loads((tmp_path / "gpu_bench_cpu.json").read_text())
     assert record["train"] and all(row["status"].startswith("skipped") for row in record["train"] + record["inference"])
+
+
+def _bench_scaling():
+    """benchmarks/bench_scaling.py as a module (a script, not part of the package)."""
+    import importlib.util  # lazy: only these tests load the script
+
+    spec = importlib.util.spec_from_file_location("bench_scaling", REPO / "benchmarks" / "bench_scaling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scaling_cost_model_recovers_a_known_cost_and_predicts_with_it():
+    bench = _bench_scaling()
+    truth = {"baseline": (0.05, 2.0, 0.0), "semhint": (0.08, 3.0, 0.02)}  # a (s), b (s / Mpx), c (s / Mpx / class)
+    rows = []
+    for arm, (a, b, c) in truth.items():
+        for pixels, classes in ((0.05, 19), (0.12, 19), (0.5, 19), (0.12, 3), (0.12, 11)):
+            rows.append({"arm": arm, "pixels_per_step": pixels * 1e6, "classes": classes if arm == "semhint" else 0,
+                         "s_per_step": a + pixels * (b + c * (classes if arm == "semhint" else 0))})
+    models = bench.fit_cost_model(rows)
+    for arm, (a, b, c) in truth.items():
+        assert models[arm]["a_s"] == pytest.approx(a, abs=1e-9) and models[arm]["b_s_per_mpx"] == pytest.approx(b)
+        assert models[arm]["max_fit_error"] < 1e-9
+    assert models["semhint"]["c_s_per_mpx_per_class"] == pytest.approx(0.02)
+    assert bench.predict(models["semhint"], "semhint", 192, 640, 12, 19) == pytest.approx(0.08 + 1.47456 * 3.38)
+    # more classes measured as (slightly) cheaper is noise: no negative per-class cost is kept
+    noisy = [dict(r, s_per_step=(0.08 + 3.0 * r["pixels_per_step"] / 1e6) * (1 - 0.01 * r["classes"] / 19))
+             for r in rows if r["arm"] == "semhint"]
+    model = bench.fit_cost_model(noisy)["semhint"]
+    assert model["c_s_per_mpx_per_class"] == 0.0 and model["b_s_per_mpx"] > 0
+
+
+@pytest.mark.slow  # tens of seconds: a few SemHint and baseline steps at the smallest sizes
+def test_scaling_benchmark_writes_its_record(tmp_path):
+    args = [sys.executable, "benchmarks/bench_scaling.py", "--sizes", "64x64", "96x64", "--batches", "1",
+            "--classes", "3", "--ref-size", "64x64", "--repeats", "1", "--warmup", "0", "--lab-dir", str(tmp_path)]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "step_scaling.json").read_text())
+    assert {(r["axis"], r["arm"]) for r in record["rows"]} == {
+        ("resolution", "baseline"), ("resolution", "semhint"), ("resolution", "semhint coarse"),
+        ("resolution", "semhint branch only"),
+        ("batch", "baseline"), ("batch", "semhint"), ("classes", "semhint")}
+    assert set(record["cost_model"]) == {"baseline", "semhint", "semhint coarse", "semhint branch only"}
+    assert record["command"].startswith(".venv/bin/python benchmarks/bench_scaling.py")
+    assert "Cost model" in (tmp_path / "step_scaling.md").read_text()
+    refit = ["benchmarks/bench_scaling.py", "--refit", str(tmp_path / "step_scaling.json"), "--lab-dir", str(tmp_path)]
+    again = subprocess.run([sys.executable, *refit], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    refitted = json.loads((tmp_path / "step_scaling.json").read_text())
+    assert "refit" in refitted and refitted["command"] == record["command"]
+    assert [r["s_per_step"] for r in refitted["rows"]] == [r["s_per_step"] for r in record["rows"]]

@@ -120,6 +120,10 @@ class RefineConfig:
     pseudo_seg_max_photo: float = 0.1  # photometric error under which a warped label is consistent
     border_snap: bool = False
     warmup_epochs: int = 1  # refinement losses switch on after this many epochs
+    # cost switches (off = 0: the default, the behaviour every recorded result was measured with); each
+    # CHANGES the numbers, for a cheaper step (docs/lab/step_scaling.md)
+    hint_scale: int = 0  # the hint operators run at 1 / 2^n of the training resolution, the hint upsampled
+    pseudo_seg_scale: int = 0  # the source frames' segmentation (pseudo-semantics) at 1 / 2^n, upsampled
 
 
 @dataclass
@@ -229,6 +233,9 @@ def validate_numbers(cfg: Config, source: str = "config") -> None:
         if getattr(cfg.trainer, key) <= 0:
             raise ConfigError(f"{source}: trainer.{key}: must be > 0, got {getattr(cfg.trainer, key)}")
     r = cfg.refine
+    for key in ("hint_scale", "pseudo_seg_scale"):
+        if not 0 <= getattr(r, key) <= 4:
+            raise ConfigError(f"{source}: refine.{key}: must be 0 (full resolution) to 4, got {getattr(r, key)}")
     if r.bilateral_sigma_color <= 0 or r.bilateral_sigma_space <= 0:
         raise ConfigError(f"{source}: refine.bilateral_sigma_color/space: must be > 0, got "
                           f"{r.bilateral_sigma_color}, {r.bilateral_sigma_space}")

@@ -50,6 +50,13 @@ class DepthNet(nn.Module):
         height, width = images.shape[-2:]
         return self.decoder(self.encoder(images), (height, width))
 
+    def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``forward(images)``'s ``seg/{s}`` outputs alone (the depth branch is not run): what the
+        pseudo-semantic term needs of the source frames, at the cost of the encoder, the shared trunk
+        and the segmentation branch."""
+        height, width = images.shape[-2:]
+        return self.decoder.segment(self.encoder(images), (height, width))
+
 
 def build_depth_net(cfg: ModelConfig) -> DepthNet:
     """The depth net described by ``cfg`` (encoder, pretrained weights, k, classes, scales)."""

@@ -167,9 +167,22 @@ class MultiTaskDecoder(nn.Module):
         depth_stages.update(trunk_stages)
         outputs = {f"disp/{s}": self.disp_heads[str(s)](depth_stages[s]) for s in self.scales}
         if self.num_classes > 0:
-            g = self.seg_grad_scale
-            seg_features = [scale_grad(f, g) for f in features]
-            _, seg_stages = self.seg(scale_grad(trunk, g), seg_features, out_size)
-            seg_stages.update({s: scale_grad(t, g) for s, t in trunk_stages.items()})
-            outputs.update({f"seg/{s}": self.seg_heads[str(s)](seg_stages[s]) for s in self.seg_scales})
+            outputs.update(self._segment(features, trunk, trunk_stages, out_size))
         return outputs
+
+    def segment(self, features: list[torch.Tensor], out_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The ``seg/{s}`` outputs of :meth:`forward` alone: the shared trunk and the segmentation branch,
+        the depth branch not run. The same operations as in ``forward``, so the same numbers; the
+        decoder holds no normalisation layers, so skipping the depth branch changes no state either."""
+        if self.num_classes == 0:
+            raise ValueError("segment: this decoder has no segmentation branch (num_classes = 0)")
+        trunk, trunk_stages = self.shared(features[4], features, out_size)
+        return self._segment(features, trunk, trunk_stages, out_size)
+
+    def _segment(self, features: list[torch.Tensor], trunk: torch.Tensor, trunk_stages: dict[int, torch.Tensor],
+                 out_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        g = self.seg_grad_scale
+        seg_features = [scale_grad(f, g) for f in features]
+        _, seg_stages = self.seg(scale_grad(trunk, g), seg_features, out_size)
+        seg_stages.update({s: scale_grad(t, g) for s, t in trunk_stages.items()})
+        return {f"seg/{s}": self.seg_heads[str(s)](seg_stages[s]) for s in self.seg_scales}

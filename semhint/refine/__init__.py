@@ -17,6 +17,7 @@ from semhint.refine.hints import (
                                   GatedHint,
                                   accepted_pixels,
                                   camera_translation,
+                                  coarse_hint,
                                   hint_class_mask,
                                   hint_gate,
                                   hint_gt_stats,
@@ -41,7 +42,7 @@ from semhint.refine.surfaces import (
 from semhint.refine.terms import hint_term, pseudo_seg_term, refinement_losses
 
 __all__ = [
-    "OPERATORS", "GatedHint", "HintInputs", "accepted_pixels", "propose_hint", "Operator", "apply_operators", "border_morphing", "camera_translation", "check_config", "facade_planes",
+    "OPERATORS", "GatedHint", "HintInputs", "accepted_pixels", "propose_hint", "Operator", "apply_operators", "border_morphing", "camera_translation", "check_config", "coarse_hint", "facade_planes",
     "fuse_probabilities", "ground_contact", "ground_plane", "ground_up", "hint_class_mask", "hint_gate", "hint_gt_stats", "hint_segments",
     "hint_term", "make_depth_hint", "oracle_hint", "pseudo_seg_term", "refinement_losses", "reprojection_error",
     "segment_aware_smoothing", "segment_surface_fit", "select_pseudo_labels", "snap_borders", "texture_weight",

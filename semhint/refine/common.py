@@ -13,12 +13,32 @@ import torch
 EPS = 1e-6
 
 
+def channel_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x.max(1)`` of a B x C x ... tensor: (values, indices of the first maximum), the same numbers.
+
+    A running comparison over the channels, several times faster on the CPU than the strided
+    reduction ``max(1)`` / ``argmax(1)`` run over the channel dimension of a B x C x H x W map (for 19
+    classes at 96 x 320, batch 4: 4 ms against 8 and 30). A map holding NaN takes ``max(1)`` itself,
+    so that NaN wins as it does there; so does one on a GPU, where the reduction is not the slow part
+    and the NaN check would cost a device-to-host sync.
+    """
+    if x.device.type != "cpu" or x.shape[1] == 0 or bool(torch.isnan(x).any()):
+        return x.max(1)
+    best = x[:, 0].clone()
+    index = torch.zeros_like(best, dtype=torch.long)
+    for c in range(1, x.shape[1]):
+        xc = x[:, c]
+        index.masked_fill_(xc > best, c)  # strictly greater: ties keep the first maximum
+        best = torch.maximum(best, xc)
+    return best, index
+
+
 def as_labels(seg: torch.Tensor) -> torch.Tensor:
     """Class logits/probabilities (B, C, H, W) or labels (B, H, W) / (B, 1, H, W) -> int64 (B, H, W)."""
     if seg.is_floating_point():
         if seg.dim() != 4:
             raise ValueError(f"segmentation logits must be B x C x H x W, got shape {tuple(seg.shape)}")
-        return seg.argmax(1)
+        return channel_max(seg)[1]  # = seg.argmax(1)
     if seg.dim() == 4:
         seg = seg[:, 0]
     return seg.long()

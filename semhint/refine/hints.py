@@ -4,7 +4,7 @@ it, the Depth Hints gate that decides where it may teach, and its quality where 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import torch
@@ -54,7 +54,31 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
     """
     inputs = HintInputs(labels=as_labels(seg.detach()), image=image.detach(), K=K, generator=generator,
                         depth_gt=depth_gt, translation=None if translation is None else translation.detach())
+    if refine_cfg.hint_scale > 0:
+        return coarse_hint(refine_cfg.hint_operators, depth.detach(), inputs, refine_cfg, refine_cfg.hint_scale)
     return apply_operators(refine_cfg.hint_operators, depth.detach(), inputs, refine_cfg)
+
+
+def coarse_hint(names: list[str], depth: torch.Tensor, inputs: HintInputs, refine_cfg: RefineConfig, scale: int
+                ) -> torch.Tensor:
+    """The operators ``names`` run at 1 / 2^scale of the depth's resolution, the hint brought back to it
+    (``refine.hint_scale``: a cost switch, about 4^scale times less operator work, that changes the hint).
+
+    Depth and image are area-downsampled, the labels subsampled (nearest), the intrinsics resized
+    with them. Back at full resolution a pixel takes the coarse hint (bilinear in inverse depth,
+    which is affine on every plane) where its coarse pixel was moved by the operators, and keeps
+    the depth where it was not, so the pixels no operator touches stay unchanged and out of the loss.
+    """
+    h, w = depth.shape[-2:]
+    size = (max(1, h >> scale), max(1, w >> scale))
+    depth_c = F.interpolate(depth, size=size, mode="area")
+    labels_c = F.interpolate(inputs.labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    coarse = replace(inputs, labels=labels_c, image=F.interpolate(inputs.image, size=size, mode="area"),
+                     K=geometry.resize_intrinsics(inputs.K, (h, w), size))
+    hint_c = apply_operators(names, depth_c, coarse, refine_cfg)
+    moved = F.interpolate((hint_c != depth_c).to(depth.dtype), size=(h, w), mode="nearest") > 0
+    inv = F.interpolate(1.0 / hint_c.clamp_min(EPS), size=(h, w), mode="bilinear", align_corners=False)
+    return torch.where(moved, 1.0 / inv.clamp_min(EPS), depth)
 
 
 def trust_region(hint: torch.Tensor, depth: torch.Tensor, max_ratio: float, min_depth: float, max_depth: float

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from semhint.core import geometry
 from semhint.core.conventions import IGNORE_INDEX
-from semhint.refine.common import EPS, shifted, window_offsets
+from semhint.refine.common import EPS, channel_max, shifted, window_offsets
 
 
 def warp_probabilities(probs: torch.Tensor, depth: torch.Tensor, T: torch.Tensor, K: torch.Tensor,
@@ -54,7 +54,7 @@ def select_pseudo_labels(fused: torch.Tensor, noisy_labels: torch.Tensor | None,
                          confidence: float, max_photo: float) -> torch.Tensor:
     """Pseudo label = fused argmax where confident AND (agrees with the noisy label OR photometrically
     consistent); 255 elsewhere. Returns int64 B x H x W."""
-    conf, label = fused.max(1)
+    conf, label = channel_max(fused)  # = fused.max(1)
     consistent = torch.zeros_like(label, dtype=torch.bool)
     if noisy_labels is not None:
         consistent |= label == noisy_labels
