@@ -51,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--arms", nargs="+", choices=list(ARMS.values()), default=list(ARMS.values()),
                    help="arms to train (the report shows every arm's finished runs)")
     p.add_argument("--report-only", action="store_true", help="train nothing: write the report from finished runs")
+    p.add_argument("--key", default="real_kitti", help="lab record key (docs/lab/KEY.md)")
+    p.add_argument("--title", default="SemHint vs baseline on real KITTI frames, labels from a CamVid labeler")
     p.add_argument("--one", nargs=4, metavar=("CONFIG", "SEED", "RUN_DIR", "LABELS"), help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -154,7 +156,7 @@ def main() -> None:
     body = notes + "\n\n" + markdown + (f"\n\n![panels]({panels.resolve()})" if panels else "")
     write_text(out / "report.md", "# SemHint vs baseline on real KITTI frames\n\n" + body + "\n")
     write_text(out / "report.json", json.dumps({"labeler_test": labeler, "runs": raw}, indent=1, default=str))
-    write_record("real_kitti", "SemHint vs baseline on real KITTI frames, labels from a CamVid labeler",
+    write_record(args.key, args.title,
                  S.python_command("experiments/real_kitti.py"), body.split("\n\n![panels]")[0], {"runs": raw})
     print(markdown)
 

@@ -78,6 +78,22 @@ def check_image(image: np.ndarray, bgr: bool = False, what: str = "image") -> np
     return np.ascontiguousarray(out[..., ::-1] if bgr else out)
 
 
+def network_batch(images: list[np.ndarray], size: tuple[int, int], bgr: bool = False) -> torch.Tensor:
+    """B x 3 x h x w float32 in [0, 1] at ``size`` (h, w) from RGB images of any size (each checked).
+
+    uint8 images are resized as uint8 (area when shrinking, bilinear when enlarging) and then divided
+    by 255, exactly as training reads frames.
+    """
+    h, w = size
+    batch = []
+    for i, image in enumerate(images):
+        rgb = check_image(image, bgr, what="image" if len(images) == 1 else f"image {i}")
+        resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if rgb.shape[1] > w else cv2.INTER_LINEAR)
+        x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+        batch.append(x / 255.0 if rgb.dtype == np.uint8 else x)
+    return torch.stack(batch)
+
+
 @dataclass
 class Prediction:
     """What :meth:`Predictor.predict` returns for one image, at the image's own size.
@@ -122,19 +138,21 @@ class Predictor:
         """Network input (height, width)."""
         return self.config.data.height, self.config.data.width
 
+    @property
+    def unit(self) -> str:
+        """The unit of predicted depth (the training data's: m or mm), up to the monocular scale."""
+        return self.config.data.unit
+
+    @property
+    def max_depth(self) -> float:
+        return float(self.config.model.max_depth)
+
     def network_input(self, images: list[np.ndarray], bgr: bool = False) -> torch.Tensor:
         """B x 3 x h x w float32 in [0, 1] at network resolution from RGB images of any size (checked).
 
         uint8 images are resized as uint8 and then divided by 255, exactly as training reads frames.
         """
-        h, w = self.size
-        batch = []
-        for i, image in enumerate(images):
-            rgb = check_image(image, bgr, what="image" if len(images) == 1 else f"image {i}")
-            resized = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if rgb.shape[1] > w else cv2.INTER_LINEAR)
-            x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
-            batch.append(x / 255.0 if rgb.dtype == np.uint8 else x)
-        x = torch.stack(batch).to(self.device)
+        x = network_batch(images, self.size, bgr).to(self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @property

@@ -98,7 +98,8 @@ def _add_evaluate(sub) -> None:
 
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="depth for images, folders of frames or video files from a checkpoint")
-    p.add_argument("checkpoint", help="a .ckpt written by `semhint train`")
+    p.add_argument("checkpoint", help="a .ckpt written by `semhint train`, or a .onnx written by `semhint export` "
+                   "(float or --int8; run by ONNX Runtime on the CPU, the fastest path)")
     p.add_argument("inputs", nargs="+", help="image files, folders of images, or video files")
     p.add_argument("--out", required=True, help="output folder (depth .npy, 16-bit PNG, previews, videos)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -117,7 +118,10 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export the depth network (dynamic batch) to ONNX or TorchScript, verified")
     p.add_argument("checkpoint", help="a .ckpt written by `semhint train`")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
-    p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx / .pt)")
+    p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx / .pt / .int8.onnx)")
+    p.add_argument("--int8", nargs="+", default=None, metavar="FRAMES",
+                   help="ONNX only: quantise to int8 for fast CPU inference, calibrated on these images, folders or "
+                        "videos (8-32 frames like those the model will see; more are subsampled)")
     p.set_defaults(handler="export:run")
 
 

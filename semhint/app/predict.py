@@ -6,6 +6,9 @@ frame's range (value = round(depth * scale), the scale in the PNG's text chunk a
 cloud in the model's unit, camera frame; per video a side-by-side input | depth video (H.264, which
 browsers play, with the ``video`` extra installed; mp4v, which desktop players play, without); a
 summary with the network's frame rate. Depth is relative: up to one unknown scale factor.
+
+The model is a checkpoint (PyTorch, CPU or GPU) or an ONNX file written by ``semhint export`` (float
+or int8), which ONNX Runtime runs on the CPU with the same pre- and post-processing.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from semhint.core.pictures import colorize_depth
 from semhint.core.video import Mp4Writer
 from semhint.data.folder import fov_warning, intrinsics_from_fov, read_intrinsics
 from semhint.data.media import classify_inputs, frame_count, iter_frames, video_fps
-from semhint.inference import depth_to_point_cloud, load_predictor, read_intrinsics_file, write_ply
+from semhint.export import OnnxPredictor, load_onnx_predictor
+from semhint.inference import Predictor, depth_to_point_cloud, load_predictor, read_intrinsics_file, write_ply
 
 
 def run(args: argparse.Namespace) -> None:
@@ -96,6 +100,16 @@ def _frame_intrinsics(opts: PredictOptions, hw: tuple[int, int], warned: set) ->
     return K
 
 
+def _load_model(path: str | Path, device: str) -> Predictor | OnnxPredictor:
+    """A checkpoint's Predictor, or for a ``.onnx`` file (``semhint export``) an ONNX Runtime one (CPU only)."""
+    if Path(path).suffix.lower() != ".onnx":
+        return load_predictor(path, device)
+    if device != "cpu":
+        raise InputError(f"--device {device}: an ONNX model ({path}) runs on the CPU with ONNX Runtime; "
+                         "drop --device, or pass the .ckpt to run on the GPU")
+    return load_onnx_predictor(path)
+
+
 def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device: str = "cpu",
                    png16: bool = True, ply: bool = False, intrinsics: str | None = None, ply_ascii: bool = False,
                    fov: float | None = None) -> dict:
@@ -115,9 +129,9 @@ def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: st
         if source.kind == "folder" and is_within(Path(out_dir) / source.out_name, source.path):
             raise InputError(f"{out_dir}: --out would write {source.path}'s outputs into {source.path} itself; "
                              "write the output elsewhere")
-    predictor = load_predictor(checkpoint, device)
+    predictor = _load_model(checkpoint, device)
     opts = PredictOptions(Path(out_dir), png16=png16, ply=ply, intrinsics=intrinsics, ply_ascii=ply_ascii, fov=fov,
-                          unit=predictor.config.data.unit)
+                          unit=predictor.unit)
     remove_stale_temps(opts.out_dir, recursive=True)  # what a killed run left behind
     frames, seconds, warned = 0, 0.0, set()
     for source in sources:
@@ -134,7 +148,7 @@ def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: st
                 seconds += time.perf_counter() - t0
                 frames += 1
                 K = _frame_intrinsics(opts, rgb.shape[:2], warned)
-                preview = _write_frame_outputs(name, rgb, depth, opts, K, predictor.config.model.max_depth)
+                preview = _write_frame_outputs(name, rgb, depth, opts, K, predictor.max_depth)
                 if video is not None:
                     video.add(np.concatenate([rgb, preview], axis=1))
         except BaseException:
@@ -145,6 +159,8 @@ def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: st
             video.close()
     fps = frames / seconds if seconds > 0 else float("nan")
     summary = {"frames": frames, "network_fps": fps, "out_dir": str(opts.out_dir), "checkpoint": str(checkpoint),
+               "runtime": (f"ONNX Runtime ({predictor.precision})" if isinstance(predictor, OnnxPredictor)
+                           else f"PyTorch ({predictor.device})"),
                "depth_unit": opts.unit, "depth_note": "relative depth: up to one unknown scale factor",
                "png16": "value = round(depth * scale), scale per frame in NAME_depth.json and the PNG text chunk "
                         "'semhint:depth_scale'; 0 = invalid" if png16 else None,

@@ -262,6 +262,11 @@ class SameConv2d(nn.Conv2d):
         super().__init__(c_in, c_out, kernel, stride=stride, padding=0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == (1, 1) and self.dilation == (1, 1) and all(k % 2 for k in self.kernel_size):
+            # stride 1, odd kernel: SAME is (k - 1) / 2 on every side whatever the input size, so the
+            # convolution pads by itself (no padded copy, and an exported graph has no shape arithmetic)
+            padding = tuple((k - 1) // 2 for k in self.kernel_size)
+            return F.conv2d(x, self.weight, None, 1, padding, self.dilation, self.groups)
         pads: list[int] = []
         for size, k, s in ((x.shape[-1], self.kernel_size[1], self.stride[1]), (x.shape[-2], self.kernel_size[0], self.stride[0])):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
