@@ -37,6 +37,7 @@ from reference_step import ReferenceInference, ReferenceStep  # noqa: E402
 
 from semhint.lab.records import LAB_DIR, markdown_table, write_record  # noqa: E402
 from semhint.lab.timing import (  # noqa: E402
+    bench_size,
     BudgetExceeded,
     DepthForward,
     TimeBudget,
@@ -68,14 +69,6 @@ def parse_variant(text: str) -> dict:
     return {"name": text.lower(), "bf16": parts[0] == "bf16", "channels_last": "cl" in parts, "compile": "compile" in parts}
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r}: expected HxW, e.g. 192x640") from None
-    if h % 32 or w % 32 or min(h, w) < 64:
-        raise argparse.ArgumentTypeError(f"size {text!r}: height and width must be multiples of 32 and at least 64")
-    return h, w
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=300.0, help="hard limit for the whole run (default 300)")
     parser.add_argument("--tiny", action="store_true",
                         help="smoke check: 64x192, batch 2, inference batches 1 and 2, 2 steps, eager compile backend")
-    parser.add_argument("--size", type=_size, default=None, help="HxW (default 192x640; --tiny: 64x192)")
+    parser.add_argument("--size", type=bench_size, default=None, help="HxW (default 192x640; --tiny: 64x192)")
     parser.add_argument("--batch", type=int, default=None, help="training batch (default 12; --tiny: 2)")
     parser.add_argument("--infer-batches", type=int, nargs="+", default=None, help="default 1 16 (--tiny: 1 2)")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))

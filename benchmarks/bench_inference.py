@@ -46,6 +46,7 @@ from semhint.export import (  # noqa: E402
     INT8_FLOAT_NODES, calibration_frames, export_model, load_onnx_predictor, onnx_session, quantize_int8)
 from semhint.inference import load_predictor  # noqa: E402
 from semhint.lab.evaluator import load_split, predict_disparities  # noqa: E402
+from semhint.lab.timing import bench_size  # noqa: E402
 from semhint.lab.records import markdown_table, write_record  # noqa: E402
 from semhint.lab.sweep import Sweep, ensure_data, run_config  # noqa: E402
 from semhint.lab.timing import DepthForward, time_interleaved  # noqa: E402
@@ -224,15 +225,6 @@ def run_sensitivity(checkpoint: Path, data: Path, folder: Path, threads: int) ->
 # ----------------------------------------------------------------------------------------------
 # command line
 # ----------------------------------------------------------------------------------------------
-def _size(text: str) -> tuple[int, int]:
-    """'192x640' -> (192, 640); multiples of 32, at least 64 (the plain reference's decoder needs them)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r}: expected HxW, e.g. 192x640") from None
-    if h % 32 or w % 32 or min(h, w) < 64:
-        raise argparse.ArgumentTypeError(f"size {text!r}: height and width must be multiples of 32 and at least 64")
-    return h, w
 
 
 def _notes(args, timing: list[dict], accuracy: list[dict], trained: str) -> str:
@@ -258,7 +250,7 @@ def _notes(args, timing: list[dict], accuracy: list[dict], trained: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="resnet18 and efficientnet_lite0, 2 timed calls each")
-    parser.add_argument("--size", type=_size, default=(192, 640), help="timing size HxW (multiples of 32)")
+    parser.add_argument("--size", type=bench_size, default=(192, 640), help="timing size HxW (multiples of 32)")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds (one call of every variant each)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")

@@ -11,6 +11,7 @@ the ones after warm-up.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import signal
 import statistics
@@ -255,3 +256,15 @@ class TimeBudget:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+
+
+def bench_size(text: str) -> tuple[int, int]:
+    """argparse type for the benchmarks' sizes: '192x640' -> (192, 640), multiples of 32 and at least 64
+    (the plain reference's decoder needs them)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected HxW, e.g. 192x640") from None
+    if h % 32 or w % 32 or min(h, w) < 64:
+        raise argparse.ArgumentTypeError(f"size {text!r}: height and width must be multiples of 32 and at least 64")
+    return h, w
