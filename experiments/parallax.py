@@ -12,6 +12,12 @@ preset pans, dollies and rolls): the rigid flow of every valid pixel of frame t 
 translation part (the flow minus what the rotation alone would do), which is the part that
 depends on depth. Medians over pixels, then over frame pairs.
 
+Not all of that translation part teaches depth: any plane in front of the camera (a constant depth
+is one) moves the image by a homography, so a depth net that has only learnt a plane already
+explains the part of the flow a homography fits. What is left after the best homography (fitted by
+least squares to each pair's rigid flow) is the parallax of the scene's relief: the signal a
+photometric loss has for shape. Reported as "relief px".
+
     python experiments/parallax.py --data runs/semhint_bench/drive --width 208 \\
         --data runs/semhint_bench/tissue7 --width 80
     python experiments/parallax.py --data runs/synth_tissue_scared --width 160 --height 128 --record parallax_scared
@@ -60,6 +66,24 @@ def pair_flow(depth: np.ndarray, K: np.ndarray, T: np.ndarray, stride: int = 2) 
     return flow, moved[:2] / moved[2] - turned[:2] / turned[2]
 
 
+def relief_parallax(flow: np.ndarray, pix: np.ndarray) -> np.ndarray:
+    """|flow - the homography that best fits it| per pixel (same units as ``flow``): what no plane explains.
+
+    Least squares on the direct linear form after normalising the points (Hartley), so pixels far
+    from the centre do not dominate; the residual is measured in pixels of the reprojected points.
+    """
+    src, dst = pix[:2].T, (pix[:2] + flow).T
+    centre, spread = src.mean(0), src.std() + 1e-12
+    norm = np.array([[1 / spread, 0, -centre[0] / spread], [0, 1 / spread, -centre[1] / spread], [0, 0, 1]])
+    a, b = (norm @ np.c_[src, np.ones(len(src))].T).T, (norm @ np.c_[dst, np.ones(len(dst))].T).T
+    zero = np.zeros((len(a), 3))
+    rows = np.concatenate([np.c_[a, zero, -b[:, :1] * a], np.c_[zero, a, -b[:, 1:2] * a]])
+    H = np.linalg.svd(rows, full_matrices=False)[2][-1].reshape(3, 3)
+    H = np.linalg.inv(norm) @ H @ norm
+    mapped = H @ np.c_[src, np.ones(len(src))].T
+    return np.hypot(*(mapped[:2] / mapped[2] - dst.T))
+
+
 def flow_stats(root: Path, meta: dict, width: int, height: int) -> dict:
     """Median |flow| and median |translation part| between consecutive frames at the training size
     (``width`` x ``height``): per pair the median over pixels; reported as the median over pairs and
@@ -67,7 +91,7 @@ def flow_stats(root: Path, meta: dict, width: int, height: int) -> dict:
     intr = meta["intrinsics"]
     K = np.array([[intr["fx"], 0, intr["cx"]], [0, intr["fy"], intr["cy"]], [0, 0, 1]], dtype=np.float64)
     scale = np.array([[width / intr["width"]], [height / intr["height"]]])
-    flows, parallaxes = [], []
+    flows, parallaxes, reliefs = [], [], []
     for pose_file in sorted((root / "poses").rglob("*.txt")):
         rows = np.loadtxt(pose_file, ndmin=2).reshape(-1, 3, 4)
         poses = np.tile(np.eye(4), (len(rows), 1, 1))
@@ -76,14 +100,18 @@ def flow_stats(root: Path, meta: dict, width: int, height: int) -> dict:
         if len(depths) != len(poses):
             raise SystemExit(f"{pose_file}: {len(poses)} poses but {len(depths)} depth maps")
         for t in range(len(poses) - 1):
-            flow, parallax = pair_flow(read_depth_png(depths[t]), K, np.linalg.inv(poses[t + 1]) @ poses[t])
+            depth = read_depth_png(depths[t])
+            flow, parallax = pair_flow(depth, K, np.linalg.inv(poses[t + 1]) @ poses[t])
             flows.append(float(np.median(np.hypot(*(flow * scale)))))
             parallaxes.append(float(np.median(np.hypot(*(parallax * scale)))))
-    flows_a, par_a = np.array(flows), np.array(parallaxes)
+            ys, xs = np.nonzero(depth[::2, ::2] > 0)  # the pixels pair_flow used, at the training size
+            reliefs.append(float(np.median(relief_parallax(flow * scale, np.stack([xs * 2, ys * 2]) * scale))))
+    flows_a, par_a, rel_a = np.array(flows), np.array(parallaxes), np.array(reliefs)
     return {"train size": f"{height}x{width}", "pairs": len(flows),
             "flow px (median)": float(np.median(flows_a)), "flow px (p10)": float(np.percentile(flows_a, 10)),
             "flow px (p90)": float(np.percentile(flows_a, 90)), "parallax px (median)": float(np.median(par_a)),
-            "parallax px (p10)": float(np.percentile(par_a, 10)), "parallax px (p90)": float(np.percentile(par_a, 90))}
+            "parallax px (p10)": float(np.percentile(par_a, 10)), "parallax px (p90)": float(np.percentile(par_a, 90)),
+            "relief px (median)": float(np.median(rel_a)), "relief px (p90)": float(np.percentile(rel_a, 90))}
 
 
 def parallax_row(root: Path, width: int, height: int | None = None) -> dict:
@@ -129,7 +157,9 @@ def main() -> None:
 FLOW_NOTE = ("With a training height, also the rigid flow of every valid pixel from frame t to t + 1 at the "
              "training size, from the exact depth and the poses (median over pixels per pair; median, 10th and "
              "90th percentile over pairs), and its translation part (the flow minus the rotation's own flow): "
-             "the part that depends on depth.\n\n")
+             "the part that depends on depth; relief px: the flow left after the homography that fits it best "
+             "(median over pixels per pair, then median and 90th percentile over pairs), which no plane, a "
+             "constant depth among them, explains: the parallax of the scene's shape.\n\n")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ whose rows say what happened to each of them.
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 import time
@@ -119,3 +121,32 @@ def test_scaling_benchmark_writes_its_record(tmp_path):
     refitted = json.loads((tmp_path / "step_scaling.json").read_text())
     assert "refit" in refitted and refitted["command"] == record["command"]
     assert [r["s_per_step"] for r in refitted["rows"]] == [r["s_per_step"] for r in record["rows"]]
+
+
+def _bench_loader():
+    """benchmarks/bench_loader.py as a module (a script, not part of the package)."""
+    import importlib.util  # lazy: only these tests load the script
+
+    spec = importlib.util.spec_from_file_location("bench_loader", REPO / "benchmarks" / "bench_loader.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_loader_extrapolation_is_bound_by_the_slower_stage():
+    bench = _bench_loader()
+    # workers bound: 8 workers at 40 ms each deliver 200 snippets/s; the main process could take 500
+    assert bench.extrapolated_rate(40.0, 2.0, 8) == pytest.approx(200.0)
+    # hand-over bound: cheap workers, but the main process needs 5 ms per snippet
+    assert bench.extrapolated_rate(4.0, 5.0, 8) == pytest.approx(200.0)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
+def test_loader_reads_a_process_cpu_time_that_grows_with_work():
+    bench = _bench_loader()
+    before = bench.process_cpu_seconds(os.getpid())
+    end = time.process_time() + 0.1
+    while time.process_time() < end:  # 0.1 s of CPU in this process
+        pass
+    assert bench.process_cpu_seconds(os.getpid()) - before >= 0.05
+    assert math.isnan(bench.process_cpu_seconds(2**22 + 12345))  # no such process
