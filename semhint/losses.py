@@ -140,14 +140,45 @@ def pair_errors(sources: list[torch.Tensor], target: torch.Tensor, ssim_weight: 
 
 
 def warp_inside(source: torch.Tensor, depth: torch.Tensor, T: torch.Tensor, K: torch.Tensor,
-                inv_K: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                inv_K: torch.Tensor | None = None, light_at_camera: bool = False,
+                log_profile: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`semhint.core.geometry.warp` (same numbers) and where it sampled inside the source
-    (B x 1 x H x W bool): border padding invents the pixels outside, which must not steer a fit."""
+    (B x 1 x H x W bool): border padding invents the pixels outside, which must not steer a fit.
+
+    ``light_at_camera``: the warped source is also relit for a point light at the camera centre
+    (the endoscope's light guide), whose irradiance falls off with the square of the distance: the
+    same surface point, seen from the source at range r_s and from the target at r_t, is brighter
+    in the target by (r_s / r_t)^2. Both ranges come from the predicted depth and pose, so the
+    factor keeps its gradient: the brightness change itself then says how near the surface is, and
+    the warp no longer has to bend the geometry to explain a light that moved. The ratio does not
+    change when depth and translation are scaled together (monocular scale stays free). It assumes
+    linear intensities (SynthTissue's frames are; for gamma-encoded video the ``_affine`` variant's
+    gain absorbs most of the mismatch); the incidence angle is not modelled.
+
+    ``log_profile`` (B x 1 x H x W, :class:`semhint.models.light.RadialLightProfile`): the light's
+    beam and the lens vignetting, fixed to the camera. A point seen at target pixel p_t and source
+    pixel p_s is brighter in the target by profile(p_t) / profile(p_s).
+    """
     if inv_K is None:
         inv_K = torch.linalg.inv(K)
     h, w = depth.shape[-2:]
-    grid = project(backproject(depth, inv_K), K, T, h, w)
-    return sample(source, grid), (grid.abs() <= 1 + 1e-4).all(-1).unsqueeze(1)  # 1e-4: rounding at the edge
+    points = backproject(depth, inv_K)
+    grid = project(points, K, T, h, w)
+    warped = sample(source, grid)
+    if light_at_camera:
+        r_t = points[:, :3].norm(dim=1)
+        r_s = (T[:, :3, :] @ points).norm(dim=1)
+        warped = warped * ((r_s / r_t.clamp_min(1e-6)) ** 2).reshape(depth.shape)
+    if log_profile is not None:
+        warped = warped * torch.exp(log_profile - sample(log_profile, grid))
+    return warped, (grid.abs() <= 1 + 1e-4).all(-1).unsqueeze(1)  # 1e-4: rounding at the edge
+
+
+def residual_brightness(brightness: str) -> str:
+    """What :func:`pair_errors` still fits after the warp: ``inverse_square_affine`` relights in the
+    warp (:func:`warp_inside`) and then fits a gain and offset (exposure control, gamma); the other
+    models are either one or the other."""
+    return "affine" if brightness in ("affine", "inverse_square_affine") else "none"
 
 
 def masked_mean(per_pixel: torch.Tensor) -> torch.Tensor:
@@ -380,7 +411,10 @@ def self_supervised_objective(batch: dict, outputs: dict, poses: dict[int, torch
     A light that moves with the camera (endoscopy) changes the brightness of the same surface from
     frame to frame: ``loss.brightness: affine`` maps each source (warped, and unwarped for the
     auto-mask) by a per-pair, per-image gain and offset before the comparison
-    (:func:`pair_errors`), and ``loss.specular_threshold`` leaves saturated highlights out; the
+    (:func:`pair_errors`); ``inverse_square`` relights each warped source for a point light at the
+    camera from the predicted depth and pose (:func:`warp_inside`), ``inverse_square_affine`` does
+    both; ``loss.light_profile: radial`` also relights for the beam and vignetting that move with the
+    camera (``outputs["light/log_profile"]``); ``loss.specular_threshold`` leaves saturated highlights out; the
     photo term is then the mean over the pixels some pair could use. Both off: Monodepth2's loss.
 
     The whole objective runs in float32 even under mixed-precision autocast: in bfloat16 the
@@ -411,8 +445,12 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
     size = tuple(target.shape[-2:])
     K, inv_K = batch["K"], batch["inv_K"]
 
-    light = {"brightness": lo.brightness, "specular_threshold": lo.specular_threshold}
-    moving_light = lo.brightness != "none" or lo.specular_threshold > 0
+    light = {"brightness": residual_brightness(lo.brightness), "specular_threshold": lo.specular_threshold}
+    moving_light = lo.brightness != "none" or lo.specular_threshold > 0 or lo.light_profile != "none"
+    relight = lo.brightness.startswith("inverse_square")
+    log_profile = outputs.get("light/log_profile") if lo.light_profile != "none" else None
+    if lo.light_profile != "none" and log_profile is None:
+        raise ValueError("loss.light_profile needs outputs['light/log_profile'] (semhint.models.light)")
     # the unwarped sources get the same brightness model, so the auto-mask compares like with like
     identity = _reduce_sources(
         pair_errors([batch[f"image/{f}"] for f in sources], target, lo.ssim_weight, **light), lo.min_reprojection)
@@ -426,7 +464,7 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
             depth = normalise_depth(depth)
         inside = None
         if moving_light:
-            both = {f: warp_inside(batch[f"image/{f}"], depth, poses[f], K, inv_K) for f in sources}
+            both = {f: warp_inside(batch[f"image/{f}"], depth, poses[f], K, inv_K, relight, log_profile) for f in sources}
             warped, inside = {f: w for f, (w, _) in both.items()}, [both[f][1] for f in sources]
         else:
             warped = {f: warp(batch[f"image/{f}"], depth, poses[f], K, inv_K) for f in sources}

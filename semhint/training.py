@@ -47,6 +47,7 @@ from semhint.evaluation.metrics import METRIC_NAMES, iou_scores
 from semhint.evaluation.protocols import evaluate_depth
 from semhint.losses import self_supervised_objective
 from semhint.models import build_depth_net, build_pose_net, parameter_report
+from semhint.models.light import RadialLightProfile
 from semhint.refine import check_config, refinement_losses
 
 
@@ -254,6 +255,8 @@ class SemHintModule(L.LightningModule):
         self.cfg = cfg if isinstance(cfg, Config) else from_dict(cfg, "checkpoint config")
         self.depth_net = build_depth_net(self.cfg.model)
         self.pose_net = build_pose_net(self.cfg.model)
+        # the light's beam and vignetting, learnt beside the networks (loss.light_profile); None when off
+        self.light = RadialLightProfile() if self.cfg.loss.light_profile == "radial" else None
         self._val_sums: dict[str, torch.Tensor] = {}
         self._confusion: torch.Tensor | None = None
         self._compiled = None  # torch.compile(self.objective), built on the first step when trainer.compile
@@ -264,12 +267,17 @@ class SemHintModule(L.LightningModule):
         cfg = self.cfg
         outputs = self.depth_net(batch["image_aug/0"])
         poses = predict_poses(self.pose_net, batch, cfg.data.frame_ids)
+        if self.light is not None:
+            outputs["light/log_profile"] = self.light(batch["inv_K"].float(), *batch["image/0"].shape[-2:])
         if self._trainer is not None and self.training and self.global_step < cfg.optim.pose_warmup_steps:
             outputs = pose_warmup_outputs(outputs)
             losses, maps = self_supervised_objective(batch, outputs, poses, pose_warmup_config(cfg))
         else:
             losses, maps = self_supervised_objective(batch, outputs, poses, cfg)
         losses = dict(losses)
+        if self.light is not None:
+            a, b = self.light.ab().detach()
+            losses.update({"light_a": a, "light_b": b})
         # the scale the pose net has settled on: depth is only known up to it, so a translation
         # stuck near zero (or collapsing) explains saturated or degenerate depth in the logs
         losses["pose_translation"] = torch.stack([T[:, :3, 3].norm(dim=1).mean() for T in poses.values()]).mean().detach()
@@ -408,6 +416,7 @@ class SemHintModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.cfg.optim
         params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
+        params += list(self.light.parameters()) if self.light is not None else []
         optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=o.milestones, gamma=o.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

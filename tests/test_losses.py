@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from semhint import losses as L
 from semhint.core import geometry as G
 from semhint.core.config import Config, from_dict
+from semhint.core.errors import ConfigError
 
 
 def _t(arrays, key: str) -> torch.Tensor:
@@ -489,3 +490,42 @@ def test_affine_and_mask_train_finite_and_the_hint_gate_uses_the_same_error():
     gate_error = reprojection_error(maps["depth/0"].detach(), batch, {f: poses[f] for f in (-1, 1)},
                                     brightness="affine", specular_threshold=0.95)
     torch.testing.assert_close(gate_error, maps["reproj/0"])
+
+
+def _lit_from_the_camera(batch: dict) -> dict:
+    """The plane batch under a point light at each camera: every frame's pixel x, y darkened by
+    1 / r^2, r = Z_TRUE * |ray(x, y)| (the plane is at Z_TRUE in every camera of the batch)."""
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    K = batch["K"][0]
+    ray2 = ((xs - K[0, 2]) / K[0, 0]) ** 2 + ((ys - K[1, 2]) / K[1, 1]) ** 2 + 1
+    return {k: (v / ray2 if k.startswith("image/") else v) for k, v in batch.items()}
+
+
+def test_inverse_square_light_relights_the_warp_from_depth_and_pose():
+    """Frames lit from their own camera: at the true depth the relit warp matches the target (the
+    light's change is explained, not bent into geometry), the plain loss does not; the gate's error
+    uses the same model; the factor has a gradient into depth and does not see the monocular scale."""
+    from semhint.refine import reprojection_error
+
+    batch, poses = _lit_from_the_camera(_textured_plane_batch()[0]), _textured_plane_batch()[1]
+    one_scale = {"data": {"height": 32, "width": 48}, "model": {"scales": [0]}, "loss": {"automask": False}}
+    plain_cfg = from_dict(one_scale)
+    lit_cfg = from_dict({**one_scale, "loss": {"automask": False, "brightness": "inverse_square"}})
+    outputs = _outputs_for_depth(Z_TRUE, lit_cfg, requires_grad=True)
+    plain, _ = L.self_supervised_objective(batch, outputs, poses, plain_cfg)
+    lit, maps = L.self_supervised_objective(batch, outputs, poses, lit_cfg)
+    inner = (..., slice(None), slice(4, -4))  # away from the border the warp pads
+    assert maps["reproj/0"][inner].max() < 1e-3 < plain["photo"].item() / 4
+    lit["loss"].backward()
+    assert torch.isfinite(outputs["disp/0"].grad).all() and outputs["disp/0"].grad.abs().sum() > 0
+    gate_error = reprojection_error(maps["depth/0"].detach(), batch, {f: poses[f] for f in (-1, 1)},
+                                    brightness="inverse_square")
+    torch.testing.assert_close(gate_error, maps["reproj/0"])
+    depth = torch.full((1, 1, H, W), Z_TRUE)
+    twice = poses[1].clone()
+    twice[:, :3, 3] *= 2
+    relit, _ = L.warp_inside(batch["image/1"], depth, poses[1], batch["K"], batch["inv_K"], light_at_camera=True)
+    relit_2x, _ = L.warp_inside(batch["image/1"], 2 * depth, twice, batch["K"], batch["inv_K"], light_at_camera=True)
+    torch.testing.assert_close(relit, relit_2x)
+    with pytest.raises(ConfigError, match="loss.brightness"):
+        from_dict({"loss": {"brightness": "inverse_cube"}})

@@ -218,6 +218,31 @@ def test_objective_returns_the_documented_terms():
     assert module.pose_net.parameters().__next__().grad is not None
 
 
+def test_light_profile_learns_beside_the_networks_and_starts_flat():
+    """loss.light_profile radial: two coefficients in the module, zero at the start (the loss is then
+    the one without the switch), optimised with the networks, in the checkpoint's weights."""
+    plain_cfg = from_dict({"data": {"height": 32, "width": 96}, "optim": {"batch_size": 2}})
+    cfg = from_dict({"data": {"height": 32, "width": 96}, "optim": {"batch_size": 2}, "loss": {"light_profile": "radial"}})
+    torch.manual_seed(0)
+    plain = SemHintModule(plain_cfg)
+    torch.manual_seed(0)
+    module = SemHintModule(cfg)
+    assert plain.light is None and torch.equal(module.light.ab(), torch.zeros(2))
+    batch = _random_batch(2)
+    losses, _, outputs = module.objective(batch)
+    assert outputs["light/log_profile"].shape == (2, 1, 32, 96) and float(outputs["light/log_profile"].detach().abs().max()) == 0
+    torch.testing.assert_close(losses["photo"], plain.objective(batch)[0]["photo"])
+    losses["loss"].backward()
+    assert module.light.coeffs.grad is not None and float(module.light.coeffs.grad.abs().sum()) > 0
+    optimised = {id(p) for group in module.configure_optimizers()["optimizer"].param_groups for p in group["params"]}
+    assert id(module.light.coeffs) in optimised
+    assert "light.coeffs" in module.state_dict()
+    with torch.no_grad():
+        module.light.coeffs.fill_(-0.5 / module.light.step_gain)  # a beam that darkens off axis; centre factor 1
+    profile = module.light(batch["inv_K"], 32, 96)
+    assert float(profile.detach().max()) <= 0 and float(profile[0, 0, 16, 0].detach()) < float(profile[0, 0, 16, 48].detach()) - 0.1
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_trainer_compile_uses_one_lazily_compiled_objective_never_pickled(monkeypatch):
     """trainer.compile: the step calls torch.compile(objective) once; pickling drops the compiled function."""

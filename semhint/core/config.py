@@ -87,8 +87,11 @@ class LossConfig:
     planar_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # road, sidewalk, building, wall
     planar_segments: str = "labels"  # segments of the planar prior: labels (the noisy labels) | prediction (the branch)
     # a light that moves with the camera changes a surface's brightness from frame to frame:
-    brightness: str = "none"  # none | affine: per pair and image, a gain and offset fitted before the comparison
+    brightness: str = "none"  # none | affine: per pair and image, a gain and offset fitted before the comparison |
+    # inverse_square: the warped source relit for a point light at the camera, (r_source / r_target)^2 from the
+    # predicted depth and pose | inverse_square_affine: both (semhint.losses.warp_inside)
     specular_threshold: float = 0.0  # leave out pixels whose brightest channel reaches this in either image (0: off)
+    light_profile: str = "none"  # none | radial: the beam and vignetting fixed to the camera, exp(a r^2 + b r^4), learnt (semhint.models.light)
 
 
 @dataclass
@@ -188,7 +191,8 @@ DATA_KINDS = ("kitti", "folder", "scared", "hamlyn")
 EVAL_PROTOCOLS = ("kitti-eigen", "generic", "scared")  # the names of semhint.evaluation.protocols.PROTOCOLS
 ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
-BRIGHTNESS_MODELS = ("none", "affine")  # loss.brightness (semhint.losses.fit_affine_brightness)
+BRIGHTNESS_MODELS = ("none", "affine", "inverse_square", "inverse_square_affine")
+LIGHT_PROFILES = ("none", "radial")  # loss.light_profile (semhint.models.light)  # loss.brightness (semhint.losses.fit_affine_brightness)
 HINT_SEGMENTS = ("prediction", "labels")
 SMOOTH_DOMAINS = ("log", "disp")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
@@ -296,6 +300,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("loss.seg_loss", f"must be one of {', '.join(SEG_LOSSES)}, got {lo.seg_loss!r}")
     if lo.brightness not in BRIGHTNESS_MODELS:
         fail("loss.brightness", f"must be one of {', '.join(BRIGHTNESS_MODELS)}, got {lo.brightness!r}")
+    if lo.light_profile not in LIGHT_PROFILES:
+        fail("loss.light_profile", f"must be one of {', '.join(LIGHT_PROFILES)}, got {lo.light_profile!r}")
     if lo.specular_threshold != 0 and not 0.5 <= lo.specular_threshold <= 1:
         fail("loss.specular_threshold", f"must be 0 (off) or in [0.5, 1] (image values are in [0, 1]; lower would "
                                         f"leave out ordinary surface, not highlights), got {lo.specular_threshold}")

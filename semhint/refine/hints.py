@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from semhint.core import geometry
 from semhint.core.config import RefineConfig
 from semhint.core.conventions import IGNORE_INDEX
-from semhint.losses import min_reprojection, pair_errors, photometric_error, warp_inside
+from semhint.losses import min_reprojection, pair_errors, photometric_error, residual_brightness, warp_inside
 from semhint.refine.common import EPS, as_labels
 from semhint.refine.operators import HintInputs, apply_operators
 
@@ -118,7 +118,8 @@ def hint_gate(hint_reproj: torch.Tensor, pred_reproj: torch.Tensor, automask: to
 
 
 def reprojection_error(depth: torch.Tensor, batch: dict, poses: dict, ssim_weight: float = 0.85, *,
-                       brightness: str = "none", specular_threshold: float = 0.0) -> torch.Tensor:
+                       brightness: str = "none", specular_threshold: float = 0.0,
+                       log_profile: torch.Tensor | None = None) -> torch.Tensor:
     """Per-pixel minimum photometric error over source frames of the target warped with ``depth``.
 
     Uses the same error and minimum as the training objective (semhint.losses), with the same
@@ -128,13 +129,16 @@ def reprojection_error(depth: torch.Tensor, batch: dict, poses: dict, ssim_weigh
     """
     target = batch["image/0"]
     K, inv_K = batch["K"], batch.get("inv_K")
-    if brightness == "none" and specular_threshold <= 0:
+    if brightness == "none" and specular_threshold <= 0 and log_profile is None:
         errors = [photometric_error(geometry.warp(batch[f"image/{f}"], depth, T.detach(), K, inv_K), target, ssim_weight)
                   for f, T in sorted(poses.items())]
         per_pixel, _ = min_reprojection(torch.cat(errors, 1), None, automask=False)
         return per_pixel
-    both = [warp_inside(batch[f"image/{f}"], depth, T.detach(), K, inv_K) for f, T in sorted(poses.items())]
-    errors = pair_errors([w for w, _ in both], target, ssim_weight, brightness, specular_threshold,
+    relight = brightness.startswith("inverse_square")
+    profile = None if log_profile is None else log_profile.detach()
+    both = [warp_inside(batch[f"image/{f}"], depth, T.detach(), K, inv_K, relight, profile)
+            for f, T in sorted(poses.items())]
+    errors = pair_errors([w for w, _ in both], target, ssim_weight, residual_brightness(brightness), specular_threshold,
                          inside=[ok for _, ok in both])
     per_pixel, _ = min_reprojection(errors, None, automask=False)
     return per_pixel
@@ -214,19 +218,20 @@ class GatedHint:
 def propose_hint(depth: torch.Tensor, segments: torch.Tensor, batch: dict, poses: dict, refine_cfg: RefineConfig,
                  min_depth: float, max_depth: float, ssim_weight: float = 0.85,
                  generator: torch.Generator | None = None, *, brightness: str = "none",
-                 specular_threshold: float = 0.0) -> GatedHint:
+                 specular_threshold: float = 0.0, log_profile: torch.Tensor | None = None) -> GatedHint:
     """The operators' pseudo-depth for a batch, bounded by the trust region, with its reprojection error.
 
     ``poses``: {f: target->source pose} as the training step predicts them; they give the
     operators the camera's translation (:func:`camera_translation`) and the gate its warps.
-    ``brightness`` and ``specular_threshold``: the training objective's photometric model
+    ``brightness``, ``specular_threshold`` and ``log_profile``: the training objective's photometric model
     (``loss.*``), so the gate's error is the one the prediction's ``reproj/0`` was measured with.
     """
     hint = make_depth_hint(depth, segments, batch["image/0"].float(), batch["K"].float(), refine_cfg,
                            generator=generator, depth_gt=batch.get("depth_gt"), translation=camera_translation(poses))
     hint = trust_region(hint, depth, refine_cfg.hint_max_ratio, min_depth, max_depth)
     error = (reprojection_error(hint, batch, poses, ssim_weight, brightness=brightness,
-                                specular_threshold=specular_threshold) if refine_cfg.hint_gate else None)
+                                specular_threshold=specular_threshold, log_profile=log_profile)
+             if refine_cfg.hint_gate else None)
     # a hint equal to the prediction carries no information: it would only win the gate by rounding
     # noise and dilute the mean, so such pixels are left out
     return GatedHint(hint, (hint - depth).abs() > 1e-3 * depth, error)

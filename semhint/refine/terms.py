@@ -28,7 +28,8 @@ def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config) 
         segments = hint_segments(outputs, batch, cfg.refine.hint_segments)
         hint = propose_hint(depth, segments, batch, poses, cfg.refine, cfg.model.min_depth, cfg.model.max_depth,
                             cfg.loss.ssim_weight, brightness=cfg.loss.brightness,
-                            specular_threshold=cfg.loss.specular_threshold)
+                            specular_threshold=cfg.loss.specular_threshold,
+                            log_profile=outputs.get("light/log_profile"))
         gate = accepted_pixels(hint, maps["reproj/0"].detach(), maps.get("automask/0"), segments, cfg.refine)
     # for the TensorBoard panels: references to tensors made under no_grad, nothing more is computed
     maps.update({"hint/0": hint.depth, "hint_changed/0": hint.changed, "hint_gate/0": gate})
