@@ -108,6 +108,15 @@ def source_segmentation(depth_net: torch.nn.Module, images: torch.Tensor, scale:
     return {k: F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False) for k, v in out.items()}
 
 
+SATURATED_WARN = 0.9  # share of pixels at a depth limit past which training warns (_warn_if_saturated)
+
+
+def saturated_fraction(disp: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Share of pixels whose sigmoid disparity is within ``eps`` of 0 or 1 (depth at a limit), detached."""
+    d = disp.detach()
+    return ((d < eps) | (d > 1 - eps)).float().mean()
+
+
 def pose_warmup_outputs(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Depth-net outputs for a pose warm-up step: each disparity map replaced by its per-image mean.
 
@@ -260,6 +269,7 @@ class SemHintModule(L.LightningModule):
         self._val_sums: dict[str, torch.Tensor] = {}
         self._confusion: torch.Tensor | None = None
         self._compiled = None  # torch.compile(self.objective), built on the first step when trainer.compile
+        self._saturation_warned = False
 
     # -- the objective, shared by training_step and benchmarks/bench_step.py -------------------
     def objective(self, batch: dict) -> tuple[dict, dict, dict]:
@@ -281,6 +291,7 @@ class SemHintModule(L.LightningModule):
         # the scale the pose net has settled on: depth is only known up to it, so a translation
         # stuck near zero (or collapsing) explains saturated or degenerate depth in the logs
         losses["pose_translation"] = torch.stack([T[:, :3, 3].norm(dim=1).mean() for T in poses.values()]).mean().detach()
+        losses["depth_saturated"] = saturated_fraction(outputs["disp/0"])
         if cfg.refine.hint or cfg.refine.pseudo_seg:
             epoch = self.current_epoch if self._trainer is not None else 0
             source_outputs = {}
@@ -308,6 +319,8 @@ class SemHintModule(L.LightningModule):
             objective = self._compiled
         losses, maps, outputs = objective(batch)
         self._stop_if_diverged(losses)
+        if self.global_step % max(1, self.cfg.trainer.log_every_n_steps) == 0:  # .item() syncs a GPU: not every step
+            self._warn_if_saturated(float(losses["depth_saturated"]))
         bs = batch["image/0"].shape[0]
         scalars = _detached_scalars(losses)
         self.log("train/loss", scalars.pop("loss"), prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
@@ -317,6 +330,20 @@ class SemHintModule(L.LightningModule):
         if every > 0 and self.global_step % every == 0:
             self._log_images(batch, outputs, maps)
         return losses["loss"]
+
+    def _warn_if_saturated(self, fraction: float) -> None:
+        """Say once when the depth net has run into its limits on most pixels, past the pose warm-up.
+
+        A saturated sigmoid passes no gradient, so such a run does not come back: typically all
+        depth at ``model.max_depth``, where the translation no longer moves anything and the
+        pose net's rotation alone explains the frames (seen on the SCARED-like tissue world)."""
+        if (fraction < SATURATED_WARN or self._saturation_warned or self._trainer is None
+                or self.global_step < self.cfg.optim.pose_warmup_steps + 50):
+            return
+        self._saturation_warned = True
+        warnings.warn(f"step {self.global_step}: depth is at model.min_depth or model.max_depth on "
+                      f"{100 * fraction:.0f} % of pixels; a saturated depth net does not recover (try loss.depth_norm=true, "
+                      "docs/METHOD.md 'Short runs and the pose net')", SemhintWarning, stacklevel=2)
 
     def _stop_if_diverged(self, losses: dict[str, Any]) -> None:
         """Raise TrainingDiverged before the backward pass when any loss term is NaN or infinite.

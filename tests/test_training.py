@@ -218,6 +218,16 @@ def test_objective_returns_the_documented_terms():
     assert module.pose_net.parameters().__next__().grad is not None
 
 
+def test_saturated_depth_is_measured_and_logged():
+    from semhint.training import saturated_fraction
+
+    disp = torch.tensor([0.0, 0.0005, 0.5, 0.9995, 1.0]).view(1, 1, 1, 5)
+    assert float(saturated_fraction(disp)) == pytest.approx(0.8)
+    module = SemHintModule(from_dict({"data": {"height": 32, "width": 96}, "optim": {"batch_size": 2}}))
+    losses, _, _ = module.objective(_random_batch(2))
+    assert 0 <= float(losses["depth_saturated"]) < 0.5  # a fresh net sits well inside its range
+
+
 def test_light_profile_learns_beside_the_networks_and_starts_flat():
     """loss.light_profile radial: two coefficients in the module, zero at the start (the loss is then
     the one without the switch), optimised with the networks, in the checkpoint's weights."""
