@@ -53,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true", help="train nothing: write the report from finished runs")
     p.add_argument("--key", default="real_kitti", help="lab record key (docs/lab/KEY.md)")
     p.add_argument("--title", default="SemHint vs baseline on real KITTI frames, labels from a CamVid labeler")
+    p.add_argument("--set", action="append", default=[], help="extra SECTION.KEY=VALUE applied to every run")
     p.add_argument("--one", nargs=4, metavar=("CONFIG", "SEED", "RUN_DIR", "LABELS"), help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -60,7 +61,7 @@ def parse_args() -> argparse.Namespace:
 def make_sweep(args: argparse.Namespace) -> S.Sweep:
     return S.Sweep(world="kitti", out=args.out, data=args.out, configs=list(ARMS), seeds=args.seeds, steps=0,
                    labels="labels", arms=ARMS, eval_split=str(SPLITS_DIR / "kitti_sample_even.txt"),
-                   reevaluate=args.reevaluate)
+                   reevaluate=args.reevaluate, set=args.set)
 
 
 def semhint(*argv: str) -> None:
