@@ -70,18 +70,18 @@ def test_gpu_benchmark_runs_on_cpu_at_a_tiny_size_and_writes_its_record(tmp_path
     assert record["train"] and all(row["status"].startswith("skipped") for row in record["train"] + record["inference"])
 
 
-def _bench_scaling():
-    """benchmarks/bench_scaling.py as a module (a script, not part of the package)."""
-    import importlib.util  # lazy: only these tests load the script
+def _benchmark(name: str):
+    """benchmarks/NAME.py as a module (a script, not part of the package)."""
+    import importlib.util  # lazy: only these tests load the scripts
 
-    spec = importlib.util.spec_from_file_location("bench_scaling", REPO / "benchmarks" / "bench_scaling.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_scaling_cost_model_recovers_a_known_cost_and_predicts_with_it():
-    bench = _bench_scaling()
+    bench = _benchmark("bench_scaling")
     truth = {"baseline": (0.05, 2.0, 0.0), "semhint": (0.08, 3.0, 0.02)}  # a (s), b (s / Mpx), c (s / Mpx / class)
     rows = []
     for arm, (a, b, c) in truth.items():
@@ -123,18 +123,8 @@ def test_scaling_benchmark_writes_its_record(tmp_path):
     assert [r["s_per_step"] for r in refitted["rows"]] == [r["s_per_step"] for r in record["rows"]]
 
 
-def _bench_loader():
-    """benchmarks/bench_loader.py as a module (a script, not part of the package)."""
-    import importlib.util  # lazy: only these tests load the script
-
-    spec = importlib.util.spec_from_file_location("bench_loader", REPO / "benchmarks" / "bench_loader.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_loader_extrapolation_is_bound_by_the_slower_stage():
-    bench = _bench_loader()
+    bench = _benchmark("bench_loader")
     # workers bound: 8 workers at 40 ms each deliver 200 snippets/s; the main process could take 500
     assert bench.extrapolated_rate(40.0, 2.0, 8) == pytest.approx(200.0)
     # hand-over bound: cheap workers, but the main process needs 5 ms per snippet
@@ -143,7 +133,7 @@ def test_loader_extrapolation_is_bound_by_the_slower_stage():
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
 def test_loader_reads_a_process_cpu_time_that_grows_with_work():
-    bench = _bench_loader()
+    bench = _benchmark("bench_loader")
     before = bench.process_cpu_seconds(os.getpid())
     end = time.process_time() + 0.1
     while time.process_time() < end:  # 0.1 s of CPU in this process
