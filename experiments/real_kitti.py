@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -36,7 +37,9 @@ from semhint.inference import load_predictor
 from semhint.lab import sweep as S
 from semhint.lab.records import write_record
 
-ARMS = {"kitti_sample": "baseline", "semhint_kitti_sample": "semhint", "semhint_kitti_sample_branch": "branch"}
+ARMS = {"kitti_sample": "baseline", "semhint_kitti_sample": "semhint", "semhint_kitti_sample_branch": "branch",
+        "semhint_kitti_sample_ground": "ground", "semhint_kitti_sample_plane": "plane"}
+DEFAULT_ARMS = ["baseline", "semhint", "branch"]  # `make real-kitti`; ground and plane are variants run on demand
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,8 +50,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--labeler-steps", type=int, default=600)
+    p.add_argument("--labeler", help="use this labeler checkpoint instead of fitting one (its sha256 goes in the record): "
+                                     "a re-measurement then changes one thing at a time")
     p.add_argument("--reevaluate", action="store_true", help="re-score finished runs from their last.ckpt")
-    p.add_argument("--arms", nargs="+", choices=list(ARMS.values()), default=list(ARMS.values()),
+    p.add_argument("--arms", nargs="+", choices=list(ARMS.values()), default=DEFAULT_ARMS,
                    help="arms to train (the report shows every arm's finished runs)")
     p.add_argument("--report-only", action="store_true", help="train nothing: write the report from finished runs")
     p.add_argument("--key", default="real_kitti", help="lab record key (docs/lab/KEY.md)")
@@ -74,7 +79,9 @@ def semhint(*argv: str) -> None:
 def make_labels(args: argparse.Namespace, out: Path) -> dict:
     """Labeler on CamVid (once), KITTI labels with their contact sheet (once); the labeler's test scores."""
     camvid = Path(args.camvid)
-    model = out / "labeler.ckpt"
+    model = Path(args.labeler) if args.labeler else out / "labeler.ckpt"
+    if args.labeler and not model.is_file():
+        sys.exit(f"real_kitti: --labeler {model}: no such file")
     if not model.is_file():
         semhint("labels", "train", "--images", str(camvid / "train/images"), str(camvid / "val/images"),
                 "--labels", str(camvid / "train/labels"), str(camvid / "val/labels"), "--classes", "camvid",
@@ -85,7 +92,16 @@ def make_labels(args: argparse.Namespace, out: Path) -> dict:
         semhint("labels", "predict", "--model", str(model), "--data-path", args.kitti, "--out", str(out / "labels"),
                 "--preview", str(out / "labels_sheet.png"))
     meta = torch.load(model, map_location="cpu", weights_only=False)
-    return meta.get("train", {}).get("test", {})
+    return {**meta.get("train", {}).get("test", {}), "sha256": file_sha256(model)}
+
+
+def file_sha256(path: Path) -> str:
+    """The checkpoint's fingerprint: two records with the same one trained on the same labels."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def ensure_ground_truth(args: argparse.Namespace) -> None:
@@ -98,7 +114,7 @@ def ensure_ground_truth(args: argparse.Namespace) -> None:
 
 def real_panels(sweep: S.Sweep, out: Path, frames: int = 4) -> Path | None:
     """Input | noisy labels | baseline | SemHint | LiDAR points, for a few scored frames (seed 0 of each arm)."""
-    ckpts = {arm: out / f"{arm}-s{sweep.seeds[0]}" / "checkpoints" / "last.ckpt" for arm in ARMS.values()}
+    ckpts = {arm: out / f"{arm}-s{sweep.seeds[0]}" / "checkpoints" / "last.ckpt" for arm in ("baseline", "semhint")}
     if not all(p.is_file() for p in ckpts.values()):
         return None
     cfg = S.run_config("semhint_kitti_sample", sweep, sweep.seeds[0], out / "panels", "labels")
@@ -147,8 +163,9 @@ def main() -> None:
     panels = real_panels(sweep, out)
     lab_line = (f"Labeler (EfficientNet-Lite0, CamVid train + val, {args.labeler_steps} steps at 96x320): "
                 f"CamVid test mIoU {100 * labeler['miou']:.1f} %, pixel accuracy {100 * labeler['pixel_accuracy']:.1f} % "
-                f"(IoU per class: {', '.join(f'{c} {100 * v:.1f}' for c, v in labeler['per_class_iou'].items())})."
-                if labeler else "Labeler: no CamVid test score recorded.")
+                f"(IoU per class: {', '.join(f'{c} {100 * v:.1f}' for c, v in labeler['per_class_iou'].items())}); "
+                f"checkpoint sha256 {labeler['sha256'][:16]}."
+                if labeler.get("miou") is not None else "Labeler: no CamVid test score recorded.")
     scored = sum(1 for line in Path(sweep.eval_split).read_text().splitlines() if line.strip())
     notes = (f"{lab_line} Scored on the KITTI sample's {scored} "
              "LiDAR frames (Eigen protocol: Garg crop, 1e-3..80 m, per-image median scaling); per-class rows group "
