@@ -84,10 +84,10 @@ def relief_parallax(flow: np.ndarray, pix: np.ndarray) -> np.ndarray:
     return np.hypot(*(mapped[:2] / mapped[2] - dst.T))
 
 
-def flow_stats(root: Path, meta: dict, width: int, height: int) -> dict:
-    """Median |flow| and median |translation part| between consecutive frames at the training size
-    (``width`` x ``height``): per pair the median over pixels; reported as the median over pairs and
-    the 10th / 90th percentiles."""
+def flow_stats(root: Path, meta: dict, width: int, height: int, gap: int = 1) -> dict:
+    """Median |flow| and median |translation part| between frames ``gap`` apart (a config's frame ids
+    -gap and +gap) at the training size (``width`` x ``height``): per pair the median over pixels;
+    reported as the median over pairs and the 10th / 90th percentiles."""
     intr = meta["intrinsics"]
     K = np.array([[intr["fx"], 0, intr["cx"]], [0, intr["fy"], intr["cy"]], [0, 0, 1]], dtype=np.float64)
     scale = np.array([[width / intr["width"]], [height / intr["height"]]])
@@ -99,22 +99,22 @@ def flow_stats(root: Path, meta: dict, width: int, height: int) -> dict:
         depths = sorted((root / "gt_depth" / pose_file.relative_to(root / "poses").with_suffix("")).rglob("*.png"))
         if len(depths) != len(poses):
             raise SystemExit(f"{pose_file}: {len(poses)} poses but {len(depths)} depth maps")
-        for t in range(len(poses) - 1):
+        for t in range(len(poses) - gap):
             depth = read_depth_png(depths[t])
-            flow, parallax = pair_flow(depth, K, np.linalg.inv(poses[t + 1]) @ poses[t])
+            flow, parallax = pair_flow(depth, K, np.linalg.inv(poses[t + gap]) @ poses[t])
             flows.append(float(np.median(np.hypot(*(flow * scale)))))
             parallaxes.append(float(np.median(np.hypot(*(parallax * scale)))))
             ys, xs = np.nonzero(depth[::2, ::2] > 0)  # the pixels pair_flow used, at the training size
             reliefs.append(float(np.median(relief_parallax(flow * scale, np.stack([xs * 2, ys * 2]) * scale))))
     flows_a, par_a, rel_a = np.array(flows), np.array(parallaxes), np.array(reliefs)
-    return {"train size": f"{height}x{width}", "pairs": len(flows),
+    return {"train size": f"{height}x{width}", "frame gap": gap, "pairs": len(flows),
             "flow px (median)": float(np.median(flows_a)), "flow px (p10)": float(np.percentile(flows_a, 10)),
             "flow px (p90)": float(np.percentile(flows_a, 90)), "parallax px (median)": float(np.median(par_a)),
             "parallax px (p10)": float(np.percentile(par_a, 10)), "parallax px (p90)": float(np.percentile(par_a, 90)),
             "relief px (median)": float(np.median(rel_a)), "relief px (p90)": float(np.percentile(rel_a, 90))}
 
 
-def parallax_row(root: Path, width: int, height: int | None = None) -> dict:
+def parallax_row(root: Path, width: int, height: int | None = None, gap: int = 1) -> dict:
     meta = json.loads((root / "meta.json").read_text())
     K = meta["intrinsics"]
     f = K["fx"] * width / K["width"]
@@ -123,7 +123,7 @@ def parallax_row(root: Path, width: int, height: int | None = None) -> dict:
            "camera step (max)": float(steps.max()), "median depth": z, "train width": width,
            "parallax px (mean)": f * float(steps.mean()) / z}
     if height is not None:
-        row.update(flow_stats(root, meta, width, height))
+        row.update(flow_stats(root, meta, width, height, gap))
     return row
 
 
@@ -133,18 +133,27 @@ def main() -> None:
     ap.add_argument("--width", action="append", required=True, type=int, help="training width for each --data")
     ap.add_argument("--height", action="append", type=int, default=None,
                     help="training height for each --data: also measure the per-pixel flow from the depth maps")
-    ap.add_argument("--record", default="parallax", help="lab record to write (docs/lab/RECORD.md; default parallax)")
+    ap.add_argument("--gap", action="append", type=int, default=None,
+                    help="frames between the pair for each --data (a config's frame ids -gap, +gap; default 1)")
+    ap.add_argument("--record", default="parallax",
+                    help="lab record to write (docs/lab/RECORD.md; default parallax; none: print only)")
     args = ap.parse_args()
     if len(args.data) != len(args.width):
         raise SystemExit("give one --width per --data")
     if args.height is not None and len(args.height) != len(args.data):
         raise SystemExit("give one --height per --data (or none)")
+    if args.gap is not None and (len(args.gap) != len(args.data) or min(args.gap) < 1):
+        raise SystemExit("give one --gap >= 1 per --data (or none)")
     heights = args.height or [None] * len(args.data)
-    rows = [parallax_row(root, w, h) for root, w, h in zip(args.data, args.width, heights)]
+    gaps = args.gap or [1] * len(args.data)
+    rows = [parallax_row(root, w, h, g) for root, w, h, g in zip(args.data, args.width, heights, gaps)]
     columns = list(dict.fromkeys(c for row in rows for c in row))
     print(markdown_table(rows, columns))
+    if args.record == "none":
+        return
     command = "python experiments/parallax.py " + " ".join(
-        f"--data {d} --width {w}" + (f" --height {h}" if h is not None else "") for d, w, h in zip(args.data, args.width, heights))
+        f"--data {d} --width {w}" + (f" --height {h}" if h is not None else "") + (f" --gap {g}" if args.gap else "")
+        for d, w, h, g in zip(args.data, args.width, heights, gaps))
     if args.record != "parallax":
         command += f" --record {args.record}"
     body = ("Camera translation between consecutive frames and the parallax it makes at the median depth, "

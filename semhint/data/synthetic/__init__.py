@@ -40,7 +40,9 @@ PRESETS = {
         "bench": dict(sequences=3, frames=60, height=240, width=320),
         # demo's sizes, modelled on SCARED / Hamlyn: a scope pivoting about its trocar with dolly and
         # roll, a spot light, mostly rigid tissue, an instrument that enters and leaves (tissue.py)
-        "scared": dict(sequences=4, frames=60, height=192, width=256, style="scared"),
+        # Its configs compare frames 2 apart (the parallax of shape at +-1 is a fifth of a pixel), so its
+        # splits keep only frames with neighbours 2 away
+        "scared": dict(sequences=4, frames=60, height=192, width=256, style="scared", split_margin=2),
     },
 }
 
@@ -67,8 +69,10 @@ def resolve_preset(kind: str, preset: str, **overrides) -> dict:
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if settings["sequences"] < 1:
         raise InputError(f"--sequences must be at least 1, got {settings['sequences']}")
-    if settings["frames"] < 3:
-        raise InputError(f"--frames must be at least 3 (a target needs both neighbours), got {settings['frames']}")
+    margin = settings.get("split_margin", 1)
+    if settings["frames"] < 2 * margin + 1:
+        raise InputError(f"--frames must be at least {2 * margin + 1} for the {preset} preset (a target needs both "
+                         f"neighbours {margin} frame{'s' if margin > 1 else ''} away), got {settings['frames']}")
     return settings
 
 
@@ -224,7 +228,7 @@ def render_tissue(out: str | Path, preset: str = "demo", seed: int = 0, sequence
     picks = _preview_picks(cfg.frames) if preview else []
     jobs = [(out, cfg, seq, seed * 1000 + seq, picks if seq == 0 else []) for seq in range(s["sequences"])]
     sheet = _run_jobs(_tissue_sequence, jobs, workers, cfg.frames, "synth tissue" if progress else None)
-    writer.write_tissue_splits(out, s["sequences"], cfg.frames)  # after the frames, before meta.json (last)
+    writer.write_tissue_splits(out, s["sequences"], cfg.frames, s.get("split_margin", 1))  # after the frames, before meta.json (last)
     if preview:
         title = f"SynthTissue{' scared' if cfg.style == 'scared' else ''} {cfg.height}x{cfg.width}, seed {seed}"
         contact_sheet(out / "preview.png", sheet, TISSUE, title, tracks=True)

@@ -85,6 +85,7 @@ class TissueScene:
     # scared: fractions of the sequence where the instrument starts entering, reaches the tissue, starts
     # leaving and is gone; None: always at the tissue (clip)
     instrument_window: tuple[float, float, float, float] | None = None
+    bowl: float = 0.0  # mm per mm^2: the cavity's curvature, z += bowl (u^2 + v^2) (scared; 0 in clips)
 
 
 def build_scene(cfg: TissueConfig, sequence_seed: int) -> TissueScene:
@@ -125,6 +126,14 @@ SCOPE_DOLLY_MM = (6.0, 12.0)  # in and out along the view axis
 SCOPE_DOLLY_PERIOD_S = (5.0, 8.0)
 SCOPE_ROLL_DEG = (6.0, 12.0)  # about the view axis
 SCOPE_ROLL_PERIOD_S = (6.0, 10.0)
+# The scared style's organ-scale relief (SCARED frames span roughly 40-150 mm of depth): lobes of this
+# height (mm, either sign) and width (sigma, mm), steep enough to matter, gentle enough never to fold
+# over along a ray (slope <= 0.6 x height / width < 1); and a cavity curvature of either sign (mm / mm^2:
+# 0.006 moves the view's edge, ~45 mm off axis, by ~12 mm)
+SCOPE_LOBES = 3
+SCOPE_LOBE_HEIGHT_MM = (10.0, 20.0)
+SCOPE_LOBE_WIDTH_MM = (15.0, 25.0)
+SCOPE_BOWL = (0.003, 0.006)
 
 
 def _scared_scene(scene: TissueScene, cfg: TissueConfig, sequence_seed: int) -> TissueScene:
@@ -141,6 +150,14 @@ def _scared_scene(scene: TissueScene, cfg: TissueConfig, sequence_seed: int) -> 
     leave = reached + float(rng.uniform(0.3, 0.45))
     scene.instrument_window = (enter, reached, leave, leave + float(rng.uniform(0.08, 0.15)))
     scene.poses = _scope_path(cfg, rng)
+    # organ-scale shape, drawn last so the draws above keep their values: a few lobes and the cavity's
+    # curvature. The clip surface alone is so nearly flat that a homography explains the flow between
+    # frames to 0.06 px (docs/lab/parallax_relief.md): photometric learning then has no depth to find.
+    n = SCOPE_LOBES
+    lobes = np.stack([rng.uniform(-40, 40, n), rng.uniform(-30, 30, n), rng.choice([-1.0, 1.0], n)
+                      * rng.uniform(*SCOPE_LOBE_HEIGHT_MM, n), rng.uniform(*SCOPE_LOBE_WIDTH_MM, n)], 1)
+    scene.bumps = torch.cat([scene.bumps, torch.tensor(lobes, dtype=DT)])
+    scene.bowl = float(rng.choice([-1.0, 1.0]) * rng.uniform(*SCOPE_BOWL))
     return scene
 
 
@@ -247,7 +264,7 @@ def world_points(scene: TissueScene, cfg: TissueConfig, frame: int, u: torch.Ten
     inv_s2 = 1.0 / b[:, 3:4] ** 2
     g = b[:, 2:3] * torch.exp(-(du * du + dv * dv) * (0.5 * inv_s2))
     bump = g.sum(0)
-    z = scene.distance + scene.tilt[0] * u + scene.tilt[1] * v + bump
+    z = scene.distance + scene.tilt[0] * u + scene.tilt[1] * v + bump + scene.bowl * (u * u + v * v)
     amp, freq, ph = scene.breath
     b_amp = amp * math.sin(2 * math.pi * freq * tsec + ph)
     breathing = b_amp * (1 + 0.3 * torch.sin(u / 40.0))
@@ -260,8 +277,8 @@ def world_points(scene: TissueScene, cfg: TissueConfig, frame: int, u: torch.Ten
     X = torch.stack([u + 0.25 * breathing + pull * pd[0], v + pull * pd[1], z - breathing - heart + pull * pd[2]])
     if not jacobian:
         return X
-    zu = scene.tilt[0] - (g * du * inv_s2).sum(0)
-    zv = scene.tilt[1] - (g * dv * inv_s2).sum(0)
+    zu = scene.tilt[0] - (g * du * inv_s2).sum(0) + 2 * scene.bowl * u
+    zv = scene.tilt[1] - (g * dv * inv_s2).sum(0) + 2 * scene.bowl * v
     br_u = b_amp * 0.3 / 40.0 * torch.cos(u / 40.0)
     hr_u, hr_v = -heart * (u - hu) / 20.0**2, -heart * (v - hv) / 20.0**2
     pl_u, pl_v = -pull * (u - pu) / s2, -pull * (v - pv) / s2

@@ -49,13 +49,13 @@ def read_poses(path: str | Path) -> np.ndarray:
     return out
 
 
-def split_frames(n_sequences: int, n_frames: int) -> dict[str, list[tuple[int, int]]]:
-    """(sequence, frame) pairs per split. Only frames with both neighbours; the last ~20 % of the
-    sequences (at least one, when there are two or more) are held out for test; every 10th frame
-    (frame % 10 == 5) of the others is validation."""
+def split_frames(n_sequences: int, n_frames: int, margin: int = 1) -> dict[str, list[tuple[int, int]]]:
+    """(sequence, frame) pairs per split. Only frames with both neighbours ``margin`` frames away (a
+    config's frame ids -margin, +margin); the last ~20 % of the sequences (at least one, when there are
+    two or more) are held out for test; every 10th frame (frame % 10 == 5) of the others is validation."""
     n_test = max(1, round(0.2 * n_sequences)) if n_sequences >= 2 else 0
     train_seqs = range(n_sequences - n_test)
-    eligible = range(1, n_frames - 1)
+    eligible = range(margin, n_frames - margin)
     val = [(s, f) for s in train_seqs for f in eligible if f % 10 == 5]
     train = [(s, f) for s in train_seqs for f in eligible if f % 10 != 5]
     test = [(s, f) for s in range(n_sequences - n_test, n_sequences) for f in eligible]
@@ -158,8 +158,8 @@ def write_tissue_static(out: Path, K: np.ndarray, width: int, height: int, n_seq
         write_text(out / "data" / tissue_name(s) / "intrinsics.yaml", text)
 
 
-def write_tissue_splits(out: Path, n_sequences: int, n_frames: int) -> None:
-    for name, pairs in split_frames(n_sequences, n_frames).items():
+def write_tissue_splits(out: Path, n_sequences: int, n_frames: int, margin: int = 1) -> None:
+    for name, pairs in split_frames(n_sequences, n_frames, margin).items():
         write_split(out / "splits" / f"{name}.txt", [f"{tissue_name(s)} {f}" for s, f in pairs])
 
 
