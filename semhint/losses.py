@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from semhint.core.conventions import IGNORE_INDEX
 from semhint.core.errors import InputError
-from semhint.core.geometry import backproject, disp_to_depth, project, sample, warp
+from semhint.core.geometry import backproject, disp_to_depth, project, resize_intrinsics, sample, warp
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,6 +397,54 @@ def _reduce_sources(errors: torch.Tensor, use_min: bool) -> torch.Tensor:
     return errors if use_min else errors.mean(1, keepdim=True)
 
 
+def _photo_term(images: dict[int, torch.Tensor], depth: torch.Tensor, poses: dict[int, torch.Tensor], K: torch.Tensor,
+                inv_K: torch.Tensor, identity: torch.Tensor | None, log_profile: torch.Tensor | None, lo
+                ) -> tuple[torch.Tensor, tuple[dict[int, torch.Tensor], torch.Tensor, torch.Tensor]]:
+    """The photometric term of one depth map at one image resolution, and (warped sources, reproj,
+    auto-mask) for the maps. ``images`` maps frame id -> image (0 = target); ``identity`` None:
+    the unwarped errors are computed here (the pyramid levels)."""
+    target, sources = images[0], [f for f in images if f != 0]
+    light = {"brightness": residual_brightness(lo.brightness), "specular_threshold": lo.specular_threshold}
+    if identity is None:
+        identity = _identity_errors(images, lo)
+    inside = None
+    if lo.brightness != "none" or lo.specular_threshold > 0 or lo.light_profile != "none":
+        relight = lo.brightness.startswith("inverse_square")
+        both = {f: warp_inside(images[f], depth, poses[f], K, inv_K, relight, log_profile) for f in sources}
+        warped, inside = {f: w for f, (w, _) in both.items()}, [both[f][1] for f in sources]
+    else:
+        warped = {f: warp(images[f], depth, poses[f], K, inv_K) for f in sources}
+    reproj = _reduce_sources(
+        pair_errors([warped[f] for f in sources], target, lo.ssim_weight, inside=inside, **light), lo.min_reprojection)
+    per_pixel, mask = min_reprojection(reproj, identity if lo.automask else None, automask=lo.automask)
+    photo = masked_mean(per_pixel) if lo.specular_threshold > 0 else per_pixel.mean()
+    return photo, (warped, reproj, mask)
+
+
+def _identity_errors(images: dict[int, torch.Tensor], lo) -> torch.Tensor:
+    """Errors of the unwarped sources (the auto-mask's reference), under the same brightness model
+    as the warped ones so that the auto-mask compares like with like."""
+    light = {"brightness": residual_brightness(lo.brightness), "specular_threshold": lo.specular_threshold}
+    return _reduce_sources(pair_errors([images[f] for f in images if f != 0], images[0], lo.ssim_weight, **light),
+                           lo.min_reprojection)
+
+
+def _downsample_level(images: dict[int, torch.Tensor], depth: torch.Tensor, K: torch.Tensor,
+                      log_profile: torch.Tensor | None, factor: int) -> tuple:
+    """Images, depth, K, inv_K and light profile of one image-pyramid level (``loss.image_pyramid``).
+
+    Area averaging blurs the fine texture away, so a motion of several pixels becomes a fraction of
+    a pixel here and the warp's gradient points to it from zero motion (on SynthTissue's scared
+    scope a full-resolution loss alone did not find the motion from a zero start; docs/METHOD.md).
+    """
+    h, w = depth.shape[-2:]
+    new = (max(1, h // factor), max(1, w // factor))
+    area = lambda x: F.interpolate(x, size=new, mode="area")  # noqa: E731
+    K_level = resize_intrinsics(K, (h, w), new)
+    profile = None if log_profile is None else area(log_profile)
+    return {f: area(im) for f, im in images.items()}, area(depth), K_level, torch.linalg.inv(K_level), profile
+
+
 def self_supervised_objective(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], cfg) -> tuple[
         dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Monodepth2's loss for one batch, plus the noisy-label segmentation term.
@@ -445,15 +493,11 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
     size = tuple(target.shape[-2:])
     K, inv_K = batch["K"], batch["inv_K"]
 
-    light = {"brightness": residual_brightness(lo.brightness), "specular_threshold": lo.specular_threshold}
-    moving_light = lo.brightness != "none" or lo.specular_threshold > 0 or lo.light_profile != "none"
-    relight = lo.brightness.startswith("inverse_square")
     log_profile = outputs.get("light/log_profile") if lo.light_profile != "none" else None
     if lo.light_profile != "none" and log_profile is None:
         raise ValueError("loss.light_profile needs outputs['light/log_profile'] (semhint.models.light)")
-    # the unwarped sources get the same brightness model, so the auto-mask compares like with like
-    identity = _reduce_sources(
-        pair_errors([batch[f"image/{f}"] for f in sources], target, lo.ssim_weight, **light), lo.min_reprojection)
+    images = {f: batch[f"image/{f}"] for f in [0, *sources]}
+    identity = _identity_errors(images, lo)
 
     maps: dict[str, torch.Tensor] = {}
     photo_terms, smooth_terms = [], []
@@ -462,17 +506,13 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
         _, depth = disp_to_depth(_upsample(disp, size), model.min_depth, model.max_depth)
         if lo.depth_norm:
             depth = normalise_depth(depth)
-        inside = None
-        if moving_light:
-            both = {f: warp_inside(batch[f"image/{f}"], depth, poses[f], K, inv_K, relight, log_profile) for f in sources}
-            warped, inside = {f: w for f, (w, _) in both.items()}, [both[f][1] for f in sources]
-        else:
-            warped = {f: warp(batch[f"image/{f}"], depth, poses[f], K, inv_K) for f in sources}
-        reproj = _reduce_sources(
-            pair_errors([warped[f] for f in sources], target, lo.ssim_weight, inside=inside, **light),
-            lo.min_reprojection)
-        per_pixel, mask = min_reprojection(reproj, identity if lo.automask else None, automask=lo.automask)
-        photo_terms.append(masked_mean(per_pixel) if lo.specular_threshold > 0 else per_pixel.mean())
+        photo, (warped, reproj, mask) = _photo_term(images, depth, poses, K, inv_K, identity, log_profile, lo)
+        levels = [photo]
+        for level in range(1, lo.image_pyramid + 1):
+            small, small_depth, small_K, small_inv_K, small_profile = _downsample_level(
+                images, depth, K, log_profile, 2**level)
+            levels.append(_photo_term(small, small_depth, poses, small_K, small_inv_K, None, small_profile, lo)[0])
+        photo_terms.append(torch.stack(levels).mean())
         colour = target if tuple(disp.shape[-2:]) == size else F.interpolate(target, size=disp.shape[-2:], mode="area")
         smooth_terms.append(lo.smoothness * smoothness_loss(disp, colour) / 2**s)
         maps[f"depth/{s}"] = depth

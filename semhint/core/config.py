@@ -92,6 +92,7 @@ class LossConfig:
     # predicted depth and pose | inverse_square_affine: both (semhint.losses.warp_inside)
     specular_threshold: float = 0.0  # leave out pixels whose brightest channel reaches this in either image (0: off)
     light_profile: str = "none"  # none | radial: the beam and vignetting fixed to the camera, exp(a r^2 + b r^4), learnt (semhint.models.light)
+    image_pyramid: int = 0  # also compare images area-downsampled 2x, 4x, ... (this many levels): the capture range for big motion on fine texture
 
 
 @dataclass
@@ -305,6 +306,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
     if lo.specular_threshold != 0 and not 0.5 <= lo.specular_threshold <= 1:
         fail("loss.specular_threshold", f"must be 0 (off) or in [0.5, 1] (image values are in [0, 1]; lower would "
                                         f"leave out ordinary surface, not highlights), got {lo.specular_threshold}")
+    if not 0 <= lo.image_pyramid <= 4:
+        fail("loss.image_pyramid", f"must be 0 (off) to 4 levels, got {lo.image_pyramid}")
     if lo.planar_segments not in HINT_SEGMENTS:
         fail("loss.planar_segments", f"must be one of {', '.join(HINT_SEGMENTS)}, got {lo.planar_segments!r}")
     if lo.planar_weight > 0 and lo.planar_segments == "prediction" and m.num_classes == 0:
