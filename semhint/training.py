@@ -70,6 +70,13 @@ def predict_poses(pose_net: torch.nn.Module, batch: dict, frame_ids: list[int]) 
     return poses
 
 
+def given_poses(batch: dict, frame_ids: list[int]) -> dict[int, torch.Tensor] | None:
+    """The dataset's own target->source motion of every source (``data.poses``), or None without it."""
+    if not all(f"pose/{f}" in batch for f in frame_ids[1:]):
+        return None
+    return {f: batch[f"pose/{f}"] for f in frame_ids[1:]}
+
+
 @contextmanager
 def frozen_norm_stats(module: torch.nn.Module) -> Iterator[None]:
     """Batch-norm layers keep normalising with batch statistics (train mode) but leave their running
@@ -276,10 +283,12 @@ class SemHintModule(L.LightningModule):
         """One forward pass and every loss term: returns (losses, maps, depth outputs)."""
         cfg = self.cfg
         outputs = self.depth_net(batch["image_aug/0"])
-        poses = predict_poses(self.pose_net, batch, cfg.data.frame_ids)
+        known = given_poses(batch, cfg.data.frame_ids)
+        poses = known if known is not None else predict_poses(self.pose_net, batch, cfg.data.frame_ids)
         if self.light is not None:
             outputs["light/log_profile"] = self.light(batch["inv_K"].float(), *batch["image/0"].shape[-2:])
-        if self._trainer is not None and self.training and self.global_step < cfg.optim.pose_warmup_steps:
+        warming_up = self._trainer is not None and self.training and self.global_step < cfg.optim.pose_warmup_steps
+        if warming_up and known is None:  # with given poses there is no pose net to warm up
             outputs = pose_warmup_outputs(outputs)
             losses, maps = self_supervised_objective(batch, outputs, poses, pose_warmup_config(cfg))
         else:

@@ -49,6 +49,7 @@ class DataConfig:
     saturation: float = 0.2
     hue: float = 0.1
     cache_dir: str = ""  # cache resized frames here once; empty = decode every time
+    poses: str = ""  # folder kind: POSES/<sequence>.txt camera-to-world per frame (kinematics); set: the warp uses them, not the pose net
     num_workers: int = 2
 
 
@@ -274,6 +275,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("data.unit", f"must be 'm' or 'mm', got {d.unit!r}")
     if d.num_workers < 0:
         fail("data.num_workers", "must be >= 0")
+    if d.poses and d.kind != "folder":
+        fail("data.poses", f"given poses are read for data.kind folder (POSES/<sequence>.txt), got kind {d.kind!r}")
     if not 0 <= d.fov < 180:
         fail("data.fov", f"must be a horizontal field of view in degrees, 0 < fov < 180 (0 = off), got {d.fov}")
     if m.encoder not in ENCODERS:

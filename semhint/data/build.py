@@ -16,6 +16,7 @@ from semhint.core.config import DataConfig
 from semhint.core.errors import ConfigError, InputError
 from semhint.data import endoscopy, folder, kitti
 from semhint.data.frames import FrameRef
+from semhint.data.poses import snippet_poses
 from semhint.data.snippets import SnippetDataset
 
 
@@ -47,12 +48,14 @@ def build_dataset(data_cfg: DataConfig, split: str, train_gt: bool = False, num_
     gt_depths, gt_root = None, ""
     if (split == "val" or train_gt) and data_cfg.gt_depth:
         gt_depths, gt_root = _ground_truth(data_cfg.gt_depth, frames, data_cfg.kind)
+    motions = snippet_poses(frames, data_cfg.poses, data_cfg.frame_ids) if data_cfg.poses else None
     return SnippetDataset(
         frames, data_cfg.height, data_cfg.width, data_cfg.frame_ids,
         augment=split == "train" and data_cfg.augment, flip=data_cfg.flip,
         jitter=(data_cfg.brightness, data_cfg.contrast, data_cfg.saturation, data_cfg.hue),
         labels=data_cfg.labels, gt_labels=data_cfg.gt_labels if split == "val" else "",
         gt_depth_root=gt_root, gt_depths=gt_depths, cache_dir=data_cfg.cache_dir, num_classes=num_classes,
+        poses=motions,
     )
 
 

@@ -27,6 +27,7 @@ from semhint.core import geometry
 from semhint.core.conventions import IGNORE_INDEX
 from semhint.core.fileio import InputError, read_depth_png, read_label_png, read_rgb, save_npy
 from semhint.data.frames import DirListing, FrameRef, mirrored_path
+from semhint.data.poses import flip_pose
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,7 +180,8 @@ class SnippetDataset(Dataset):
 
     ``labels`` / ``gt_labels`` / ``gt_depth_root`` are roots mirroring the image layout (see
     :func:`semhint.data.mirrored_path`); ``gt_depths`` is an in-memory list ordered like ``frames``
-    (from an export-gt npz). Augmentation (``augment``): with probability 0.5 a horizontal flip
+    (from an export-gt npz); ``poses`` (``data.poses``), ordered like ``frames``, adds each
+    source's given motion as ``pose/{f}``. Augmentation (``augment``): with probability 0.5 a horizontal flip
     (if ``flip``) and, independently with probability 0.5, one colour-jitter draw, both shared by
     all frames of the snippet; ``image/{f}`` stay un-jittered for the losses.
     """
@@ -189,7 +191,7 @@ class SnippetDataset(Dataset):
                  jitter: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.1),
                  labels: str | Path = "", gt_labels: str | Path = "", gt_depth_root: str | Path = "",
                  gt_depths: Sequence[np.ndarray] | None = None, cache_dir: str | Path = "",
-                 num_classes: int = 0) -> None:
+                 num_classes: int = 0, poses: Sequence[dict[int, np.ndarray]] | None = None) -> None:
         if not frames:
             raise InputError("the dataset has no frames (empty split)")
         self.frames = list(frames)
@@ -202,6 +204,9 @@ class SnippetDataset(Dataset):
         if gt_depths is not None and len(gt_depths) != len(self.frames):
             raise InputError(f"ground truth has {len(gt_depths)} depth maps for {len(self.frames)} frames")
         self.gt_depths = gt_depths
+        if poses is not None and len(poses) != len(self.frames):
+            raise InputError(f"given poses for {len(poses)} snippets, but the dataset has {len(self.frames)} frames")
+        self.poses = poses  # data.poses: per frame, offset -> 4 x 4 target->source motion
         self._check_maps()
         self._log_resize_policy()
 
@@ -267,6 +272,9 @@ class SnippetDataset(Dataset):
             sample["depth_gt"] = sample["depth_gt"].flip(-1)
         K = self.intrinsics(ref, flipped)
         sample["K"], sample["inv_K"] = K, torch.linalg.inv(K)
+        if self.poses is not None:
+            for f, T in self.poses[index].items():
+                sample[f"pose/{f}"] = torch.from_numpy(flip_pose(T) if flipped else T)
         sample["index"] = torch.tensor(index, dtype=torch.int64)
         return sample
 

@@ -135,7 +135,7 @@ def run_config(config: str, sweep: Sweep, seed: int, run_dir: Path, labels: str 
     named = Path(data["path"]).parts[:2]
     prefix = "/".join(named) if named[:1] == ("runs",) and named[1:2] and named[1].startswith("synth_") \
         else f"runs/synth_{sweep.world}"
-    for key in ("path", "train_split", "val_split", "gt_depth", "labels", "gt_labels"):
+    for key in ("path", "train_split", "val_split", "gt_depth", "labels", "gt_labels", "poses"):
         if data[key].startswith(prefix):
             data[key] = str(Path(sweep.data) / data[key][len(prefix) + 1:])
     if labels and values["model"]["num_classes"] > 0:

@@ -22,6 +22,7 @@ import numpy as np
 from semhint.core.conventions import DEPTH_PNG_SCALE
 from semhint.core.fileio import save_image, write_depth_png, write_json, write_label_png, write_text
 from semhint.data.frames import write_split
+from semhint.data.poses import read_pose_file
 
 DATE = "2000_01_01"  # a date no real KITTI drive has, so synthetic and real data never mix up
 MAX_PNG_DEPTH = 65535 / DEPTH_PNG_SCALE
@@ -43,10 +44,7 @@ def write_poses(path: Path, poses: np.ndarray) -> None:
 
 def read_poses(path: str | Path) -> np.ndarray:
     """Camera-to-world poses (T x 4 x 4) from a poses/<sequence>.txt file."""
-    rows = np.loadtxt(path, ndmin=2).reshape(-1, 3, 4)
-    out = np.tile(np.eye(4), (rows.shape[0], 1, 1))
-    out[:, :3, :4] = rows
-    return out
+    return read_pose_file(path)
 
 
 def split_frames(n_sequences: int, n_frames: int, margin: int = 1) -> dict[str, list[tuple[int, int]]]:
