@@ -42,9 +42,9 @@ TISSUE_OUT ?= runs/tissue
 TISSUE_STEPS ?= 600
 tissue: $(STAMP)
 	$(BIN)/python experiments/run_semhint.py --world tissue --preset scared --out $(TISSUE_OUT) --steps $(TISSUE_STEPS) \
-		--labels corrupt0.5 --jobs 2 --seeds $(TISSUE_SEEDS) --configs synth_tissue_scared semhint_synth_tissue_scared \
+		--labels corrupt0.5 --jobs 2 --seeds $(TISSUE_SEEDS) --configs synth_tissue_scared_kinematics semhint_synth_tissue_scared_kinematics \
 		--key tissue_make$(TISSUE_KEY_SUFFIX) --title 'make tissue: baseline and SemHint on the SCARED-like tissue world'
 	$(BIN)/python experiments/tracking.py --data $(TISSUE_OUT)/tissue --split test --noise-draws 1 --key tissue_make_tracking$(TISSUE_KEY_SUFFIX) \
 		--title 'make tissue: tracking the held-out sequence with trained depth' \
-		--baseline $(foreach s,$(TISSUE_SEEDS),$(TISSUE_OUT)/runs/synth_tissue_scared/seed$(s)/checkpoints/last.ckpt) \
-		--semhint $(foreach s,$(TISSUE_SEEDS),$(TISSUE_OUT)/runs/semhint_synth_tissue_scared-corrupt0.5/seed$(s)/checkpoints/last.ckpt)
+		--baseline $(foreach s,$(TISSUE_SEEDS),$(TISSUE_OUT)/runs/synth_tissue_scared_kinematics/seed$(s)/checkpoints/last.ckpt) \
+		--semhint $(foreach s,$(TISSUE_SEEDS),$(TISSUE_OUT)/runs/semhint_synth_tissue_scared_kinematics-corrupt0.5/seed$(s)/checkpoints/last.ckpt)
