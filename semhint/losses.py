@@ -434,8 +434,8 @@ def _downsample_level(images: dict[int, torch.Tensor], depth: torch.Tensor, K: t
     """Images, depth, K, inv_K and light profile of one image-pyramid level (``loss.image_pyramid``).
 
     Area averaging blurs the fine texture away, so a motion of several pixels becomes a fraction of
-    a pixel here and the warp's gradient points to it from zero motion (on SynthTissue's scared
-    scope a full-resolution loss alone did not find the motion from a zero start; docs/METHOD.md).
+    a pixel here and the warp's gradient points to it from zero motion, where the full-resolution
+    loss of fine texture is flat or even rises (tests/test_losses.py, the image-pyramid test).
     """
     h, w = depth.shape[-2:]
     new = (max(1, h // factor), max(1, w // factor))

@@ -271,6 +271,9 @@ class SemHintModule(L.LightningModule):
         self.cfg = cfg if isinstance(cfg, Config) else from_dict(cfg, "checkpoint config")
         self.depth_net = build_depth_net(self.cfg.model)
         self.pose_net = build_pose_net(self.cfg.model)
+        # with the motion given (data.poses) the pose net is kept (checkpoints keep one shape) but frozen
+        # and left out of the optimiser: no gradient reaches it, and DDP must not wait for one
+        self.pose_net.requires_grad_(not self.cfg.data.poses)
         # the light's beam and vignetting, learnt beside the networks (loss.light_profile); None when off
         self.light = RadialLightProfile() if self.cfg.loss.light_profile == "radial" else None
         self._val_sums: dict[str, torch.Tensor] = {}
@@ -284,6 +287,8 @@ class SemHintModule(L.LightningModule):
         cfg = self.cfg
         outputs = self.depth_net(batch["image_aug/0"])
         known = given_poses(batch, cfg.data.frame_ids)
+        if cfg.data.poses and known is None:
+            raise ValueError("data.poses is set but the batch has no pose/{f} for every source frame")
         poses = known if known is not None else predict_poses(self.pose_net, batch, cfg.data.frame_ids)
         if self.light is not None:
             outputs["light/log_profile"] = self.light(batch["inv_K"].float(), *batch["image/0"].shape[-2:])
@@ -451,7 +456,8 @@ class SemHintModule(L.LightningModule):
     # -- optimisation and checkpoint metadata --------------------------------------------------
     def configure_optimizers(self):
         o = self.cfg.optim
-        params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
+        params = list(self.depth_net.parameters())
+        params += [] if self.cfg.data.poses else list(self.pose_net.parameters())
         params += list(self.light.parameters()) if self.light is not None else []
         optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=o.milestones, gamma=o.gamma)

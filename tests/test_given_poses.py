@@ -93,3 +93,15 @@ def test_bad_pose_files_and_kinds_are_one_line_errors(scared, tmp_path):
     (short / "tissue_01.txt").write_text("1 2 3\n")
     with pytest.raises(InputError, match="12 numbers"):
         read_pose_file(short / "tissue_01.txt")
+
+
+def test_given_poses_leave_the_pose_net_frozen_and_out_of_the_optimiser(scared):
+    cfg = from_dict({"data": _data_cfg(scared), "model": {"scales": [0]}})
+    module = SemHintModule(cfg)
+    optimised = {id(p) for group in module.configure_optimizers()["optimizer"].param_groups for p in group["params"]}
+    assert not any(p.requires_grad for p in module.pose_net.parameters())
+    assert not any(id(p) in optimised for p in module.pose_net.parameters())
+    assert all(id(p) in optimised for p in module.depth_net.parameters())
+    with pytest.raises(ValueError, match="data.poses is set"):
+        batch = torch.utils.data.default_collate([build_dataset(cfg.data, "train")[0]])
+        module.objective({k: v for k, v in batch.items() if not k.startswith("pose/")})
