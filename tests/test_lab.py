@@ -107,6 +107,9 @@ def test_sweeps_rebase_the_render_a_config_names_and_rerender_an_interrupted_one
                   labels="labels16", seeds=[0])
     cfg = run_config("semhint_synth_town", sweep, 0, tmp_path / "run", "labels16")
     assert cfg.data.path == str(tmp_path / "town" / "data") and cfg.data.labels == str(tmp_path / "town" / "labels16")
+    tissue = Sweep(world="tissue", out=str(tmp_path), data=str(tmp_path / "scared"), seeds=[0])
+    cfg = run_config("synth_tissue_scared_kinematics", tissue, 0, tmp_path / "run", None)
+    assert cfg.data.poses == str(tmp_path / "scared" / "poses")  # given motion follows the render too
     root = tmp_path / "town"
     (root / "splits").mkdir(parents=True)
     (root / "splits" / "test.txt").write_text("x 0 l\n")  # what a render stopped half-way leaves
