@@ -32,7 +32,7 @@ from semhint.core.fileio import read_depth_png, read_image_array
 from semhint.core.geometry import axisangle_to_matrix, intrinsics_matrix, resize_intrinsics
 from semhint.data.synthetic.writer import read_poses
 from semhint.lab.records import markdown_table, write_record
-from semhint.losses import min_reprojection, pair_errors, smoothness_loss, warp_inside
+from semhint.losses import min_reprojection, pair_errors, pyramid_level, smoothness_loss, warp_inside
 
 PYRAMID = (1, 2, 4, 8)
 FREE_POSE_START_DEPTH = 18.0  # a depth net's start in the tissue configs (model.disp_init 0.05 of 1..200 mm)
@@ -61,14 +61,12 @@ def intrinsics(root: Path, seq: str, size: tuple[int, int]) -> torch.Tensor:
 def pyramid_loss(target: torch.Tensor, sources: list[torch.Tensor], depth: torch.Tensor,
                  poses: list[torch.Tensor], K: torch.Tensor) -> torch.Tensor:
     """Mean over pyramid levels of the per-pixel minimum photometric error over the sources."""
-    h, w = depth.shape[-2:]
+    images = {0: target, **{i + 1: s for i, s in enumerate(sources)}}
     terms = []
     for f in PYRAMID:
-        size = (h // f, w // f)
-        area = (lambda x: F.interpolate(x, size=size, mode="area")) if f > 1 else (lambda x: x)  # noqa: E731
-        K_f = resize_intrinsics(K, (h, w), size)[None]
-        warped = [warp_inside(area(s), area(depth), T[None], K_f)[0] for s, T in zip(sources, poses)]
-        per_pixel, _ = min_reprojection(pair_errors(warped, area(target)), None, automask=False)
+        level, level_depth, K_f, inv_K_f, _ = pyramid_level(images, depth, K[None], None, f)
+        warped = [warp_inside(level[i + 1], level_depth, T[None], K_f, inv_K_f)[0] for i, T in enumerate(poses)]
+        per_pixel, _ = min_reprojection(pair_errors(warped, level[0]), None, automask=False)
         terms.append(per_pixel.mean())
     return torch.stack(terms).mean()
 

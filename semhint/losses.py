@@ -429,7 +429,7 @@ def _identity_errors(images: dict[int, torch.Tensor], lo) -> torch.Tensor:
                            lo.min_reprojection)
 
 
-def _downsample_level(images: dict[int, torch.Tensor], depth: torch.Tensor, K: torch.Tensor,
+def pyramid_level(images: dict[int, torch.Tensor], depth: torch.Tensor, K: torch.Tensor,
                       log_profile: torch.Tensor | None, factor: int) -> tuple:
     """Images, depth, K, inv_K and light profile of one image-pyramid level (``loss.image_pyramid``).
 
@@ -509,7 +509,7 @@ def _objective_fp32(batch: dict, outputs: dict, poses: dict[int, torch.Tensor], 
         photo, (warped, reproj, mask) = _photo_term(images, depth, poses, K, inv_K, identity, log_profile, lo)
         levels = [photo]
         for level in range(1, lo.image_pyramid + 1):
-            small, small_depth, small_K, small_inv_K, small_profile = _downsample_level(
+            small, small_depth, small_K, small_inv_K, small_profile = pyramid_level(
                 images, depth, K, log_profile, 2**level)
             levels.append(_photo_term(small, small_depth, poses, small_K, small_inv_K, None, small_profile, lo)[0])
         photo_terms.append(torch.stack(levels).mean())
