@@ -3,8 +3,9 @@
 1. fits a labeler on CamVid train + val (real hand labels from another city and camera) and scores it
    on CamVid test;
 2. labels the 48-frame KITTI sample with it (Cityscapes train ids) and draws a contact sheet;
-3. trains the baseline (configs kitti_sample), SemHint (semhint_kitti_sample) and the segmentation
-   branch alone (semhint_kitti_sample_branch: SemHint without hints) per seed with the configs' own
+3. trains the baseline (configs kitti_sample), SemHint (semhint_kitti_sample: ground hints, no decoder
+   layer shared) and the segmentation branch alone (semhint_kitti_sample_branch: SemHint without hints)
+   per seed with the configs' own
    schedule, one torch thread each, into OUT/<baseline|semhint|branch>-s<seed>/;
 4. scores every run on the sample's 23 LiDAR frames (Eigen protocol) and writes OUT/report.md and
    the lab record docs/lab/real_kitti.md.
@@ -38,8 +39,9 @@ from semhint.lab import sweep as S
 from semhint.lab.records import write_record
 
 ARMS = {"kitti_sample": "baseline", "semhint_kitti_sample": "semhint", "semhint_kitti_sample_branch": "branch",
-        "semhint_kitti_sample_ground": "ground", "semhint_kitti_sample_plane": "plane"}
-DEFAULT_ARMS = ["baseline", "semhint", "branch"]  # `make real-kitti`; ground and plane are variants run on demand
+        "semhint_kitti_sample_street": "street", "semhint_kitti_sample_ground": "ground",
+        "semhint_kitti_sample_plane": "plane"}
+DEFAULT_ARMS = ["baseline", "semhint", "branch"]  # `make real-kitti`; street, ground, plane: variants run on demand
 
 
 def parse_args() -> argparse.Namespace:
