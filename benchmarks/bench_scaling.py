@@ -218,6 +218,7 @@ def main() -> None:
                              "process and distorts the many small refinement ops far more than the convolutions)")
     parser.add_argument("--quick", action="store_true", help="a small grid, one timed round (smoke check)")
     parser.add_argument("--load", default="", help="a note on machine load at measurement time (goes into the record)")
+    parser.add_argument("--key", default="step_scaling", help="record key (docs/lab/KEY.md); another key keeps the full grid's record")
     parser.add_argument("--lab-dir", default=str(LAB_DIR), help="where the record goes (default docs/lab)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write the lab record")
     parser.add_argument("--refit", default="",
@@ -240,7 +241,7 @@ def main() -> None:
     if args.no_write:
         return
     command = ".venv/bin/python " + shlex.join(sys.argv)
-    write_record("step_scaling", "Training-step cost against resolution, batch and classes", command,
+    write_record(args.key, "Training-step cost against resolution, batch and classes", command,
                  markdown(rows, models, summ, args, load_avg),
                  {"rows": rows, "cost_model": models, "summary": summ, "threads": args.threads, "load": args.load,
                   "load_average_1min": list(load_avg), "command": command}, lab_dir=args.lab_dir)
@@ -269,7 +270,7 @@ def refit(args) -> None:
             setattr(measured, key, cast(words[words.index(flag) + 1]))
     if args.no_write:
         return
-    write_record("step_scaling", "Training-step cost against resolution, batch and classes", command,
+    write_record(args.key, "Training-step cost against resolution, batch and classes", command,
                  note + "\n\n" + markdown(rows, models, summ, measured, tuple(old["load_average_1min"])),
                  dict(old, rows=rows, cost_model=models, summary=summ, refit=note), lab_dir=args.lab_dir)
 

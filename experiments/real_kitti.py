@@ -114,16 +114,21 @@ def ensure_ground_truth(args: argparse.Namespace) -> None:
                 "--output", str(gt))
 
 
-def real_panels(sweep: S.Sweep, out: Path, frames: int = 4) -> Path | None:
-    """Input | noisy labels | baseline | SemHint | LiDAR points, for a few scored frames (seed 0 of each arm)."""
-    ckpts = {arm: out / f"{arm}-s{sweep.seeds[0]}" / "checkpoints" / "last.ckpt" for arm in ("baseline", "semhint")}
+def panel_arm(arms: list[str]) -> str:
+    """The hinted arm the panels show beside the baseline: SemHint, else the first hinted variant trained."""
+    return next((a for a in ["semhint", *arms] if a not in ("baseline", "branch") and a in arms), "semhint")
+
+
+def real_panels(sweep: S.Sweep, out: Path, arm: str = "semhint", frames: int = 4) -> Path | None:
+    """Input | noisy labels | baseline | SemHint (``arm``) | LiDAR points, for a few scored frames (seed 0 of each arm)."""
+    ckpts = {a: out / f"{a}-s{sweep.seeds[0]}" / "checkpoints" / "last.ckpt" for a in ("baseline", arm)}
     if not all(p.is_file() for p in ckpts.values()):
         return None
     cfg = S.run_config("semhint_kitti_sample", sweep, sweep.seeds[0], out / "panels", "labels")
     data = S.eval_data(sweep, "semhint_kitti_sample", cfg)
     picks = np.linspace(0, len(data.images) - 1, frames).round().astype(int)
     images = [data.images[i] for i in picks]
-    depths = {arm: load_predictor(p).predict_depth_batch(images) for arm, p in ckpts.items()}
+    depths = {a: load_predictor(p).predict_depth_batch(images) for a, p in ckpts.items()}
     rows = []
     for n, i in enumerate(picks):
         lidar = data.depths[i]
@@ -133,8 +138,8 @@ def real_panels(sweep: S.Sweep, out: Path, frames: int = 4) -> Path | None:
         seen = cv2.erode(np.where(lidar > 0, lidar, far).astype(np.float32), np.ones((5, 5), np.uint8))
         row = {"input": images[n], "noisy labels": colorize_labels(data.noisy[i], "cityscapes"),
                "LiDAR points": np.where(seen < far, seen, 0.0).astype(np.float32)}
-        for arm, title in (("baseline", "baseline"), ("semhint", "SemHint")):
-            pred = cv2.resize(depths[arm][n], lidar.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        for a, title in (("baseline", "baseline"), (arm, "SemHint" if arm == "semhint" else f"SemHint ({arm})")):
+            pred = cv2.resize(depths[a][n], lidar.shape[::-1], interpolation=cv2.INTER_LINEAR)
             row[title] = pred * np.median(lidar[lidar > 0]) / np.median(pred[lidar > 0])  # the protocol's scaling
         rows.append(row)
     path = out / "panels.png"
@@ -162,7 +167,7 @@ def main() -> None:
     groups = S.collect(sweep)
     groups = {"constant depth (reference)": [S.constant_depth_result(sweep)], **groups}
     markdown, raw = S.table(groups, "kitti")
-    panels = real_panels(sweep, out)
+    panels = real_panels(sweep, out, panel_arm(args.arms))
     lab_line = (f"Labeler (EfficientNet-Lite0, CamVid train + val, {args.labeler_steps} steps at 96x320): "
                 f"CamVid test mIoU {100 * labeler['miou']:.1f} %, pixel accuracy {100 * labeler['pixel_accuracy']:.1f} % "
                 f"(IoU per class: {', '.join(f'{c} {100 * v:.1f}' for c, v in labeler['per_class_iou'].items())}); "
