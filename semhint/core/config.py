@@ -116,6 +116,8 @@ class RefineConfig:
     stuff_classes: list[int] = field(default_factory=lambda: [0, 1])  # classes for the surface fit
     upright_classes: list[int] = field(default_factory=list)  # operator D: classes with vertical surfaces standing on the ground
     facade_classes: list[int] = field(default_factory=lambda: [2, 3, 4])  # operator E: building, wall, fence
+    occluder_classes: list[int] = field(default_factory=list)  # operator F: classes in front of the surface around them (instruments)
+    hint_ungated_classes: list[int] = field(default_factory=list)  # hinted pixels of these classes skip the gate: things that move on their own, where the photometric comparison under the camera's motion is meaningless
     surface_order: int = 1  # operator B: 1 = plane in inverse depth (driving), 2 = quadric (tissue), 0 = level ground plane (B and D)
     surface_band: float = 0.0  # operators B and E move only pixels within this relative distance of the surface (0: all)
     surface_inlier: float = 0.05  # B and D: RANSAC inlier threshold (relative); a level plane needs more (0.3)
@@ -325,6 +327,10 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine.hint_segments", f"must be one of {', '.join(HINT_SEGMENTS)}, got {r.hint_segments!r}")
     if r.smooth_domain not in SMOOTH_DOMAINS:
         fail("refine.smooth_domain", f"must be one of {', '.join(SMOOTH_DOMAINS)}, got {r.smooth_domain!r}")
+    for key in ("occluder_classes", "hint_ungated_classes"):
+        outside = [c for c in getattr(r, key) if not 0 <= int(c) < max(m.num_classes, 1)]
+        if outside:
+            fail(f"refine.{key}", f"{outside} outside the model's classes 0..{m.num_classes - 1}")
     bad_classes = [c for c in r.hint_classes if not 0 <= int(c) < max(m.num_classes, 1)]
     if bad_classes:
         fail("refine.hint_classes", f"{bad_classes} outside the model's classes 0..{m.num_classes - 1}")

@@ -2,11 +2,12 @@
 
 Everything here runs on DETACHED predictions: the refined maps are targets, not part of the graph.
 
-- ``operators``: the hint operators by name (the registry config validation reads), A-E:
+- ``operators``: the hint operators by name (the registry config validation reads), A-F:
   A ``smoothing``: segment-aware smoothing; B, D, E ``surfaces``: a robust surface per segment,
   upright objects stood on the ground plane, facades as vertical planes along the direction of
   travel (up from the ground plane, never from the camera's axes); C ``borders``: depth edges moved
-  onto class borders; plus the diagnostic ``oracle``.
+  onto class borders; F ``occluders``: an occluder (an instrument) no farther than the surface around
+  it; plus the diagnostic ``oracle``.
 - ``hints``: one step's pseudo-depth (operators, trust region), the Depth Hints gate, hint quality.
 - ``pseudo_semantics``: source probabilities warped into the target, fused, filtered.
 - ``terms``: the two loss terms of a training step, read from the config.
@@ -27,6 +28,7 @@ from semhint.refine.hints import (
                                   reprojection_error,
                                   trust_region,
 )
+from semhint.refine.occluders import occluders_in_front
 from semhint.refine.operators import OPERATORS, HintInputs, Operator, apply_operators, check_config, oracle_hint
 from semhint.refine.pseudo_semantics import fuse_probabilities, select_pseudo_labels, snap_borders, warp_probabilities
 from semhint.refine.smoothing import segment_aware_smoothing, texture_weight
@@ -44,7 +46,7 @@ from semhint.refine.terms import hint_term, pseudo_seg_term, refinement_losses
 __all__ = [
     "OPERATORS", "GatedHint", "HintInputs", "accepted_pixels", "propose_hint", "Operator", "apply_operators", "border_morphing", "camera_translation", "check_config", "coarse_hint", "facade_planes",
     "fuse_probabilities", "ground_contact", "ground_plane", "ground_up", "hint_class_mask", "hint_gate", "hint_gt_stats", "hint_segments",
-    "hint_term", "make_depth_hint", "oracle_hint", "pseudo_seg_term", "refinement_losses", "reprojection_error",
+    "hint_term", "make_depth_hint", "occluders_in_front", "oracle_hint", "pseudo_seg_term", "refinement_losses", "reprojection_error",
     "segment_aware_smoothing", "segment_surface_fit", "select_pseudo_labels", "snap_borders", "texture_weight",
     "travel_direction", "trust_region", "vertical_run_end", "warp_probabilities",
 ]

@@ -242,6 +242,8 @@ def accepted_pixels(hint: GatedHint, pred_error: torch.Tensor, automask: torch.T
     """Pixels the hint trains: changed, of a hinted class, and (with the gate) reprojecting better."""
     if refine_cfg.hint_gate:
         gate = hint_gate(hint.error, pred_error, automask, refine_cfg.hint_gate_margin, refine_cfg.hint_on_masked)
+        if refine_cfg.hint_ungated_classes:
+            gate = gate | hint_class_mask(segments, refine_cfg.hint_ungated_classes)
     else:
         gate = torch.ones_like(hint.changed)
     return gate & hint.changed & hint_class_mask(segments, refine_cfg.hint_classes)

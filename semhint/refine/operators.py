@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from semhint.core.config import Config, RefineConfig
 from semhint.core.errors import ConfigError
 from semhint.refine.borders import border_morphing
+from semhint.refine.occluders import occluders_in_front
 from semhint.refine.smoothing import segment_aware_smoothing, texture_weight
 from semhint.refine.surfaces import facade_planes, ground_contact, segment_surface_fit
 
@@ -99,6 +100,10 @@ def _facade(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor
                          ground_order=_ground_order(r), inlier_threshold=r.surface_inlier, generator=x.generator)[0]
 
 
+def _occluder(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor:
+    return occluders_in_front(depth, x.labels, r.occluder_classes)
+
+
 def _ground_order(r: RefineConfig) -> int:
     # D and E take up from operator B's ground plane: free (1), or level under the level-camera ablation (0)
     return 0 if r.surface_order == 0 else 1
@@ -122,6 +127,12 @@ def _needs_facade(cfg: Config) -> tuple[str, str] | None:
     return None
 
 
+def _needs_occluder(cfg: Config) -> tuple[str, str] | None:
+    if not cfg.refine.occluder_classes:
+        return "refine.occluder_classes", "operator 'occluder' needs occluder_classes (e.g. the instrument)"
+    return None
+
+
 def _needs_gt(cfg: Config) -> tuple[str, str] | None:
     if not cfg.data.gt_depth:
         return "refine.hint_operators", "the diagnostic operator 'oracle' needs ground-truth depth (data.gt_depth)"
@@ -134,6 +145,7 @@ OPERATORS: dict[str, Operator] = {
     "border": Operator("C", _border),
     "contact": Operator("D", _contact, _needs_contact),
     "facade": Operator("E", _facade, _needs_facade),
+    "occluder": Operator("F", _occluder, _needs_occluder),
     "oracle": Operator("-", _oracle, _needs_gt),  # diagnostic: scaled ground truth
 }
 
