@@ -267,6 +267,7 @@ def main() -> None:
     parser.add_argument("--work", default="runs/bench_inference", help="where --train-steps keeps its render and run")
     parser.add_argument("--skip-timing", action="store_true", help="accuracy rows only")
     parser.add_argument("--load", default="", help="a note on machine load at measurement time")
+    parser.add_argument("--key", default="inference_speed", help="record key (docs/lab/KEY.md); another key keeps the full record")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write the lab record")
     args = parser.parse_args()
     if args.quick:
@@ -329,7 +330,7 @@ def main() -> None:
                "(`semhint.export.INT8_FLOAT_NODES`, column `float in --int8`); they were chosen from this table.\n\n")
         md += markdown_table(sensitivity, ["int8 only", "abs_rel_change", "depth_vs_float_median", "depth_vs_float_mean",
                                            "float in --int8"])
-    write_record("inference_speed", "Depth inference speed: PyTorch, ONNX Runtime, int8", command, md,
+    write_record(args.key, "Depth inference speed: PyTorch, ONNX Runtime, int8", command, md,
                  {"timing": timing, "accuracy": accuracy, "sensitivity": sensitivity, "load": args.load, "command": command,
                   "size": [h, w], "threads": args.threads, "goal_vs_reference": GOAL,
                   "accuracy_limit": ACCURACY_LIMIT, "checkpoint": args.checkpoint, "data": args.data})
