@@ -21,7 +21,10 @@ import cv2
 import numpy as np
 import torch
 
+from semhint.core.errors import InputError
 from semhint.core.fileio import read_depth_png, read_label_png, read_rgb
+from semhint.data.folder import parse_split_line
+from semhint.data.frames import read_split_lines
 from semhint.inference import load_predictor
 from semhint.lab.records import markdown_table, write_record
 from semhint.refine import occluders_in_front
@@ -31,11 +34,9 @@ COLUMNS = ["split", "checkpoint", "frames", "changed px", "instrument pred", "in
 
 
 def split_frames(root: Path, split: str) -> list[tuple[str, int]]:
-    """(sequence, index) of a split file's lines (`<sequence> <index>`)."""
+    """(sequence, index) of every line of ``root/splits/<split>.txt``, read as the folder loader reads it."""
     path = root / "splits" / f"{split}.txt"
-    if not path.is_file():
-        raise SystemExit(f"{path}: no such split file")
-    return [(p[0], int(p[1])) for p in (line.split() for line in path.read_text().splitlines()) if len(p) >= 2]
+    return [parse_split_line(text, lineno, path) for lineno, text in read_split_lines(path)]
 
 
 def abs_rel(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
@@ -81,11 +82,14 @@ def main() -> None:
         if not Path(path).is_file():
             raise SystemExit(f"{path}: no such checkpoint")
     rows = []
-    for n, path in enumerate(args.checkpoints):
-        predictor = load_predictor(path)
-        for split in args.splits:
-            rows.append({"checkpoint": n, **check(predictor, args.data, args.labels, split, args.cap)})
-            print(rows[-1], flush=True)
+    try:
+        for n, path in enumerate(args.checkpoints):
+            predictor = load_predictor(path)
+            for split in args.splits:
+                rows.append({"checkpoint": n, **check(predictor, args.data, args.labels, split, args.cap)})
+                print(rows[-1], flush=True)
+    except InputError as exc:  # a missing split, label or depth file: one line naming it
+        raise SystemExit(f"occluder_check: {exc}") from None
     table = markdown_table(rows, COLUMNS)
     print(table)
     if args.record == "none":

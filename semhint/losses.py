@@ -430,7 +430,7 @@ def _identity_errors(images: dict[int, torch.Tensor], lo) -> torch.Tensor:
 
 
 def pyramid_level(images: dict[int, torch.Tensor], depth: torch.Tensor, K: torch.Tensor,
-                      log_profile: torch.Tensor | None, factor: int) -> tuple:
+                  log_profile: torch.Tensor | None, factor: int) -> tuple:
     """Images, depth, K, inv_K and light profile of one image-pyramid level (``loss.image_pyramid``).
 
     Area averaging blurs the fine texture away, so a motion of several pixels becomes a fraction of
