@@ -52,7 +52,10 @@ from semhint.lab.sweep import Sweep, ensure_data, run_config  # noqa: E402
 from semhint.lab.timing import DepthForward, time_interleaved  # noqa: E402
 from semhint.training import SemHintModule, fit, save_model_checkpoint  # noqa: E402
 
-REF_KEY = ("reference (plain)", "resnet18", "PyTorch", "float32")
+REF_KEY = ("reference (plain)", "resnet18", "monodepth2", "PyTorch", "float32")
+# decoder styles (model.decoder_pad, model.decoder_act): Monodepth2's, and the one whose convs ONNX Runtime
+# runs as single fused kernels (a model trained with it: configs/kitti_sample_fused.yaml)
+DECODERS = {"monodepth2": ("reflect", "elu"), "fused": ("zeros", "relu")}
 GOAL = 0.35  # the issue's goal: at most this fraction of the reference's time
 ACCURACY_LIMIT = 0.01  # and at most this relative change of AbsRel against the float32 model
 
@@ -81,19 +84,24 @@ def calibration_source(folder: Path, data: str | None) -> list[str]:
     return [str(p) for p in sorted((root / "data").rglob("*.png"))]
 
 
-def timing_models(encoders: list[str], h: int, w: int, folder: Path, calibration: list[str]) -> dict:
-    """Per encoder: (torch callable, ONNX float session, ONNX int8 session, export results)."""
+def timing_models(encoders: list[str], decoders: list[str], h: int, w: int, folder: Path,
+                  calibration: list[str]) -> dict:
+    """Per (encoder, decoder style): (torch callable, ONNX float export result, ONNX int8 export result)."""
     models = {}
     for encoder in encoders:
-        cfg = from_dict({"data": {"height": h, "width": w},
-                         "model": {"encoder": encoder, "pretrained": "", "pose_encoder": "resnet18"}}, "bench")
-        torch.manual_seed(0)
-        ckpt = save_model_checkpoint(SemHintModule(cfg), folder / f"{encoder}.ckpt")
-        fp32 = export_model(ckpt, "onnx", folder / f"{encoder}.onnx")
-        int8 = export_model(ckpt, "onnx", folder / f"{encoder}.int8.onnx", int8=calibration)
-        models[encoder] = (DepthForward(cfg, "cpu", 1, channels_last=True), fp32, int8)
-        print(f"{encoder}: exported float and int8 (median |depth int8 / PyTorch - 1| "
-              f"{int8['depth_rel_diff_median']:.2%} on calibration frames)", flush=True)
+        for decoder in decoders:
+            pad, act = DECODERS[decoder]
+            cfg = from_dict({"data": {"height": h, "width": w},
+                             "model": {"encoder": encoder, "pretrained": "", "pose_encoder": "resnet18",
+                                       "decoder_pad": pad, "decoder_act": act}}, "bench")
+            torch.manual_seed(0)
+            name = f"{encoder}-{decoder}"
+            ckpt = save_model_checkpoint(SemHintModule(cfg), folder / f"{name}.ckpt")
+            fp32 = export_model(ckpt, "onnx", folder / f"{name}.onnx")
+            int8 = export_model(ckpt, "onnx", folder / f"{name}.int8.onnx", int8=calibration)
+            models[encoder, decoder] = (DepthForward(cfg, "cpu", 1, channels_last=True), fp32, int8)
+            print(f"{name}: exported float and int8 (median |depth int8 / PyTorch - 1| "
+                  f"{int8['depth_rel_diff_median']:.2%} on calibration frames)", flush=True)
     return models
 
 
@@ -101,23 +109,23 @@ def run_timing(args, folder: Path) -> list[dict]:
     torch.set_num_threads(args.threads)
     h, w = args.size
     calibration = calibration_source(folder, args.data)
-    models = timing_models(args.encoders, h, w, folder, calibration)
+    models = timing_models(args.encoders, args.decoders, h, w, folder, calibration)
     x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
     fns: dict = {REF_KEY: Recorded(ReferenceInference(h, w))}
-    for encoder, (forward, fp32, int8) in models.items():
-        fns[("semhint", encoder, "PyTorch", "float32")] = Recorded(forward)
+    for (encoder, decoder), (forward, fp32, int8) in models.items():
+        fns[("semhint", encoder, decoder, "PyTorch", "float32")] = Recorded(forward)
         for result, precision in ((fp32, "float32"), (int8, "int8")):
             session = onnx_session(result["path"], args.threads)
-            fns[("semhint", encoder, "ONNX Runtime", precision)] = Recorded(
+            fns[("semhint", encoder, decoder, "ONNX Runtime", precision)] = Recorded(
                 lambda s=session: s.run(None, {"image": x}))
     medians = time_interleaved(fns, torch.device("cpu"), args.repeats, args.warmup)
     ref_ms = 1000 * medians[REF_KEY]
     ref_best = 1000 * min(fns[REF_KEY].seconds[args.warmup:])
     rows = []
     for key, s in medians.items():
-        variant, encoder, runtime, precision = key
+        variant, encoder, decoder, runtime, precision = key
         best = 1000 * min(fns[key].seconds[args.warmup:])
-        rows.append({"variant": variant, "encoder": encoder, "runtime": runtime, "precision": precision,
+        rows.append({"variant": variant, "encoder": encoder, "decoder": decoder, "runtime": runtime, "precision": precision,
                      "ms": 1000 * s, "ms_best": best, "vs_reference": 1000 * s / ref_ms,
                      "vs_reference_best": best / ref_best, "calls": len(fns[key].seconds) - args.warmup})
         print(rows[-1], flush=True)
@@ -231,7 +239,8 @@ def _notes(args, timing: list[dict], accuracy: list[dict], trained: str) -> str:
     lines = []
     if timing:
         fast = min((r for r in timing if r["variant"] == "semhint"), key=lambda r: r["ms"])
-        lines.append(f"Fastest path: {fast['encoder']} on {fast['runtime']} {fast['precision']}, {fast['ms']:.1f} ms "
+        lines.append(f"Fastest path: {fast['encoder']} ({fast['decoder']} decoder) on {fast['runtime']} "
+                     f"{fast['precision']}, {fast['ms']:.1f} ms "
                      f"median = {fast['vs_reference']:.3f} x the reference (best call {fast['vs_reference_best']:.3f} x); "
                      f"goal at most {GOAL} x: {'met' if fast['vs_reference'] <= GOAL else 'not met'} on the median.")
     for row in accuracy:
@@ -255,6 +264,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds (one call of every variant each)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
+    parser.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=list(DECODERS),
+                        help="decoder styles: monodepth2 (reflection padding, ELU) and fused (zero padding, ReLU)")
     parser.add_argument("--checkpoint", default=None, help="a trained checkpoint for the accuracy rows (with --data)")
     parser.add_argument("--data", default=None, help="its rendered world (splits/test.txt scored against gt_depth/, "
                         "splits/train.txt calibrates int8)")
@@ -304,7 +315,9 @@ def main() -> None:
     h, w = args.size
     md = (f"Depth inference, batch 1, {h}x{w}, {args.threads} threads (torch and ONNX Runtime intra-op). "
           "`reference (plain)` is `benchmarks/reference_step.py`'s `ReferenceInference` (ResNet-18 Monodepth2-style "
-          "depth net, PyTorch fp32); `semhint` rows are each encoder in PyTorch as `Predictor` runs it (channels_last, "
+          "depth net, PyTorch fp32); `semhint` rows are each encoder and decoder style (`monodepth2`: reflection "
+          "padding and ELU; `fused`: zero padding and ReLU, `model.decoder_pad: zeros`, `model.decoder_act: relu`) "
+          "in PyTorch as `Predictor` runs it (channels_last, "
           "inference_mode) and the files `semhint export --format onnx [--int8 FRAMES]` writes for it, run by ONNX "
           "Runtime with every graph optimisation on (what `semhint predict MODEL.onnx` runs). All are timed "
           f"interleaved call by call ({args.repeats} timed rounds after {args.warmup} warm-up rounds); `ms` is the "
@@ -315,7 +328,7 @@ def main() -> None:
     if notes:
         md += notes + "\n\n"
     if timing:
-        md += markdown_table(timing, ["variant", "encoder", "runtime", "precision", "ms", "ms_best", "vs_reference",
+        md += markdown_table(timing, ["variant", "encoder", "decoder", "runtime", "precision", "ms", "ms_best", "vs_reference",
                                       "vs_reference_best", "calls"])
     if accuracy:
         md += ("\n\nAccuracy against exact ground truth, on the test split of `--data` at the checkpoint's own size "

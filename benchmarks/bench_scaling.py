@@ -73,15 +73,19 @@ def grid(args) -> list[dict]:
     return points
 
 
-def measure(points: list[dict], repeats: int, warmup: int, ratio_repeats: int | None = None) -> list[dict]:
+def measure(points: list[dict], repeats: int, warmup: int, ratio_repeats: int | None = None,
+            semhint_set: list[str] | None = None) -> list[dict]:
     """Median seconds per step of every arm at every point; the goal sizes' resolution points get
-    ``ratio_repeats`` timed rounds (their ratio is the number the issue asks for)."""
+    ``ratio_repeats`` timed rounds (their ratio is the number the issue asks for). ``semhint_set``: config
+    overrides (``SECTION.KEY=VALUE``) for every arm but the baseline."""
     device = torch.device("cpu")
     rows = []
     for p in points:
         goal = p["axis"] == "resolution" and (p["h"], p["w"]) in RATIO_SIZES
         fns = {arm: TrainStep(bench_config(CONFIGS[arm], p["h"], p["w"], p["batch"],
-                                           p["classes"] if arm != BASELINE else None, OVERRIDES.get(arm)), device)
+                                           p["classes"] if arm != BASELINE else None,
+                                           OVERRIDES.get(arm, []) + (semhint_set or []) if arm != BASELINE else None),
+                              device)
                for arm in p["arms"]}
         medians = time_interleaved(fns, device, max(repeats, ratio_repeats or 0) if goal else repeats, warmup)
         del fns
@@ -166,7 +170,9 @@ def markdown(rows: list[dict], models: dict, summ: dict, args, load_avg: tuple) 
           f"first step), CPU, {args.threads} thread(s), frames (0, -1, +1); `{BASELINE}` = `{CONFIGS[BASELINE]}`, "
           f"`{SEMHINT}` = `{CONFIGS[SEMHINT]}`, `{COARSE}` = SemHint with `{' '.join(OVERRIDES[COARSE])}` (cost "
           f"switches, off by default: they change the numbers), `{BRANCH}` = SemHint with "
-          f"`{' '.join(OVERRIDES[BRANCH])}` (the segmentation branch and its loss, no refinement). At each grid "
+          f"`{' '.join(OVERRIDES[BRANCH])}` (the segmentation branch and its loss, no refinement)"
+          + (f"; every SemHint arm also with `{' '.join(args.semhint_set)}`" if args.semhint_set else "")
+          + ". At each grid "
           f"point the arms are timed interleaved, one step of each per round, {args.warmup} warm-up + "
           f"{args.repeats} timed rounds ({max(args.repeats, args.ratio_repeats)} at 96x320 and 192x640 on the "
           "resolution axis); medians. `vs_baseline` = step time / the baseline's at the same size and batch.\n\n"
@@ -216,6 +222,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: on a shared machine a second thread mostly waits for the other "
                              "process and distorts the many small refinement ops far more than the convolutions)")
+    parser.add_argument("--set", dest="semhint_set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a config override for every SemHint arm (the baseline runs its config unchanged)")
     parser.add_argument("--quick", action="store_true", help="a small grid, one timed round (smoke check)")
     parser.add_argument("--load", default="", help="a note on machine load at measurement time (goes into the record)")
     parser.add_argument("--key", default="step_scaling", help="record key (docs/lab/KEY.md); another key keeps the full grid's record")
@@ -232,7 +240,7 @@ def main() -> None:
         args.repeats = args.ratio_repeats = 1
     torch.set_num_threads(args.threads)
     start_load = os.getloadavg()[0]
-    rows = measure(grid(args), args.repeats, args.warmup, args.ratio_repeats)
+    rows = measure(grid(args), args.repeats, args.warmup, args.ratio_repeats, args.semhint_set)
     models = fit_cost_model(rows)
     summ = summary(rows, models)
     load_avg = (start_load, os.getloadavg()[0])

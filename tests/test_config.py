@@ -24,6 +24,8 @@ BAD_VALUES = [
     ("model.num_classes=255", "model.num_classes"), ("model.disp_init=1.0", "model.disp_init"),
     ("model.min_depth=0", "model.min_depth"), ("model.max_depth=0.001", "model.min_depth/max_depth"),
     ("model.scales=[1,2]", "model.scales"), ("model.seg_scales=[4]", "model.seg_scales"),
+    ("model.seg_stage=4", "model.seg_stage"), ("model.decoder_pad=circular", "model.decoder_pad"),
+    ("model.decoder_act=gelu", "model.decoder_act"),
     ("model.seg_grad_scale=-1", "model.seg_grad_scale"), ("loss.ssim_weight=1.5", "loss.ssim_weight"),
     ("loss.smoothness=-1", "loss.smoothness"), ("loss.seg_weight=-1", "loss.seg_weight"),
     ("loss.planar_weight=-0.1", "loss.planar_weight"), ("loss.seg_loss=mse", "loss.seg_loss"),

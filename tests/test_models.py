@@ -353,3 +353,62 @@ def test_depth_net_traces_without_baking_the_batch_size():
 
 def test_decoder_channels_are_monodepth2s():
     assert DEC_CHANNELS == (16, 32, 64, 128, 256)
+
+
+# ----------------------------------------------------------------------------------------------
+# cost switches: zero padding and ReLU (inference), a coarser segmentation branch (training)
+# ----------------------------------------------------------------------------------------------
+def test_fast_decoder_keeps_parameter_names_and_sizes():
+    """A checkpoint's layout must not depend on the padding or activation: only the numbers do."""
+    plain = MultiTaskDecoder(R18_CHANNELS, num_classes=3, shared_layers=4)
+    fast = MultiTaskDecoder(R18_CHANNELS, num_classes=3, shared_layers=4, pad="zeros", act="relu")
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in fast.state_dict().items()}
+    fast.load_state_dict(plain.state_dict())
+    features, size = fake_features(1, 64, 96), (64, 96)
+    with torch.no_grad():
+        a, b = plain(features, size)["disp/0"], fast(features, size)["disp/0"]
+    assert a.shape == b.shape and not torch.allclose(a, b)  # the switch really changes the network
+
+
+def test_fast_decoder_exports_without_pad_or_elu_nodes(tmp_path):
+    """The point of the switch: in the exported graph every decoder conv stands alone, with no separate
+    padding or ELU pass (ONNX Runtime fuses Conv + ReLU into one kernel)."""
+    onnx = pytest.importorskip("onnx")
+    from semhint.export import DisparityOnly, _write_onnx
+
+    def decoder_ops(pad: str, act: str) -> set[str]:
+        net = DisparityOnly(build_depth_net(ModelConfig(num_classes=0, decoder_pad=pad, decoder_act=act))).eval()
+        path = tmp_path / f"{pad}-{act}.onnx"
+        _write_onnx(net, torch.rand(1, 3, 64, 96), path, dynamic_hw=False)
+        return {n.op_type for n in onnx.load(str(path)).graph.node if "decoder" in n.name}
+
+    assert {"Pad", "Elu"} <= decoder_ops("reflect", "elu")
+    fast = decoder_ops("zeros", "relu")
+    assert not {"Pad", "Elu"} & fast and {"Conv", "Relu"} <= fast
+
+
+def test_seg_stage_drops_the_fine_stages_and_upsamples_the_logits():
+    size, features = (70, 102), fake_features(2, 70, 102)
+    full = MultiTaskDecoder(R18_CHANNELS, num_classes=5, seg_scales=[0, 2])
+    coarse = MultiTaskDecoder(R18_CHANNELS, num_classes=5, seg_scales=[0, 2], seg_stage=1)
+    seg_layers = {name for name, _ in coarse.seg.layers.named_children()}
+    assert "upconv_0_0" not in seg_layers and "upconv_0_1" not in seg_layers and "upconv_1_1" in seg_layers
+    assert count_parameters(coarse) < count_parameters(full)
+    with torch.no_grad():
+        out = coarse(features, size)
+        _, stages = coarse.seg(features[4], features, size)
+        stage1 = coarse.seg_heads["0"](stages[1])
+    assert out["seg/0"].shape == (2, 5, *size) and out["seg/2"].shape == (2, 5, *expected_size(features, size, 2))
+    assert stage1.shape[-2:] == expected_size(features, size, 1)
+    assert_close(out["seg/0"], torch.nn.functional.interpolate(stage1, size=size, mode="bilinear", align_corners=False))
+    # the depth outputs do not depend on where the segmentation branch stops
+    coarse.load_state_dict({k: v for k, v in full.state_dict().items() if k in coarse.state_dict()
+                            and v.shape == coarse.state_dict()[k].shape}, strict=False)
+    with torch.no_grad():
+        assert_close(coarse(features, size)["disp/0"], full(features, size)["disp/0"])
+
+
+def test_seg_stage_cannot_start_after_the_shared_trunk():
+    with pytest.raises(ValueError, match="seg_stage"):
+        MultiTaskDecoder(R18_CHANNELS, num_classes=5, shared_layers=10, seg_stage=1)
+    MultiTaskDecoder(R18_CHANNELS, num_classes=0, shared_layers=10, seg_stage=1)  # depth-only: no branch to stop

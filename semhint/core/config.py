@@ -64,7 +64,10 @@ class ModelConfig:
     seg_grad_scale: float = 1.0  # scale of the segmentation gradient entering the shared trunk
     disp_init: float = 0.0  # initial sigmoid output of the disparity heads (bias = logit); 0 = PyTorch's default init
     seg_scales: list[int] = field(default_factory=lambda: [0])
+    seg_stage: int = 0  # the segmentation branch stops at this decoder stage (0 = full resolution); finer logits are upsampled
     scales: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    decoder_pad: str = "reflect"  # reflect (Monodepth2) | zeros: each conv one fused kernel at inference
+    decoder_act: str = "elu"  # elu (Monodepth2) | relu: fuses into the conv at inference
     min_depth: float = 0.1
     max_depth: float = 100.0
     pose_encoder: str = "resnet18"
@@ -196,6 +199,8 @@ EVAL_PROTOCOLS = ("kitti-eigen", "generic", "scared")  # the names of semhint.ev
 ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 SEG_LOSSES = ("ce", "sce", "gce", "bootstrap", "bootstrap_hard")
 BRIGHTNESS_MODELS = ("none", "affine", "inverse_square", "inverse_square_affine")
+DECODER_PADDINGS = ("reflect", "zeros")
+DECODER_ACTIVATIONS = ("elu", "relu")
 LIGHT_PROFILES = ("none", "radial")  # loss.light_profile (semhint.models.light)  # loss.brightness (semhint.losses.fit_affine_brightness)
 HINT_SEGMENTS = ("prediction", "labels")
 SMOOTH_DOMAINS = ("log", "disp")
@@ -297,6 +302,15 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("model.scales", f"must be a subset of [0, 1, 2, 3] containing 0, got {m.scales}")
     if any(s not in (0, 1, 2, 3) for s in m.seg_scales) or 0 not in m.seg_scales:
         fail("model.seg_scales", f"must be a subset of [0, 1, 2, 3] containing 0, got {m.seg_scales}")
+    if not 0 <= m.seg_stage <= 3:
+        fail("model.seg_stage", f"must be a decoder stage in 0..3 (0 = full resolution), got {m.seg_stage}")
+    if m.num_classes > 0 and m.shared_layers > 10 - 2 * m.seg_stage:
+        fail("model.seg_stage", f"the segmentation branch ends at decoder layer {10 - 2 * m.seg_stage}, "
+                                f"before the {m.shared_layers} shared layers (model.shared_layers)")
+    if m.decoder_pad not in DECODER_PADDINGS:
+        fail("model.decoder_pad", f"must be one of {', '.join(DECODER_PADDINGS)}, got {m.decoder_pad!r}")
+    if m.decoder_act not in DECODER_ACTIVATIONS:
+        fail("model.decoder_act", f"must be one of {', '.join(DECODER_ACTIVATIONS)}, got {m.decoder_act!r}")
     if not 0 <= lo.ssim_weight <= 1:
         fail("loss.ssim_weight", f"must be in [0, 1], got {lo.ssim_weight}")
     for key in ("smoothness", "seg_weight", "planar_weight"):

@@ -69,6 +69,9 @@ def build_depth_net(cfg: ModelConfig) -> DepthNet:
         seg_scales=cfg.seg_scales,
         seg_grad_scale=cfg.seg_grad_scale,
         disp_init=cfg.disp_init,
+        pad=cfg.decoder_pad,
+        act=cfg.decoder_act,
+        seg_stage=cfg.seg_stage,
     )
     return DepthNet(encoder, decoder)
 

@@ -13,6 +13,13 @@ the heads. With ``num_classes = 0`` there is no segmentation module at all and `
 
 Resizing goes to the exact size of the skip feature (and of the input image at stage 0) rather than
 a blind x2, so any input size works, not only multiples of 32.
+
+Two switches serve cost, not accuracy. ``pad = "zeros"`` and ``act = "relu"`` make every conv one
+fused kernel in ONNX Runtime (reflection padding and ELU each run as a separate pass over the
+activations, and the pad forces a layout change around every conv: about a quarter of CPU inference
+at 192x640). ``seg_stage = s`` stops the segmentation branch at decoder stage ``s`` and upsamples its
+logits to the finer scales: the full-resolution stage is the decoder's costliest, and labels for
+hints and the branch's loss need no finer detail than the noisy labels carry.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from semhint.core.config import DECODER_ACTIVATIONS as ACTIVATIONS
+from semhint.core.config import DECODER_PADDINGS as PADDINGS
 
 NUM_LAYERS = 10
 DEC_CHANNELS = (16, 32, 64, 128, 256)  # output channels of stage 0..4 (Monodepth2's num_ch_dec)
@@ -45,18 +55,33 @@ class ReflectPad(nn.Module):
         return F.pad(x, (1, 1, 1, 1), mode=mode)
 
 
-class ConvBlock(nn.Sequential):
-    """3x3 conv with reflection padding, then ELU."""
+def padded_conv(c_in: int, c_out: int, pad: str) -> list[nn.Module]:
+    """A 3x3 conv keeping the size: ``[ReflectPad, Conv]`` or ``[Identity, Conv(padding=1)]``.
 
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(ReflectPad(), nn.Conv2d(c_in, c_out, 3), nn.ELU(inplace=True))
+    Both are two modules, so a checkpoint's parameter names (``...1.weight``) do not depend on ``pad``.
+    """
+    if pad not in PADDINGS:
+        raise ValueError(f"pad must be one of {PADDINGS}, got {pad!r}")
+    if pad == "reflect":
+        return [ReflectPad(), nn.Conv2d(c_in, c_out, 3)]
+    return [nn.Identity(), nn.Conv2d(c_in, c_out, 3, padding=1)]
+
+
+class ConvBlock(nn.Sequential):
+    """3x3 conv (reflection or zero padding), then ELU or ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, pad: str = "reflect", act: str = "elu") -> None:
+        if act not in ACTIVATIONS:
+            raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
+        activation = nn.ELU(inplace=True) if act == "elu" else nn.ReLU(inplace=True)
+        super().__init__(*padded_conv(c_in, c_out, pad), activation)
 
 
 class Head(nn.Sequential):
-    """3x3 conv (reflection padding) to ``c_out`` maps; sigmoid for disparity, none for logits."""
+    """3x3 conv to ``c_out`` maps; sigmoid for disparity, none for logits."""
 
-    def __init__(self, c_in: int, c_out: int, sigmoid: bool) -> None:
-        layers: list[nn.Module] = [ReflectPad(), nn.Conv2d(c_in, c_out, 3)]
+    def __init__(self, c_in: int, c_out: int, sigmoid: bool, pad: str = "reflect") -> None:
+        layers = padded_conv(c_in, c_out, pad)
         if sigmoid:
             layers.append(nn.Sigmoid())
         super().__init__(*layers)
@@ -95,11 +120,12 @@ class DecoderLayers(nn.Module):
     run (``{stage: tensor}``), which the heads read.
     """
 
-    def __init__(self, num_ch_enc: list[int], start: int, stop: int) -> None:
+    def __init__(self, num_ch_enc: list[int], start: int, stop: int, pad: str = "reflect", act: str = "elu") -> None:
         super().__init__()
         self.start, self.stop = start, stop
         self.layers = nn.ModuleDict(
-            {layer_name(i): ConvBlock(_in_channels(i, num_ch_enc), DEC_CHANNELS[4 - i // 2]) for i in range(start, stop)}
+            {layer_name(i): ConvBlock(_in_channels(i, num_ch_enc), DEC_CHANNELS[4 - i // 2], pad, act)
+             for i in range(start, stop)}
         )
 
     def forward(
@@ -135,10 +161,18 @@ class MultiTaskDecoder(nn.Module):
         seg_scales: tuple[int, ...] | list[int] = (0,),
         seg_grad_scale: float = 1.0,
         disp_init: float = 0.0,
+        pad: str = "reflect",
+        act: str = "elu",
+        seg_stage: int = 0,
     ) -> None:
         super().__init__()
         if not 0 <= shared_layers <= NUM_LAYERS:
             raise ValueError(f"shared_layers must be in 0..{NUM_LAYERS}, got {shared_layers}")
+        if not 0 <= seg_stage <= 3:
+            raise ValueError(f"seg_stage must be in 0..3, got {seg_stage}")
+        if num_classes > 0 and shared_layers > NUM_LAYERS - 2 * seg_stage:
+            raise ValueError(f"shared_layers {shared_layers} runs past seg_stage {seg_stage}: the segmentation branch "
+                             f"ends at layer {NUM_LAYERS - 2 * seg_stage}")
         self.num_classes = num_classes
         # Depth-only: nothing to share with, so keep every layer in the depth branch; the
         # checkpoint layout of a baseline then never depends on k.
@@ -146,10 +180,11 @@ class MultiTaskDecoder(nn.Module):
         self.scales = [int(s) for s in scales]
         self.seg_scales = [int(s) for s in seg_scales] if num_classes > 0 else []
         self.seg_grad_scale = float(seg_grad_scale)
+        self.seg_stage = int(seg_stage) if num_classes > 0 else 0
         k = self.shared_layers
-        self.shared = DecoderLayers(num_ch_enc, 0, k)
-        self.depth = DecoderLayers(num_ch_enc, k, NUM_LAYERS)
-        self.disp_heads = nn.ModuleDict({str(s): Head(DEC_CHANNELS[s], 1, sigmoid=True) for s in self.scales})
+        self.shared = DecoderLayers(num_ch_enc, 0, k, pad, act)
+        self.depth = DecoderLayers(num_ch_enc, k, NUM_LAYERS, pad, act)
+        self.disp_heads = nn.ModuleDict({str(s): Head(DEC_CHANNELS[s], 1, True, pad) for s in self.scales})
         if disp_init > 0:
             # Start far from min_depth: at the default sigmoid output 0.5 the initial depth is only
             # ~2 x min_depth, so (the pose net learning its scale against that depth) anything more
@@ -157,8 +192,9 @@ class MultiTaskDecoder(nn.Module):
             for head in self.disp_heads.values():
                 nn.init.constant_(head[1].bias, math.log(disp_init / (1 - disp_init)))
         if num_classes > 0:
-            self.seg = DecoderLayers(num_ch_enc, k, NUM_LAYERS)
-            self.seg_heads = nn.ModuleDict({str(s): Head(DEC_CHANNELS[s], num_classes, sigmoid=False) for s in self.seg_scales})
+            self.seg = DecoderLayers(num_ch_enc, k, NUM_LAYERS - 2 * self.seg_stage, pad, act)
+            self.seg_heads = nn.ModuleDict({str(s): Head(DEC_CHANNELS[max(s, self.seg_stage)], num_classes, False, pad)
+                                            for s in self.seg_scales})
 
     def forward(self, features: list[torch.Tensor], out_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Decode encoder ``features`` (strides 2..32); ``out_size`` is the input image's (H, W)."""
@@ -185,4 +221,11 @@ class MultiTaskDecoder(nn.Module):
         seg_features = [scale_grad(f, g) for f in features]
         _, seg_stages = self.seg(scale_grad(trunk, g), seg_features, out_size)
         seg_stages.update({s: scale_grad(t, g) for s, t in trunk_stages.items()})
-        return {f"seg/{s}": self.seg_heads[str(s)](seg_stages[s]) for s in self.seg_scales}
+        outputs = {}
+        for s in self.seg_scales:
+            logits = self.seg_heads[str(s)](seg_stages[max(s, self.seg_stage)])
+            if s < self.seg_stage:  # a scale finer than the branch runs: its logits, upsampled
+                size = out_size if s == 0 else features[s - 1].shape[-2:]
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            outputs[f"seg/{s}"] = logits
+        return outputs
