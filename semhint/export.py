@@ -40,7 +40,7 @@ from semhint.core.errors import InputError
 from semhint.core.fileio import atomic_path
 from semhint.core.version import __version__
 from semhint.data.media import classify_inputs, iter_frames
-from semhint.inference import Predictor, load_depth_net, network_batch
+from semhint.inference import Predictor, load_depth_net, load_predictor, network_batch
 
 FORMATS = ("onnx", "torchscript")
 # Nodes (a regular expression on their names) that int8 keeps float, where 8 bits measurably cost depth
@@ -381,3 +381,14 @@ def load_onnx_predictor(path: str | Path, threads: int = 0) -> OnnxPredictor:
     if not Path(path).is_file():
         raise InputError(f"{path}: ONNX file not found")
     return OnnxPredictor(path, threads)
+
+
+def load_any_predictor(path: str | Path, device: str = "cpu") -> Predictor | OnnxPredictor:
+    """A checkpoint's Predictor, or for a ``.onnx`` file (``semhint export``) an ONNX Runtime one (CPU only):
+    what ``predict`` and ``evaluate`` run, so a deployed file is scored exactly as it will run."""
+    if Path(path).suffix.lower() != ".onnx":
+        return load_predictor(path, device)
+    if device != "cpu":
+        raise InputError(f"--device {device}: an ONNX model ({path}) runs on the CPU with ONNX Runtime; "
+                         "drop --device, or pass the .ckpt to run on the GPU")
+    return load_onnx_predictor(path)

@@ -160,3 +160,30 @@ def test_exported_file_differs_from_another_model(checkpoint, exported, tmp_path
     m = other.config.model
     depth = _depth_from_sigmoid(sigmoid, m.min_depth, m.max_depth, rgb.shape[:2])
     assert not np.allclose(depth, other.predict_depth(rgb), rtol=1e-2)
+
+
+def test_evaluate_and_predict_run_an_onnx_file_as_its_checkpoint(checkpoint, exported, tmp_path):
+    """`semhint evaluate --checkpoint MODEL.onnx` scores the deployed file (ONNX Runtime) on a KITTI-layout
+    split: the same disparities as the checkpoint it came from, so its AbsRel is the deployment's."""
+    pytest.importorskip("onnxruntime")
+    from semhint.app.evaluate import predict_split
+    from semhint.export import OnnxPredictor, load_any_predictor
+
+    folder = tmp_path / "2011_09_26" / "2011_09_26_drive_0001_sync" / "image_02" / "data"
+    folder.mkdir(parents=True)
+    frame = _synthetic_frame()
+    h, w = frame.shape[:2]
+    (tmp_path / "2011_09_26" / "calib_cam_to_cam.txt").write_text(
+        f"S_rect_02: {w}.0 {h}.0\nR_rect_00: 1 0 0 0 1 0 0 0 1\nP_rect_02: 160 0 160 0 0 160 48 0 0 0 1 0\n")
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i:010d}.png"), cv2.cvtColor(np.ascontiguousarray(frame[:, ::1 - 2 * i]), cv2.COLOR_RGB2BGR))
+    split = tmp_path / "split.txt"
+    split.write_text("2011_09_26/2011_09_26_drive_0001_sync 0 l\n2011_09_26/2011_09_26_drive_0001_sync 1 l\n")
+    from_ckpt, keys = predict_split(checkpoint, split, tmp_path)
+    from_onnx, keys_onnx = predict_split(exported["onnx"], split, tmp_path)
+    assert keys == keys_onnx and len(from_onnx) == 2
+    for a, b in zip(from_ckpt, from_onnx):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
+    assert isinstance(load_any_predictor(exported["onnx"]), OnnxPredictor)
+    with pytest.raises(Exception, match="runs on the CPU"):
+        load_any_predictor(exported["onnx"], "cuda")

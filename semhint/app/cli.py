@@ -75,7 +75,8 @@ def _add_evaluate(sub) -> None:
                    "Monodepth2's gt_depths.npz (key data, an object array: read with pickling allowed for that key)")
     p.add_argument("--predictions", default=None, help=".npy/.npz of N x H x W disparities or depths")
     p.add_argument("--pred-type", choices=["disp", "depth"], default="disp", help="what --predictions holds")
-    p.add_argument("--checkpoint", default=None, help="evaluate this checkpoint instead of stored predictions")
+    p.add_argument("--checkpoint", default=None, help="evaluate this checkpoint (or a .onnx from `semhint export`, "
+                   "run by ONNX Runtime as `semhint predict` runs it) instead of stored predictions")
     p.add_argument("--split", default=None, help="with --checkpoint: split file ('FOLDER FRAME l|r' lines)")
     p.add_argument("--data-path", default=None, help="with --checkpoint: the dataset root (layout per --kind)")
     p.add_argument("--kind", choices=["kitti", "scared", "hamlyn"], default="kitti",

@@ -24,7 +24,7 @@ from semhint.evaluation.protocols import (
     resolve_protocol,
     write_report,
 )
-from semhint.inference import load_predictor
+from semhint.export import load_any_predictor
 
 
 def run(args: argparse.Namespace) -> None:
@@ -83,7 +83,7 @@ def predict_split(checkpoint: str | Path, split: str | Path, data_path: str | Pa
         refs = endoscopy.frame_refs(kind, data_path, split, [0])
     else:
         raise InputError(f"--kind must be kitti, scared or hamlyn, got {kind!r}")
-    predictor = load_predictor(checkpoint, device=device)
+    predictor = load_any_predictor(checkpoint, device)
     disps: list[np.ndarray] = []
     with tqdm(total=len(refs), desc="predict", unit="img") as bar:
         for start in range(0, len(refs), batch_size):

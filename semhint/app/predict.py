@@ -37,8 +37,8 @@ from semhint.core.pictures import colorize_depth
 from semhint.core.video import Mp4Writer
 from semhint.data.folder import fov_warning, intrinsics_from_fov, read_intrinsics
 from semhint.data.media import classify_inputs, frame_count, iter_frames, video_fps
-from semhint.export import OnnxPredictor, load_onnx_predictor
-from semhint.inference import Predictor, depth_to_point_cloud, load_predictor, read_intrinsics_file, write_ply
+from semhint.export import OnnxPredictor, load_any_predictor
+from semhint.inference import depth_to_point_cloud, read_intrinsics_file, write_ply
 
 
 def run(args: argparse.Namespace) -> None:
@@ -100,16 +100,6 @@ def _frame_intrinsics(opts: PredictOptions, hw: tuple[int, int], warned: set) ->
     return K
 
 
-def _load_model(path: str | Path, device: str) -> Predictor | OnnxPredictor:
-    """A checkpoint's Predictor, or for a ``.onnx`` file (``semhint export``) an ONNX Runtime one (CPU only)."""
-    if Path(path).suffix.lower() != ".onnx":
-        return load_predictor(path, device)
-    if device != "cpu":
-        raise InputError(f"--device {device}: an ONNX model ({path}) runs on the CPU with ONNX Runtime; "
-                         "drop --device, or pass the .ckpt to run on the GPU")
-    return load_onnx_predictor(path)
-
-
 def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: str | Path, device: str = "cpu",
                    png16: bool = True, ply: bool = False, intrinsics: str | None = None, ply_ascii: bool = False,
                    fov: float | None = None) -> dict:
@@ -129,7 +119,7 @@ def predict_inputs(checkpoint: str | Path, inputs: list[str | Path], out_dir: st
         if source.kind == "folder" and is_within(Path(out_dir) / source.out_name, source.path):
             raise InputError(f"{out_dir}: --out would write {source.path}'s outputs into {source.path} itself; "
                              "write the output elsewhere")
-    predictor = _load_model(checkpoint, device)
+    predictor = load_any_predictor(checkpoint, device)
     opts = PredictOptions(Path(out_dir), png16=png16, ply=ply, intrinsics=intrinsics, ply_ascii=ply_ascii, fov=fov,
                           unit=predictor.unit)
     remove_stale_temps(opts.out_dir, recursive=True)  # what a killed run left behind
