@@ -190,3 +190,59 @@ def test_ground_contact_puts_a_car_back_with_a_pitched_and_rolled_camera(pose):
     # the level-camera ablation walks down the columns from a level plane: no plane fits, or a wrong one
     old, old_valid = refine.ground_contact(wrong, lab, K, [ROAD], [CAR], generator=g, ground_order=0)
     assert not old_valid.any() or float(((old - depth).abs() / depth)[old_valid].median()) > 3 * error
+
+
+# ----------------------------------------------------------------------------------------------
+# refine.ground_travel: the road plane contains the direction of travel
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pose", TURNED_AND_PITCHED + [dict()])
+def test_a_road_along_the_travel_direction_undoes_a_compressed_range_where_a_free_plane_keeps_it(pose):
+    K, depth, lab, forward = _street(**pose)
+    road = lab[:, None] == ROAD
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    squeezed = _compressed(depth)
+    free, free_valid = refine.segment_surface_fit(squeezed, lab, K, [ROAD], generator=g())
+    pinned, valid = refine.segment_surface_fit(squeezed, lab, K, [ROAD], generator=g(), travel=forward)
+    assert torch.equal(valid, free_valid) and valid.sum() > 0.95 * road.sum()
+    assert _scaled_abs_rel(free, depth, road) > 0.1  # the free plane keeps the compression
+    assert _scaled_abs_rel(pinned, depth, road) < 0.025
+    # the true road is a fixed point; without a direction of travel it is the free fit
+    exact, _ = refine.segment_surface_fit(depth * 1.7, lab, K, [ROAD], generator=g(), travel=forward)
+    torch.testing.assert_close(exact[road], depth[road] * 1.7, rtol=1e-6, atol=0)
+    unknown, _ = refine.segment_surface_fit(squeezed, lab, K, [ROAD], generator=g(), travel=torch.zeros_like(forward))
+    assert torch.equal(unknown, free)
+
+
+def test_contact_feet_on_a_road_along_the_travel_direction_put_a_car_back_from_a_compressed_road():
+    f, car_z = 96.0, 12.0
+    K, depth, lab, forward = _street(car=car_z, h=96, w=192, f=f, yaw=10.0, pitch=-4.0, roll=2.0)
+    car, road = lab[:, None] == CAR, lab[:, None] == ROAD
+    wrong = torch.where(car, depth * 2.0, _compressed(depth))  # the car's back twice too far, the road squeezed
+    truth = float(depth[car].median() / depth[road].median())
+    errors = {}
+    for pin in (False, True):  # the car's depth against the road's (scale-free), hint and its ground vs the truth
+        g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+        hint, valid = refine.ground_contact(wrong, lab, K, [ROAD], [CAR], generator=g(), translation=forward,
+                                            pin_travel=pin)
+        ground, _ = refine.segment_surface_fit(wrong, lab, K, [ROAD], generator=g(), travel=forward if pin else None)
+        assert valid.sum() > 0.8 * car.sum()
+        errors[pin] = abs(float(hint[valid].median() / ground[road].median()) / truth - 1)
+    assert errors[False] > 0.2 and errors[True] < 0.08
+
+
+def test_ground_travel_is_a_switch_of_the_free_plane_and_takes_the_pose_in_training():
+    K, depth, lab, forward = _street(yaw=10.0, pitch=-3.0)
+    squeezed = _compressed(depth)
+    image = torch.rand(1, 3, H, W, dtype=torch.float64)
+    cfgs = {on: from_dict({"model": {"num_classes": 19}, "refine": {
+        "hint": True, "hint_operators": ["surface"], "stuff_classes": [ROAD], "ground_travel": on}}).refine
+        for on in (False, True)}
+    road = lab[:, None] == ROAD
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    on = refine.make_depth_hint(squeezed, lab, image, K, cfgs[True], generator=g(), translation=forward)
+    off = refine.make_depth_hint(squeezed, lab, image, K, cfgs[False], generator=g(), translation=forward)
+    assert _scaled_abs_rel(on, depth, road) < 0.5 * _scaled_abs_rel(off, depth, road)
+    assert torch.equal(refine.make_depth_hint(squeezed, lab, image, K, cfgs[True], generator=g()),
+                       refine.make_depth_hint(squeezed, lab, image, K, cfgs[False], generator=g()))  # no pose: free
+    with pytest.raises(ConfigError, match=r"refine\.ground_travel"):
+        from_dict({"refine": {"ground_travel": True, "surface_order": 2}})

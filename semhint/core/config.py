@@ -124,6 +124,7 @@ class RefineConfig:
     surface_order: int = 1  # operator B: 1 = plane in inverse depth (driving), 2 = quadric (tissue), 0 = level ground plane (B and D)
     surface_band: float = 0.0  # operators B and E move only pixels within this relative distance of the surface (0: all)
     surface_inlier: float = 0.05  # B and D: RANSAC inlier threshold (relative); a level plane needs more (0.3)
+    ground_travel: bool = False  # B and D: the ground plane contains the direction of travel (horizon through the focus of expansion), its height measured on the near half
     pseudo_seg: bool = False  # pseudo-semantics from depth and geometry
     pseudo_seg_weight: float = 0.3
     pseudo_seg_confidence: float = 0.7
@@ -356,6 +357,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine.surface_inlier", f"must be in (0, 1), got {r.surface_inlier}")
     if r.surface_band < 0:
         fail("refine.surface_band", f"must be >= 0 (0: off), got {r.surface_band}")
+    if r.ground_travel and r.surface_order != 1:
+        fail("refine.ground_travel", f"pins a free ground plane (surface_order 1), got surface_order {r.surface_order}")
     if r.warmup_epochs < 0:
         fail("refine.warmup_epochs", "must be >= 0")
     if not 0 <= r.pseudo_seg_confidence <= 1:

@@ -20,7 +20,7 @@ from semhint.core.errors import ConfigError
 from semhint.refine.borders import border_morphing
 from semhint.refine.occluders import occluders_in_front
 from semhint.refine.smoothing import segment_aware_smoothing, texture_weight
-from semhint.refine.surfaces import facade_planes, ground_contact, segment_surface_fit
+from semhint.refine.surfaces import facade_planes, ground_contact, segment_surface_fit, travel_direction
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,9 @@ def _smooth(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor
 
 def _surface(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor:
     # plane (1) for driving, a curved surface (2) for tissue; 0 (level plane) is a level-camera ablation
+    travel = travel_direction(x.translation, depth) if r.ground_travel else None
     return segment_surface_fit(depth, x.labels, x.K, r.stuff_classes, order=r.surface_order, band=r.surface_band,
-                               inlier_threshold=r.surface_inlier, generator=x.generator)[0]
+                               inlier_threshold=r.surface_inlier, generator=x.generator, travel=travel)[0]
 
 
 def _border(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor:
@@ -92,7 +93,7 @@ def _border(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor
 def _contact(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor:
     return ground_contact(depth, x.labels, x.K, r.stuff_classes, r.upright_classes, generator=x.generator,
                           ground_order=_ground_order(r), inlier_threshold=r.surface_inlier,
-                          translation=x.translation)[0]
+                          translation=x.translation, pin_travel=r.ground_travel)[0]
 
 
 def _facade(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor:
