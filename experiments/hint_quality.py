@@ -30,6 +30,8 @@ def main() -> None:
                         help="refine.surface_inlier, RANSAC's relative inlier threshold (default: the run's)")
     parser.add_argument("--max-ratio", type=float, default=0.0,
                         help="clamp hints to training's trust region refine.hint_max_ratio (0: off, as before)")
+    parser.add_argument("--ground-travel", action="store_true",
+                        help="refine.ground_travel: B's and D's ground plane contains the direction of travel")
     parser.add_argument("--key", default="hint_quality_trained")
     parser.add_argument("--title", default="", help="section title (default names operator D's classes)")
     args = parser.parse_args()
@@ -39,7 +41,8 @@ def main() -> None:
             raise SystemExit(f"{path}: not found")
     module, dataset, cfg = load_run(args.run, args.data, args.labels, args.split)
     rows = measure(module, dataset, cfg, [int(c) for c in args.upright.split(",")], args.data,
-                   surface_band=args.surface_band, surface_order=args.surface_order, surface_inlier=args.surface_inlier, max_ratio=args.max_ratio)
+                   surface_band=args.surface_band, surface_order=args.surface_order, surface_inlier=args.surface_inlier, max_ratio=args.max_ratio,
+                   ground_travel=args.ground_travel)
     for r in rows:
         print(r, flush=True)
     command = (f"python experiments/hint_quality.py --run {args.run} --data {args.data} --labels {args.labels} "
@@ -47,6 +50,7 @@ def main() -> None:
                + (f" --surface-order {args.surface_order}" if args.surface_order is not None else "")
                + (f" --surface-inlier {args.surface_inlier}" if args.surface_inlier is not None else "")
                + (f" --max-ratio {args.max_ratio}" if args.max_ratio else "")
+               + (" --ground-travel" if args.ground_travel else "")
                + (f" --title {shlex.quote(args.title)}" if args.title else ""))
     body = (f"The trained run `{args.run}` ({cfg.name}), its depth and pose on the {len(dataset)} {args.split} snippets of "
             f"`{args.data}`. Each operator set makes a hint from the predicted depth with the segments of the ground-truth "
@@ -62,7 +66,8 @@ def main() -> None:
             f"{args.surface_band or 'off'}; surface order (B and D; 0 = level ground plane): "
             f"{cfg.refine.surface_order if args.surface_order is None else args.surface_order}; RANSAC inlier threshold: "
             f"{cfg.refine.surface_inlier if args.surface_inlier is None else args.surface_inlier}; trust region "
-            f"(refine.hint_max_ratio): {args.max_ratio or 'off'}.\n\n"
+            f"(refine.hint_max_ratio): {args.max_ratio or 'off'}; ground plane along the direction of travel "
+            f"(refine.ground_travel): {'on' if args.ground_travel else 'off'}.\n\n"
             + markdown_table(rows, ["operators", "labels", "pixels", "share of valid", "prediction AbsRel", "hint AbsRel"]))
     title = args.title or f"Hint quality on a trained model's depth (SynthDrive, operator D on classes {args.upright})"
     write_record(args.key, title, command, body, {"run": str(args.run), "rows": rows})

@@ -93,15 +93,18 @@ def make_labels(args: argparse.Namespace, out: Path) -> dict:
         semhint("labels", "predict", "--model", str(model), "--data-path", args.kitti, "--out", str(out / "labels"),
                 "--preview", str(out / "labels_sheet.png"))
     meta = torch.load(model, map_location="cpu", weights_only=False)
-    return {**meta.get("train", {}).get("test", {}), "sha256": file_sha256(model)}
+    return {**meta.get("train", {}).get("test", {}), "sha256": weights_sha256(model)}
 
 
-def file_sha256(path: Path) -> str:
-    """The checkpoint's fingerprint: two records with the same one trained on the same labels."""
+def weights_sha256(path: Path) -> str:
+    """The labeler's fingerprint: a hash of its weights alone (names, shapes, values), so that two fits with
+    identical weights share it; the file also holds the fit's wall time, which differs on every fit."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for name in sorted(state):
+        tensor = state[name].detach().contiguous().cpu()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -170,7 +173,7 @@ def main() -> None:
     lab_line = (f"Labeler (EfficientNet-Lite0, CamVid train + val, {args.labeler_steps} steps at 96x320): "
                 f"CamVid test mIoU {100 * labeler['miou']:.1f} %, pixel accuracy {100 * labeler['pixel_accuracy']:.1f} % "
                 f"(IoU per class: {', '.join(f'{c} {100 * v:.1f}' for c, v in labeler['per_class_iou'].items())}); "
-                f"checkpoint sha256 {labeler['sha256'][:16]}."
+                f"weights sha256 {labeler['sha256'][:16]}."
                 if labeler.get("miou") is not None else "Labeler: no CamVid test score recorded.")
     scored = sum(1 for line in Path(sweep.eval_split).read_text().splitlines() if line.strip())
     notes = (f"{lab_line} Scored on the KITTI sample's {scored} "

@@ -72,7 +72,7 @@ def moving_masks(dataset: SnippetDataset, data: Path, indices: range) -> torch.T
 
 def measure(module: SemHintModule, dataset: SnippetDataset, cfg: Config, upright: list[int], data: Path,
             batch_size: int = 8, surface_band: float = 0.0, surface_order: int | None = None,
-            surface_inlier: float | None = None, max_ratio: float = 0.0) -> list[dict]:
+            surface_inlier: float | None = None, max_ratio: float = 0.0, ground_travel: bool = False) -> list[dict]:
     """Rows of (operators, segments, pixel group): share of valid pixels, prediction and hint AbsRel."""
     sums: dict[tuple, np.ndarray] = {}
     with torch.no_grad():
@@ -99,7 +99,7 @@ def measure(module: SemHintModule, dataset: SnippetDataset, cfg: Config, upright
                 for ops in OPERATOR_SETS:
                     rcfg = dataclasses.replace(cfg.refine, hint_operators=ops, upright_classes=upright, hint_classes=[],
                                                surface_band=surface_band, hint_max_ratio=max_ratio, hint_gate=True,
-                                               hint_gate_margin=0.0, hint_on_masked=False)
+                                               hint_gate_margin=0.0, hint_on_masked=False, ground_travel=ground_travel)
                     if surface_order is not None:
                         rcfg = dataclasses.replace(rcfg, surface_order=surface_order)
                     if surface_inlier is not None:
@@ -127,3 +127,60 @@ def measure(module: SemHintModule, dataset: SnippetDataset, cfg: Config, upright
         rows.append({"operators": ops, "labels": source, "pixels": where, "share of valid": n / max(total, 1),
                      "prediction AbsRel": pred_sum / max(n, 1) if n else "", "hint AbsRel": hint_sum / max(n, 1) if n else ""})
     return rows
+
+
+def load_kitti_run(run: Path, config: str, labels: str, split: Path) -> tuple[SemHintModule, SnippetDataset, Config]:
+    """A trained run on real KITTI frames: (module in eval mode, the split's snippets with LiDAR and the noisy
+    labels, the hinted ``config`` whose refine section the hints are made with)."""
+    from semhint.core.config import load_config  # the packaged configs: only this entry point needs them
+
+    ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    module = SemHintModule(ckpt.config)
+    module.load_state_dict(ckpt.state_dict)
+    cfg = load_config(config)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labels=labels, val_split=str(split), num_workers=0))
+    return module.eval(), build_dataset(cfg.data, "val"), cfg
+
+
+def measure_real(module: SemHintModule, dataset: SnippetDataset, cfg: Config, variants: dict[str, dict],
+                 classes: dict[str, int], batch_size: int = 8) -> dict[tuple, np.ndarray]:
+    """Sums behind the rows of :func:`real_rows` for one trained run on real frames (LiDAR, noisy labels only).
+
+    Each variant is a set of ``refine`` overrides (operators, switches); the hint is made from the
+    run's predicted depth and pose with the noisy labels as segments, exactly as training would make it,
+    and scored against LiDAR on the pixels it changes and those the gate accepts, overall and per noisy
+    class in ``classes`` (name -> id): there are no true classes on these frames.
+    """
+    sums: dict[tuple, np.ndarray] = {}
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = collate_snippets([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            image = batch["image/0"]
+            outputs = module.depth_net(image)
+            _, depth = geometry.disp_to_depth(F.interpolate(outputs["disp/0"], size=image.shape[-2:], mode="bilinear",
+                                                            align_corners=False), cfg.model.min_depth, cfg.model.max_depth)
+            poses = predict_poses(module.pose_net, batch, cfg.data.frame_ids)
+            pred_err = reprojection_error(depth, batch, poses, cfg.loss.ssim_weight)
+            gt = F.interpolate(batch["depth_gt"].float(), size=depth.shape[-2:], mode="nearest")
+            labels = batch["labels/0"].long()
+            total = int((gt > 0).sum())
+            for name, overrides in variants.items():
+                rcfg = dataclasses.replace(cfg.refine, **overrides)
+                hint = propose_hint(depth, labels, batch, poses, rcfg, cfg.model.min_depth, cfg.model.max_depth,
+                                    cfg.loss.ssim_weight, generator=torch.Generator().manual_seed(start))
+                gate = accepted_pixels(hint, pred_err, None, labels, rcfg)
+                groups = [("changed", hint.changed), ("gated", gate)]
+                for cls, cid in classes.items():
+                    member = (labels == cid).unsqueeze(1)
+                    groups += [(f"changed, {cls}", hint.changed & member), (f"gated, {cls}", gate & member)]
+                for where, mask in groups:
+                    key = (name, where)
+                    sums[key] = sums.get(key, np.zeros(4)) + np.r_[_abs_rel_sums(depth, hint.depth, gt, mask), total]
+    return sums
+
+
+def real_rows(sums: dict[tuple, np.ndarray]) -> list[dict]:
+    """Rows (variant, pixel group): share of LiDAR pixels, prediction and hint AbsRel, pooled over runs."""
+    return [{"variant": name, "pixels": where, "share of valid": float(n / max(total, 1)),
+             "prediction AbsRel": float(pred_sum / n) if n else "", "hint AbsRel": float(hint_sum / n) if n else ""}
+            for (name, where), (n, pred_sum, hint_sum, total) in sums.items()]
