@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from semhint.core import geometry
 from semhint.core.checkpoints import read_checkpoint
-from semhint.core.config import Config
+from semhint.core.config import Config, load_config
 from semhint.core.conventions import CITYSCAPES
 from semhint.core.fileio import read_label_png
 from semhint.data.build import build_dataset
@@ -132,8 +132,6 @@ def measure(module: SemHintModule, dataset: SnippetDataset, cfg: Config, upright
 def load_kitti_run(run: Path, config: str, labels: str, split: Path) -> tuple[SemHintModule, SnippetDataset, Config]:
     """A trained run on real KITTI frames: (module in eval mode, the split's snippets with LiDAR and the noisy
     labels, the hinted ``config`` whose refine section the hints are made with)."""
-    from semhint.core.config import load_config  # the packaged configs: only this entry point needs them
-
     ckpt = read_checkpoint(run / "checkpoints" / "last.ckpt")
     module = SemHintModule(ckpt.config)
     module.load_state_dict(ckpt.state_dict)

@@ -158,8 +158,8 @@ def _perpendicular_basis(direction: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 def _fit_along_travel(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor, classes: list[int],
-                      travel: torch.Tensor, free: _Fits, inlier_threshold: float, generator: torch.Generator | None
-                      ) -> _Fits:
+                      travel: torch.Tensor, free: _Fits, inlier_threshold: float, min_pixels: int,
+                      generator: torch.Generator | None) -> _Fits:
     """Planes that contain the direction of travel, in place of the free fits where the image has one.
 
     A car drives on its road, so the road plane a . X = 1 holds the direction of travel t: a . t = 0,
@@ -173,6 +173,7 @@ def _fit_along_travel(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor
     within 0.5-1.6 % where the free plane keeps its 12-13 % error (``tests/test_refine_geometry.py``).
     Images without a direction of travel (zero rows) keep the free fit; acceptance (is this segment a
     plane at all) stays the free fit's, since the pinned plane cannot follow the compression it undoes.
+    ``min_pixels`` must be the free fit's, so that both fit the same (image, class) pairs.
     """
     b, _, h, w = depth.shape
     dtype = free.fit_q.dtype
@@ -182,9 +183,9 @@ def _fit_along_travel(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor
                                                                                    device=t.device)))
     rays = _rays(K, h, w, dtype)  # B x 3 x HW
     design = torch.stack([(e1.unsqueeze(-1) * rays).sum(1), (e2.unsqueeze(-1) * rays).sum(1)], -1)  # B x HW x 2
-    pinned = _fit_segments(depth, labels, K, classes, 1, 64, max(inlier_threshold, TRAVEL_PLANE_INLIER), 64, 0.3, 2048, 2,
-                           generator, design)
-    if pinned is None:
+    pinned = _fit_segments(depth, labels, K, classes, 1, 64, max(inlier_threshold, TRAVEL_PLANE_INLIER), min_pixels, 0.3,
+                           2048, 2, generator, design)
+    if pinned is None or not torch.equal(pinned.pair_b, free.pair_b):
         return free
     a = pinned.coef[:, :1] * e1[pinned.pair_b] + pinned.coef[:, 1:] * e2[pinned.pair_b]  # P x 3
     use = known[pinned.pair_b].unsqueeze(-1)
@@ -223,7 +224,7 @@ def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.
     if fits is None:
         return out, valid
     if travel is not None and order == 1:
-        fits = _fit_along_travel(depth, labels, K, classes, travel, fits, inlier_threshold, generator)
+        fits = _fit_along_travel(depth, labels, K, classes, travel, fits, inlier_threshold, min_pixels, generator)
     return _fitted_depth(fits, depth, band)
 
 
@@ -256,7 +257,7 @@ def _ground(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor, classes:
     if fits is None:
         return depth.clone(), torch.zeros_like(depth, dtype=torch.bool), planes, accepted
     if travel is not None and order == 1:
-        fits = _fit_along_travel(depth, labels, K, classes, travel, fits, inlier_threshold, generator)
+        fits = _fit_along_travel(depth, labels, K, classes, travel, fits, inlier_threshold, 64, generator)
     plane_depth, plane_ok = _fitted_depth(fits, depth, 0.0)
     # per image the accepted segment with the most inliers (the road, usually): its plane is the ground's
     score = torch.full((b, len(classes)), -1.0, dtype=depth.dtype, device=depth.device)
