@@ -70,6 +70,17 @@ def moving_masks(dataset: SnippetDataset, data: Path, indices: range) -> torch.T
     return torch.stack([torch.from_numpy(read_label_png(p) > 0) for p in paths]).unsqueeze(1)
 
 
+def _predict(module: SemHintModule, batch: dict, cfg: Config) -> tuple[dict, torch.Tensor, dict, torch.Tensor]:
+    """What a training step would see: (depth net outputs, depth at input size, poses, the prediction's
+    min-reprojection error), so the hint is judged against the error the gate compares it with."""
+    image = batch["image/0"]
+    outputs = module.depth_net(image)
+    _, depth = geometry.disp_to_depth(F.interpolate(outputs["disp/0"], size=image.shape[-2:], mode="bilinear",
+                                                    align_corners=False), cfg.model.min_depth, cfg.model.max_depth)
+    poses = predict_poses(module.pose_net, batch, cfg.data.frame_ids)
+    return outputs, depth, poses, reprojection_error(depth, batch, poses, cfg.loss.ssim_weight)
+
+
 def measure(module: SemHintModule, dataset: SnippetDataset, cfg: Config, upright: list[int], data: Path,
             batch_size: int = 8, surface_band: float = 0.0, surface_order: int | None = None,
             surface_inlier: float | None = None, max_ratio: float = 0.0, ground_travel: bool = False) -> list[dict]:
@@ -81,11 +92,7 @@ def measure(module: SemHintModule, dataset: SnippetDataset, cfg: Config, upright
             batch = collate_snippets([dataset[i] for i in indices])
             moving = moving_masks(dataset, data, indices)
             image = batch["image/0"]
-            outputs = module.depth_net(image)
-            _, depth = geometry.disp_to_depth(F.interpolate(outputs["disp/0"], size=image.shape[-2:], mode="bilinear",
-                                                            align_corners=False), cfg.model.min_depth, cfg.model.max_depth)
-            poses = predict_poses(module.pose_net, batch, cfg.data.frame_ids)
-            pred_err = reprojection_error(depth, batch, poses, cfg.loss.ssim_weight)
+            outputs, depth, poses, pred_err = _predict(module, batch, cfg)
             identity = torch.cat([photometric_error(batch[f"image/{f}"], image, cfg.loss.ssim_weight) for f in poses], 1)
             _, automask = min_reprojection(pred_err, identity)
             gt = F.interpolate(batch["depth_gt"].float(), size=depth.shape[-2:], mode="nearest")
@@ -153,12 +160,7 @@ def measure_real(module: SemHintModule, dataset: SnippetDataset, cfg: Config, va
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             batch = collate_snippets([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            image = batch["image/0"]
-            outputs = module.depth_net(image)
-            _, depth = geometry.disp_to_depth(F.interpolate(outputs["disp/0"], size=image.shape[-2:], mode="bilinear",
-                                                            align_corners=False), cfg.model.min_depth, cfg.model.max_depth)
-            poses = predict_poses(module.pose_net, batch, cfg.data.frame_ids)
-            pred_err = reprojection_error(depth, batch, poses, cfg.loss.ssim_weight)
+            _, depth, poses, pred_err = _predict(module, batch, cfg)
             gt = F.interpolate(batch["depth_gt"].float(), size=depth.shape[-2:], mode="nearest")
             labels = batch["labels/0"].long()
             total = int((gt > 0).sum())
