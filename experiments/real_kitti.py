@@ -9,6 +9,9 @@
 4. scores every run on the sample's 23 LiDAR frames (Eigen protocol) and writes OUT/report.md and
    the lab record docs/lab/real_kitti.md.
 
+``--holdout first|second`` trains on one half of the clip only (targets whose neighbours all lie in it) and scores on the LiDAR frames of the other half, which no run has seen: a check on real frames a
+recipe was not chosen on (the clip's 23 LiDAR frames also chose the recipe).
+
 Training never sees LiDAR: the sweep clears data.gt_depth for training and reloads it to score
 (semhint.lab.sweep.run_config / scoring_config). Every step is cached, so a stopped run resumes.
 
@@ -32,7 +35,8 @@ import torch
 from semhint.core.config import load_config
 from semhint.core.fileio import write_text
 from semhint.core.pictures import colorize_labels, depth_panels
-from semhint.data.frames import SPLITS_DIR
+from semhint.data import kitti
+from semhint.data.frames import SPLITS_DIR, read_split_lines, write_split
 from semhint.inference import load_predictor
 from semhint.lab import sweep as S
 from semhint.lab.records import write_record
@@ -60,14 +64,63 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--key", default="real_kitti", help="lab record key (docs/lab/KEY.md)")
     p.add_argument("--title", default="SemHint vs baseline on real KITTI frames, labels from a CamVid labeler")
     p.add_argument("--set", action="append", default=[], help="extra SECTION.KEY=VALUE applied to every run")
+    p.add_argument("--holdout", choices=["first", "second"],
+                   help="train on this half of the clip only and score on the other half's LiDAR frames")
     p.add_argument("--one", nargs=4, metavar=("CONFIG", "SEED", "RUN_DIR", "LABELS"), help=argparse.SUPPRESS)
     return p.parse_args()
 
 
+def holdout_paths(out: Path, half: str) -> tuple[Path, Path]:
+    """(train split, scored split) of a held-out run: files under OUT/holdout/."""
+    return out / "holdout" / f"train_{half}.txt", out / "holdout" / f"scored_{half}.txt"
+
+
+def same_step_budget(train_split: Path, kitti_root: str) -> list[str]:
+    """--set items that give a run on ``train_split`` the full clip's optimiser steps and schedule shape:
+    the configs count in epochs, and half the frames make an epoch half as long."""
+    base, hinted = load_config("kitti_sample"), load_config("semhint_kitti_sample")
+    batch = base.optim.batch_size
+    full = len(kitti.scan_split_lines(kitti_root, base.data.frame_ids)) // batch
+    held = max(1, len(split_lines(train_split)) // batch)
+
+    def scaled(epochs: int) -> int:
+        return max(1, round(epochs * full / held))
+
+    return [f"optim.epochs={scaled(base.optim.epochs)}",
+            f"optim.milestones=[{', '.join(str(scaled(m)) for m in base.optim.milestones)}]",
+            f"refine.warmup_epochs={scaled(hinted.refine.warmup_epochs)}"]
+
+
 def make_sweep(args: argparse.Namespace) -> S.Sweep:
+    scored, extra = SPLITS_DIR / "kitti_sample_even.txt", []
+    if args.holdout:
+        train, scored = holdout_paths(Path(args.out), args.holdout)
+        extra = [f"data.train_split={train}", *same_step_budget(train, args.kitti)]
     return S.Sweep(world="kitti", out=args.out, data=args.out, configs=list(ARMS), seeds=args.seeds, steps=0,
-                   labels="labels", arms=ARMS, eval_split=str(SPLITS_DIR / "kitti_sample_even.txt"),
-                   reevaluate=args.reevaluate, set=args.set)
+                   labels="labels", arms=ARMS, eval_split=str(scored), reevaluate=args.reevaluate,
+                   set=[*extra, *args.set])
+
+
+def split_lines(path: Path) -> list[str]:
+    return [text for _, text in read_split_lines(path)]
+
+
+def write_holdout_splits(kitti_root: str, out: Path, half: str) -> tuple[int, int]:
+    """The held-out run's split files (semhint.lab.sweep.holdout_lines, cut at the clip's middle frame);
+    returns (training targets, scored frames)."""
+    frames = sorted({int(line.split()[1]) for line in kitti.scan_split_lines(kitti_root, [0])})
+    if not frames:
+        sys.exit(f"real_kitti: --holdout: no KITTI frames under {kitti_root}")
+    frame_ids = load_config("kitti_sample").data.frame_ids
+    train, scored = S.holdout_lines(kitti.scan_split_lines(kitti_root, frame_ids),
+                                    split_lines(SPLITS_DIR / "kitti_sample_even.txt"), frame_ids,
+                                    middle=(frames[0] + frames[-1] + 1) // 2, half=half)
+    if not train or not scored:
+        sys.exit(f"real_kitti: --holdout {half}: {kitti_root} leaves no training frames or no scored frames")
+    train_path, scored_path = holdout_paths(out, half)
+    write_split(train_path, train)
+    write_split(scored_path, scored)
+    return len(train), len(scored)
 
 
 def semhint(*argv: str) -> None:
@@ -151,14 +204,15 @@ def real_panels(sweep: S.Sweep, out: Path, arm: str = "semhint", frames: int = 4
 
 def main() -> None:
     args = parse_args()
-    sweep = make_sweep(args)
     out = Path(args.out)
     if args.one:  # a launched process: one (config, seed)
         torch.set_num_threads(1)
         config, seed, run_dir, labels = args.one
-        S.one_run(sweep, config, int(seed), Path(run_dir), labels or None)
+        S.one_run(make_sweep(args), config, int(seed), Path(run_dir), labels or None)
         return
     out.mkdir(parents=True, exist_ok=True)
+    holdout = write_holdout_splits(args.kitti, out, args.holdout) if args.holdout else None
+    sweep = make_sweep(args)
     labeler = make_labels(args, out)
     ensure_ground_truth(args)
     flags = sys.argv[1:]
@@ -175,8 +229,12 @@ def main() -> None:
                 f"(IoU per class: {', '.join(f'{c} {100 * v:.1f}' for c, v in labeler['per_class_iou'].items())}); "
                 f"weights sha256 {labeler['sha256'][:16]}."
                 if labeler.get("miou") is not None else "Labeler: no CamVid test score recorded.")
-    scored = sum(1 for line in Path(sweep.eval_split).read_text().splitlines() if line.strip())
-    notes = (f"{lab_line} Scored on the KITTI sample's {scored} "
+    scored = len(split_lines(Path(sweep.eval_split)))
+    where = (f"Held out: trained on the {args.holdout} half of the clip only ({holdout[0]} training targets, "
+             f"every neighbour inside that half; epochs, milestones and the hint warm-up scaled to the full clip's "
+             f"optimiser steps: {', '.join(sweep.set[1:4])}), scored on the other half's {scored} LiDAR frames, "
+             "which no run saw. " if holdout else "")
+    notes = (f"{lab_line} {where}Scored on the KITTI sample's {scored} "
              "LiDAR frames (Eigen protocol: Garg crop, 1e-3..80 m, per-image median scaling); per-class rows group "
              "LiDAR pixels by the NOISY label at the pixel (no ground-truth classes exist for these frames). "
              "Every arm uses its config's schedule unchanged (kitti_sample: 300 steps of batch 4), one torch thread each.")

@@ -102,6 +102,19 @@ def test_real_frames_train_without_lidar_and_report_by_noisy_label(tmp_path):
     assert REPORTS["kitti"].classes_from == "noisy" and "road" in REPORTS["kitti"].classes
 
 
+def test_a_held_out_half_never_reaches_training_not_even_as_a_neighbour():
+    clip = [f"d {i} l" for i in range(3, 45)]  # targets with neighbours 3 away in a 48-frame clip
+    lidar = [f"d {i} l" for i in range(2, 47, 2)]
+    train, scored = S.holdout_lines(clip, lidar, [0, -3, 3], middle=24, half="first")
+    assert [int(t.split()[1]) for t in train] == list(range(3, 21))  # 21 would need frame 24
+    assert [int(t.split()[1]) for t in scored] == list(range(24, 47, 2))
+    train, scored = S.holdout_lines(clip, lidar, [0, -3, 3], middle=24, half="second")
+    assert [int(t.split()[1]) for t in train] == list(range(27, 45))  # 26 would need frame 23
+    assert [int(t.split()[1]) for t in scored] == list(range(2, 23, 2))
+    with pytest.raises(ValueError, match="half"):
+        S.holdout_lines(clip, lidar, [0, -3, 3], middle=24, half="middle")
+
+
 def test_sweeps_rebase_the_render_a_config_names_and_rerender_an_interrupted_one(tmp_path, monkeypatch):
     sweep = Sweep(world="drive", out=str(tmp_path), data=str(tmp_path / "town"), configs=["synth_town", "semhint_synth_town"],
                   labels="labels16", seeds=[0])

@@ -165,6 +165,23 @@ def eval_split(sweep: Sweep) -> Path:
     return Path(sweep.eval_split) if sweep.eval_split else Path(sweep.data) / "splits" / "test.txt"
 
 
+def holdout_lines(train_lines: list[str], scored_lines: list[str], frame_ids: list[int], middle: int, half: str
+                  ) -> tuple[list[str], list[str]]:
+    """Split one clip at frame ``middle``: (training lines whose target and every neighbour lie in ``half``,
+    scored lines from the other half), so no scored frame is ever seen in training, not even as a
+    neighbour. Lines are ``folder frame side`` as in KITTI split files; the first half is frames < middle."""
+    if half not in ("first", "second"):
+        raise ValueError(f"holdout half {half!r}: expected 'first' or 'second'")
+
+    def in_half(frame: int, which: str) -> bool:
+        return (frame < middle) == (which == "first")
+
+    other = "second" if half == "first" else "first"
+    train = [line for line in train_lines if all(in_half(int(line.split()[1]) + f, half) for f in frame_ids)]
+    scored = [line for line in scored_lines if in_half(int(line.split()[1]), other)]
+    return train, scored
+
+
 def scoring_config(sweep: Sweep, config: str, cfg: Config) -> Config:
     """``cfg`` with the ground truth it was trained without (real KITTI: the LiDAR npz), for scoring only."""
     if sweep.world != "kitti":
