@@ -3,8 +3,9 @@
 1. fits a labeler on CamVid train + val (real hand labels from another city and camera) and scores it
    on CamVid test;
 2. labels the 48-frame KITTI sample with it (Cityscapes train ids) and draws a contact sheet;
-3. trains the baseline (configs kitti_sample), SemHint (semhint_kitti_sample: ground hints, no decoder
-   layer shared) and the segmentation branch alone (semhint_kitti_sample_branch: SemHint without hints)
+3. trains the baseline (configs kitti_sample), SemHint (semhint_kitti_sample: the road-plane hint along the
+   direction of travel, ungated; no decoder layer shared) and the segmentation branch alone
+   (semhint_kitti_sample_branch: SemHint without hints)
    per seed with the configs' own schedule, one torch thread each, into OUT/<baseline|semhint|branch>-s<seed>/;
 4. scores every run on the sample's 23 LiDAR frames (Eigen protocol) and writes OUT/report.md and
    the lab record docs/lab/real_kitti.md.
