@@ -238,7 +238,9 @@ def main() -> None:
     notes = (f"{lab_line} {where}Scored on the KITTI sample's {scored} "
              "LiDAR frames (Eigen protocol: Garg crop, 1e-3..80 m, per-image median scaling); per-class rows group "
              "LiDAR pixels by the NOISY label at the pixel (no ground-truth classes exist for these frames). "
-             "Every arm uses its config's schedule unchanged (kitti_sample: 300 steps of batch 4), one torch thread each.")
+             + ("Every arm uses its config's schedule, rescaled as above (300 steps of batch 4), one torch thread each."
+                if holdout else
+                "Every arm uses its config's schedule unchanged (kitti_sample: 300 steps of batch 4), one torch thread each."))
     body = notes + "\n\n" + markdown + (f"\n\n![panels]({panels.resolve()})" if panels else "")
     write_text(out / "report.md", "# SemHint vs baseline on real KITTI frames\n\n" + body + "\n")
     write_text(out / "report.json", json.dumps({"labeler_test": labeler, "runs": raw}, indent=1, default=str))
