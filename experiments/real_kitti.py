@@ -10,8 +10,9 @@
 4. scores every run on the sample's 23 LiDAR frames (Eigen protocol) and writes OUT/report.md and
    the lab record docs/lab/real_kitti.md.
 
-``--holdout first|second`` trains on one half of the clip only (targets whose neighbours all lie in it) and scores on the LiDAR frames of the other half, which no run has seen: a check on real frames a
-recipe was not chosen on (the clip's 23 LiDAR frames also chose the recipe).
+``--holdout first|second`` trains on one half of the clip only (targets whose neighbours all lie in it)
+and scores on the LiDAR frames of the other half, which no run has seen: a check on real frames a recipe
+was not chosen on (the clip's 23 LiDAR frames also chose the recipe).
 
 Training never sees LiDAR: the sweep clears data.gt_depth for training and reloads it to score
 (semhint.lab.sweep.run_config / scoring_config). Every step is cached, so a stopped run resumes.
@@ -233,7 +234,7 @@ def main() -> None:
     scored = len(split_lines(Path(sweep.eval_split)))
     where = (f"Held out: trained on the {args.holdout} half of the clip only ({holdout[0]} training targets, "
              f"every neighbour inside that half; epochs, milestones and the hint warm-up scaled to the full clip's "
-             f"optimiser steps: {', '.join(sweep.set[1:4])}), scored on the other half's {scored} LiDAR frames, "
+             f"optimiser steps: {', '.join(same_step_budget(holdout_paths(out, args.holdout)[0], args.kitti))}), scored on the other half's {scored} LiDAR frames, "
              "which no run saw. " if holdout else "")
     notes = (f"{lab_line} {where}Scored on the KITTI sample's {scored} "
              "LiDAR frames (Eigen protocol: Garg crop, 1e-3..80 m, per-image median scaling); per-class rows group "
