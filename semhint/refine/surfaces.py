@@ -185,7 +185,7 @@ def _fit_along_travel(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor
     design = torch.stack([(e1.unsqueeze(-1) * rays).sum(1), (e2.unsqueeze(-1) * rays).sum(1)], -1)  # B x HW x 2
     pinned = _fit_segments(depth, labels, K, classes, 1, 64, max(inlier_threshold, TRAVEL_PLANE_INLIER), min_pixels, 0.3,
                            2048, 2, generator, design)
-    if pinned is None or not torch.equal(pinned.pair_b, free.pair_b):
+    if pinned is None or not (torch.equal(pinned.pair_b, free.pair_b) and torch.equal(pinned.pair_c, free.pair_c)):
         return free
     a = pinned.coef[:, :1] * e1[pinned.pair_b] + pinned.coef[:, 1:] * e2[pinned.pair_b]  # P x 3
     use = known[pinned.pair_b].unsqueeze(-1)
