@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from semhint.evaluation.metrics import class_error_sums
 from semhint.lab.budget import budget_rows
 from semhint.lab.records import write_record
+from semhint.lab.road_roll import fit_plane, roll_about, rotate_about, summarise_road_roll
 from semhint.lab.evaluator import REPORTS
 from semhint.lab import sweep as S
 from semhint.lab.sweep import Sweep, collect, plan_runs, run_config, scoring_config
@@ -165,3 +167,32 @@ def test_the_constant_reference_reads_the_sweeps_labels_when_the_first_arm_is_se
     monkeypatch.setattr(S, "constant_depth_report", lambda data, eval_cfg, report: {"abs_rel": 0.5})
     assert S.constant_depth_result(sweep) == {"abs_rel": 0.5}
     assert seen == [str(tmp_path / "town" / "corrupt0.5")]
+
+
+def test_road_roll_is_the_turn_about_travel_between_two_planes_and_ignores_their_distance():
+    """A road plane seen by a camera rolled by 12 degrees about the direction of travel: its fitted plane is
+    12 degrees from the level one about that axis whatever the camera height, and turning it back by
+    -12 degrees gives the level plane again (the offsets the diagnostic tries)."""
+    travel = torch.tensor([0.05, -0.02, 1.0])
+    level = torch.tensor([0.0, 1.0, 0.02]) / 1.5  # a . X = 1: the ground 1.5 m below, holding the travel direction
+    level = level - travel * (travel @ level) / (travel @ travel)
+    rolled = rotate_about(level, travel, 12.0) * 0.7  # rolled, and at another height
+    u, v = torch.meshgrid(torch.linspace(-0.5, 0.5, 20), torch.linspace(0.1, 0.4, 10), indexing="xy")
+    rays = torch.stack([u.flatten(), v.flatten(), torch.ones(200)])  # rays below the horizon, r_z = 1
+    fitted = fit_plane(rays, rolled @ rays)  # the plane through the points z r with 1/z = a . r
+    assert torch.allclose(fitted, rolled, atol=1e-5)
+    assert roll_about(level, fitted, travel) == pytest.approx(12.0, abs=1e-3)
+    assert roll_about(fitted, level, travel) == pytest.approx(-12.0, abs=1e-3)
+    back = rotate_about(fitted, travel, -12.0)
+    assert roll_about(level, back, travel) == pytest.approx(0.0, abs=1e-3)
+    assert (back / back.norm()) @ (level / level.norm()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_road_roll_summary_counts_where_photometry_and_lidar_pick_the_same_offset():
+    rows = [{"prediction roll": -20.0, "hint roll": 10.0, "photometry prefers": 0, "LiDAR prefers": -10},
+            {"prediction roll": 4.0, "hint roll": -2.0, "photometry prefers": 5, "LiDAR prefers": 0},
+            {"prediction roll": 2.0, "hint roll": 1.0, "photometry prefers": 0, "LiDAR prefers": 0}]
+    summary = summarise_road_roll(rows)
+    assert summary["frames"] == 3 and summary["photometry agrees with LiDAR"] == "2/3"
+    assert summary["median |prediction roll|"] == pytest.approx(4.0)
+    assert summary["median |hint roll|"] == pytest.approx(2.0) and summary["worst |hint roll|"] == pytest.approx(10.0)

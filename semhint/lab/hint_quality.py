@@ -70,7 +70,7 @@ def moving_masks(dataset: SnippetDataset, data: Path, indices: range) -> torch.T
     return torch.stack([torch.from_numpy(read_label_png(p) > 0) for p in paths]).unsqueeze(1)
 
 
-def _predict(module: SemHintModule, batch: dict, cfg: Config) -> tuple[dict, torch.Tensor, dict, torch.Tensor]:
+def predict_like_training(module: SemHintModule, batch: dict, cfg: Config) -> tuple[dict, torch.Tensor, dict, torch.Tensor]:
     """What a training step would see: (depth net outputs, depth at input size, poses, the prediction's
     min-reprojection error), so the hint is judged against the error the gate compares it with."""
     image = batch["image/0"]
@@ -92,7 +92,7 @@ def measure(module: SemHintModule, dataset: SnippetDataset, cfg: Config, upright
             batch = collate_snippets([dataset[i] for i in indices])
             moving = moving_masks(dataset, data, indices)
             image = batch["image/0"]
-            outputs, depth, poses, pred_err = _predict(module, batch, cfg)
+            outputs, depth, poses, pred_err = predict_like_training(module, batch, cfg)
             identity = torch.cat([photometric_error(batch[f"image/{f}"], image, cfg.loss.ssim_weight) for f in poses], 1)
             _, automask = min_reprojection(pred_err, identity)
             gt = F.interpolate(batch["depth_gt"].float(), size=depth.shape[-2:], mode="nearest")
@@ -160,7 +160,7 @@ def measure_real(module: SemHintModule, dataset: SnippetDataset, cfg: Config, va
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             batch = collate_snippets([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            _, depth, poses, pred_err = _predict(module, batch, cfg)
+            _, depth, poses, pred_err = predict_like_training(module, batch, cfg)
             gt = F.interpolate(batch["depth_gt"].float(), size=depth.shape[-2:], mode="nearest")
             labels = batch["labels/0"].long()
             total = int((gt > 0).sum())

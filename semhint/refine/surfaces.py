@@ -71,7 +71,7 @@ class _Fits(NamedTuple):
     support: torch.Tensor  # P: inlier count
 
 
-def _rays(K: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+def camera_rays(K: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
     """Rays r = K^-1 (u, v, 1) of every pixel, scaled to r_z = 1 (B x 3 x HW): a point at depth z is z r."""
     inv_K = torch.linalg.inv(K[:, :3, :3].to(torch.float64)).to(dtype)
     rays = inv_K @ geometry.pixel_grid(h, w, device=K.device, dtype=dtype)
@@ -88,7 +88,7 @@ def _fit_segments(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor, cl
     b, _, h, w = depth.shape
     dtype = torch.float64 if depth.dtype == torch.float64 else torch.float32
     if design is None:
-        rays = _rays(K, h, w, dtype)  # B x 3 x HW
+        rays = camera_rays(K, h, w, dtype)  # B x 3 x HW
         A_img = _surface_design(rays[:, 0], rays[:, 1], order)  # B x HW x T
     else:
         A_img = design.to(dtype)
@@ -181,7 +181,7 @@ def _fit_along_travel(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor
     known = t.norm(dim=-1) > 0.5
     e1, e2 = _perpendicular_basis(torch.where(known.unsqueeze(-1), t, torch.tensor([0.0, 0.0, 1.0], dtype=dtype,
                                                                                    device=t.device)))
-    rays = _rays(K, h, w, dtype)  # B x 3 x HW
+    rays = camera_rays(K, h, w, dtype)  # B x 3 x HW
     design = torch.stack([(e1.unsqueeze(-1) * rays).sum(1), (e2.unsqueeze(-1) * rays).sum(1)], -1)  # B x HW x 2
     pinned = _fit_segments(depth, labels, K, classes, 1, 64, max(inlier_threshold, TRAVEL_PLANE_INLIER), min_pixels, 0.3,
                            2048, 2, generator, design)
@@ -435,7 +435,7 @@ def ground_contact(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tenso
     row, col, found = _walk_down(labels, torch.where(usable.unsqueeze(-1), vanish[..., 0], columns))
 
     contact = (row * w + col).view(b, 1, -1)
-    rays = _rays(K, h, w, depth.dtype)  # B x 3 x HW
+    rays = camera_rays(K, h, w, depth.dtype)  # B x 3 x HW
     ray_c = torch.gather(rays, 2, contact.expand(-1, 3, -1))
     depth_c = torch.gather(ground.view(b, 1, -1), 2, contact)
     on_ground = torch.gather(ground_ok.view(b, 1, -1), 2, contact)
@@ -500,7 +500,7 @@ def facade_planes(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tensor
     sine = normal.norm(dim=-1, keepdim=True)
     usable = usable & (sine[:, 0] >= MIN_TRAVEL_SINE)
     normal = (normal / sine.clamp_min(EPS)).to(depth.dtype)
-    coord = (normal.unsqueeze(-1) * _rays(K, h, w, depth.dtype)).sum(1).view(b, 1, 1, h * w)  # m . r
+    coord = (normal.unsqueeze(-1) * camera_rays(K, h, w, depth.dtype)).sum(1).view(b, 1, 1, h * w)  # m . r
     side = torch.stack([coord < -min_offset, coord > min_offset], dim=1).view(b, 2, 1, h * w)
     side = side & usable.view(b, 1, 1, 1)
     cls = torch.tensor(classes, device=depth.device, dtype=labels.dtype).view(1, 1, -1, 1)
