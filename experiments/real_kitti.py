@@ -45,8 +45,8 @@ from semhint.lab.records import write_record
 
 ARMS = {"kitti_sample": "baseline", "semhint_kitti_sample": "semhint", "semhint_kitti_sample_branch": "branch",
         "semhint_kitti_sample_street": "street", "semhint_kitti_sample_ground": "ground",
-        "semhint_kitti_sample_plane": "plane", "kitti_sample_fused": "fused"}
-DEFAULT_ARMS = ["baseline", "semhint", "branch"]  # `make real-kitti`; street, ground, plane, fused: variants run on demand
+        "semhint_kitti_sample_plane": "plane", "kitti_sample_fused": "fused", "semhint_kitti_sample_votes": "votes"}
+DEFAULT_ARMS = ["baseline", "semhint", "branch"]  # `make real-kitti`; street, ground, plane, fused, votes: on demand
 
 
 def parse_args() -> argparse.Namespace:

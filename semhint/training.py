@@ -48,7 +48,7 @@ from semhint.evaluation.protocols import evaluate_depth
 from semhint.losses import self_supervised_objective
 from semhint.models import build_depth_net, build_pose_net, parameter_report
 from semhint.models.light import RadialLightProfile
-from semhint.refine import check_config, refinement_losses
+from semhint.refine import RollVotes, check_config, refinement_losses
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,6 +261,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 RNG_KEY = "semhint_rng"
+ROLL_VOTES_KEY = "semhint_ground_roll_votes"  # refine.ground_roll_votes: the votes a resumed run goes on from
 
 
 class SemHintModule(L.LightningModule):
@@ -280,6 +281,8 @@ class SemHintModule(L.LightningModule):
         self._confusion: torch.Tensor | None = None
         self._compiled = None  # torch.compile(self.objective), built on the first step when trainer.compile
         self._saturation_warned = False
+        # the road roll voted over recent images (refine.ground_roll_votes): kept across steps and checkpoints
+        self.roll_votes = RollVotes(self.cfg.refine.ground_roll_votes) if self.cfg.refine.ground_roll_votes else None
 
     # -- the objective, shared by training_step and benchmarks/bench_step.py -------------------
     def objective(self, batch: dict) -> tuple[dict, dict, dict]:
@@ -317,7 +320,8 @@ class SemHintModule(L.LightningModule):
                     source_outputs = {f: source_segmentation(self.depth_net, batch[f"image_aug/{f}"],
                                                              cfg.refine.pseudo_seg_scale)
                                       for f in cfg.data.frame_ids[1:]}
-            refine_losses, stats = refinement_losses(batch, outputs, maps, poses, source_outputs, cfg, epoch)
+            ground_roll = self.roll_votes.consensus() if self.roll_votes is not None else None
+            refine_losses, stats = refinement_losses(batch, outputs, maps, poses, source_outputs, cfg, epoch, ground_roll)
             losses["loss"] = losses["loss"] + refine_losses["loss"]
             losses.update({f"refine/{k}": v for k, v in refine_losses.items()})
             # gate acceptance, pseudo-label rate, ...: plain floats, logged as scalars like the losses
@@ -333,6 +337,8 @@ class SemHintModule(L.LightningModule):
             objective = self._compiled
         losses, maps, outputs = objective(batch)
         self._stop_if_diverged(losses)
+        if self.roll_votes is not None and "ground_roll/0" in maps:  # outside the (compilable) objective: state
+            self.roll_votes.add(maps["ground_roll/0"])
         if self.global_step % max(1, self.cfg.trainer.log_every_n_steps) == 0:  # .item() syncs a GPU: not every step
             self._warn_if_saturated(float(losses["depth_saturated"]))
         bs = batch["image/0"].shape[0]
@@ -481,11 +487,15 @@ class SemHintModule(L.LightningModule):
                                        f"(lower optim.lr); {_last_checkpoint_note(self.cfg)}")
         checkpoint.update(checkpoint_metadata(self.cfg))
         checkpoint[RNG_KEY] = _rng_state()
+        if self.roll_votes is not None:
+            checkpoint[ROLL_VOTES_KEY] = self.roll_votes.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resume the random streams too (one process only: DDP ranks keep their own seeded streams)."""
+        """Resume the random streams too (one process only: DDP ranks keep their own seeded streams), and the road-roll votes."""
         if RNG_KEY in checkpoint and self._trainer is not None and self.trainer.world_size == 1:
             _set_rng_state(checkpoint[RNG_KEY])
+        if self.roll_votes is not None and ROLL_VOTES_KEY in checkpoint:  # the resumed run votes on from there
+            self.roll_votes.load_state_dict(checkpoint[ROLL_VOTES_KEY])
 
 
 def _last_checkpoint_note(cfg: Config) -> str:

@@ -246,3 +246,72 @@ def test_ground_travel_is_a_switch_of_the_free_plane_and_takes_the_pose_in_train
                        refine.make_depth_hint(squeezed, lab, image, K, cfgs[False], generator=g()))  # no pose: free
     with pytest.raises(ConfigError, match=r"refine\.ground_travel"):
         from_dict({"refine": {"ground_travel": True, "surface_order": 2}})
+
+
+# ----------------------------------------------------------------------------------------------
+# refine.ground_roll_votes: one road roll for the whole video
+# ----------------------------------------------------------------------------------------------
+def _leaning(depth: torch.Tensor, road: torch.Tensor, K: torch.Tensor, forward: torch.Tensor, degrees: float
+             ) -> torch.Tensor:
+    """``depth`` with its road replaced by the true road plane turned ``degrees`` about the direction of
+    travel: a prediction that leans the road sideways, as short runs do on real frames."""
+    rays = torch.linalg.inv(K[0, :3, :3]) @ geometry.pixel_grid(H, W, dtype=torch.float64)  # 3 x HW, r_z = 1
+    on_road = road.view(-1)
+    a = torch.linalg.lstsq(rays[:, on_road].T, (1.0 / depth.view(-1)[on_road]).unsqueeze(-1)).solution[:, 0]
+    k = forward[0] / forward[0].norm()
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    turned = a * c + torch.linalg.cross(k, a, dim=-1) * s + k * (k @ a) * (1 - c)
+    q = turned @ rays
+    return torch.where(road & (q > 1e-3).view(1, 1, H, W), 1.0 / q.clamp_min(1e-3).view(1, 1, H, W), depth)
+
+
+@pytest.mark.parametrize("pose", TURNED_AND_PITCHED + [dict()])
+def test_a_road_leaning_sideways_keeps_its_lean_in_its_own_plane_and_loses_it_under_the_voted_roll(pose):
+    K, depth, lab, forward = _street(**pose)
+    road = lab[:, None] == ROAD
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    leaning = _leaning(depth, road, K, forward, 15.0)
+    true_roll = refine.ground_rolls(depth, lab, K, [ROAD], forward, generator=g())
+    lean_roll = refine.ground_rolls(leaning, lab, K, [ROAD], forward, generator=g())
+    assert math.degrees(float(lean_roll - true_roll)) == pytest.approx(15.0, abs=0.5)  # measured, not assumed
+    own, valid = refine.segment_surface_fit(leaning, lab, K, [ROAD], generator=g(), travel=forward)
+    voted, voted_valid = refine.segment_surface_fit(leaning, lab, K, [ROAD], generator=g(), travel=forward,
+                                                    roll=true_roll[0])
+    assert not (valid & ~voted_valid).any() and voted_valid.sum() > 0.95 * road.sum()
+    assert _scaled_abs_rel(own, depth, valid) > 0.5  # its own plane keeps the lean
+    assert _scaled_abs_rel(voted, depth, voted_valid) < 0.01  # the video's roll takes it out; the height is fitted
+    # the true road is a fixed point under its own roll; without a direction of travel no roll applies
+    exact, _ = refine.segment_surface_fit(depth * 1.7, lab, K, [ROAD], generator=g(), travel=forward, roll=true_roll[0])
+    torch.testing.assert_close(exact[road], depth[road] * 1.7, rtol=1e-6, atol=0)
+    still, _ = refine.segment_surface_fit(leaning, lab, K, [ROAD], generator=g(), travel=torch.zeros_like(forward),
+                                          roll=true_roll[0])
+    assert torch.equal(still, refine.segment_surface_fit(leaning, lab, K, [ROAD], generator=g())[0])
+
+
+def test_only_images_with_a_direction_of_travel_and_an_accepted_road_vote():
+    K, depth, lab, forward = _street(yaw=10.0, pitch=-4.0)
+    two = torch.cat([depth, depth]), torch.cat([lab, lab]), torch.cat([K, K])
+    rolls = refine.ground_rolls(*two, [ROAD], torch.cat([forward, torch.zeros_like(forward)]))
+    assert math.isfinite(float(rolls[0])) and math.isnan(float(rolls[1]))
+    assert refine.ground_rolls(*two, [BUILDING + 50], torch.cat([forward, forward])).isnan().all()  # no such segment
+    with pytest.raises(ConfigError, match=r"refine\.ground_roll_votes"):
+        from_dict({"refine": {"ground_roll_votes": 8}})  # needs planes through the direction of travel
+    with pytest.raises(ConfigError, match=r"refine\.ground_roll_votes"):
+        from_dict({"refine": {"ground_travel": True, "ground_roll_votes": -1}})
+
+
+def test_roll_votes_keep_the_last_images_and_take_a_median_that_does_not_split_at_180_degrees():
+    votes = refine.RollVotes(3)
+    assert votes.consensus() is None
+    votes.add(torch.tensor([0.5, float("nan"), 0.1]))
+    votes.add(torch.tensor([0.2, 0.3]))
+    assert votes.votes == pytest.approx([0.1, 0.2, 0.3])  # NaN does not vote; the oldest dropped out
+    assert float(votes.consensus()) == pytest.approx(0.2)
+    flipped = refine.RollVotes(3)
+    flipped.add(torch.tensor([math.pi - 0.1, -math.pi + 0.05, math.pi - 0.02]))  # one camera, upside down
+    assert abs(math.remainder(float(flipped.consensus()) - (math.pi - 0.02), 2 * math.pi)) < 1e-6
+    resumed = refine.RollVotes(3)
+    resumed.load_state_dict(votes.state_dict())
+    assert resumed.votes == votes.votes
+    with pytest.raises(ValueError, match="at least one vote"):
+        refine.RollVotes(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -377,3 +378,24 @@ def test_collate_keeps_ground_truth_of_different_sizes_as_a_list():
     assert batch["image/0"].shape == (2, 3, 8, 8)
     assert [g.shape for g in batch["depth_gt"]] == [(1, 5, 7), (1, 6, 7)]
     assert collate_snippets([dict(a), dict(a)])["depth_gt"].shape == (2, 1, 5, 7)
+
+
+def test_road_roll_votes_reach_the_hint_and_survive_a_checkpoint():
+    """refine.ground_roll_votes: the voted roll goes into the step's hint, each image's own roll comes out
+    as its vote, and the votes are written with the checkpoint and read back by a resumed run."""
+    refine = {"hint": True, "hint_operators": ["surface"], "ground_travel": True, "ground_roll_votes": 4,
+              "warmup_epochs": 0}
+    cfg = from_dict({"data": {"height": 32, "width": 96}, "optim": {"batch_size": 2}, "model": {"num_classes": 19},
+                     "refine": refine})
+    module = SemHintModule(cfg)
+    module.roll_votes.add(torch.tensor([0.1, float("nan")]))
+    losses, maps, _ = module.objective(_random_batch(2))
+    assert float(losses["refine/ground_roll_deg"]) == pytest.approx(math.degrees(0.1), rel=1e-5)
+    assert maps["ground_roll/0"].shape == (2,)
+    checkpoint = {"state_dict": {}}
+    module.on_save_checkpoint(checkpoint)
+    resumed = SemHintModule(cfg)
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.roll_votes.votes == pytest.approx([0.1])
+    assert SemHintModule(from_dict({"model": {"num_classes": 19}, "refine": {**refine, "ground_roll_votes": 0}})
+                         ).roll_votes is None

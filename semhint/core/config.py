@@ -125,6 +125,7 @@ class RefineConfig:
     surface_band: float = 0.0  # operators B and E move only pixels within this relative distance of the surface (0: all)
     surface_inlier: float = 0.05  # B and D: RANSAC inlier threshold (relative); a level plane needs more (0.3)
     ground_travel: bool = False  # B and D: the ground plane contains the direction of travel (horizon through the focus of expansion), its height measured on the near half
+    ground_roll_votes: int = 0  # with ground_travel, B's road planes take the median roll of the last N images' own fits (the camera is bolted to the car: one roll per video); 0: each image its own roll
     pseudo_seg: bool = False  # pseudo-semantics from depth and geometry
     pseudo_seg_weight: float = 0.3
     pseudo_seg_confidence: float = 0.7
@@ -359,6 +360,10 @@ def validate(cfg: Config, source: str = "config") -> Config:
         fail("refine.surface_band", f"must be >= 0 (0: off), got {r.surface_band}")
     if r.ground_travel and r.surface_order != 1:
         fail("refine.ground_travel", f"pins a free ground plane (surface_order 1), got surface_order {r.surface_order}")
+    if r.ground_roll_votes < 0:
+        fail("refine.ground_roll_votes", f"must be >= 0 (0: off), got {r.ground_roll_votes}")
+    if r.ground_roll_votes and not r.ground_travel:
+        fail("refine.ground_roll_votes", "votes the roll of planes through the direction of travel: needs refine.ground_travel")
     if r.warmup_epochs < 0:
         fail("refine.warmup_epochs", "must be >= 0")
     if not 0 <= r.pseudo_seg_confidence <= 1:

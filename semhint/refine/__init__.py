@@ -31,12 +31,14 @@ from semhint.refine.hints import (
 from semhint.refine.occluders import occluders_in_front
 from semhint.refine.operators import OPERATORS, HintInputs, Operator, apply_operators, check_config, oracle_hint
 from semhint.refine.pseudo_semantics import fuse_probabilities, select_pseudo_labels, snap_borders, warp_probabilities
+from semhint.refine.roll_votes import RollVotes
 from semhint.refine.smoothing import segment_aware_smoothing, texture_weight
 from semhint.refine.surfaces import (
     camera_rays,
     facade_planes,
     ground_contact,
     ground_plane,
+    ground_rolls,
     ground_up,
     segment_surface_fit,
     travel_direction,
@@ -45,8 +47,8 @@ from semhint.refine.surfaces import (
 from semhint.refine.terms import hint_term, pseudo_seg_term, refinement_losses
 
 __all__ = [
-    "OPERATORS", "GatedHint", "HintInputs", "accepted_pixels", "propose_hint", "Operator", "apply_operators", "border_morphing", "camera_rays", "camera_translation", "check_config", "coarse_hint", "facade_planes",
-    "fuse_probabilities", "ground_contact", "ground_plane", "ground_up", "hint_class_mask", "hint_gate", "hint_gt_stats", "hint_segments",
+    "OPERATORS", "GatedHint", "HintInputs", "RollVotes", "accepted_pixels", "propose_hint", "Operator", "apply_operators", "border_morphing", "camera_rays", "camera_translation", "check_config", "coarse_hint", "facade_planes",
+    "fuse_probabilities", "ground_contact", "ground_plane", "ground_rolls", "ground_up", "hint_class_mask", "hint_gate", "hint_gt_stats", "hint_segments",
     "hint_term", "make_depth_hint", "occluders_in_front", "oracle_hint", "pseudo_seg_term", "refinement_losses", "reprojection_error",
     "segment_aware_smoothing", "segment_surface_fit", "select_pseudo_labels", "snap_borders", "texture_weight",
     "travel_direction", "trust_region", "vertical_run_end", "warp_probabilities",

@@ -39,12 +39,13 @@ def camera_translation(poses: dict[int, torch.Tensor]) -> torch.Tensor | None:
 def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor, K: torch.Tensor, refine_cfg: RefineConfig,
                     generator: torch.Generator | None = None,
                     depth_gt: torch.Tensor | list[torch.Tensor] | None = None,
-                    translation: torch.Tensor | None = None) -> torch.Tensor:
+                    translation: torch.Tensor | None = None, ground_roll: torch.Tensor | None = None) -> torch.Tensor:
     """The pseudo-depth label: ``refine_cfg.hint_operators`` applied in order to the detached depth.
 
     ``seg`` is the segmentation prediction (logits B x C x H x W) or labels (B x H x W);
     ``translation`` the camera's motion (B x 3, :func:`camera_translation`), which operators D and E
-    take the direction of travel from (without it E gives no hint). Pixels no
+    take the direction of travel from (without it E gives no hint); ``ground_roll`` the video's voted
+    road roll (:class:`RollVotes`), which B's planes through the direction of travel then take. Pixels no
     operator changes keep the predicted depth (refinement_losses leaves those out of the loss).
     Because the hint is rebuilt from the current depth at every step, any bias of the operator on
     the *true* depth compounds like repeated filtering. Log-depth is not affine on a plane seen in
@@ -53,7 +54,8 @@ def make_depth_hint(depth: torch.Tensor, seg: torch.Tensor, image: torch.Tensor,
     point (experiments/hint_drift.py measures both).
     """
     inputs = HintInputs(labels=as_labels(seg.detach()), image=image.detach(), K=K, generator=generator,
-                        depth_gt=depth_gt, translation=None if translation is None else translation.detach())
+                        depth_gt=depth_gt, translation=None if translation is None else translation.detach(),
+                        ground_roll=ground_roll)
     if refine_cfg.hint_scale > 0:
         return coarse_hint(refine_cfg.hint_operators, depth.detach(), inputs, refine_cfg, refine_cfg.hint_scale)
     return apply_operators(refine_cfg.hint_operators, depth.detach(), inputs, refine_cfg)
@@ -218,16 +220,19 @@ class GatedHint:
 def propose_hint(depth: torch.Tensor, segments: torch.Tensor, batch: dict, poses: dict, refine_cfg: RefineConfig,
                  min_depth: float, max_depth: float, ssim_weight: float = 0.85,
                  generator: torch.Generator | None = None, *, brightness: str = "none",
-                 specular_threshold: float = 0.0, log_profile: torch.Tensor | None = None) -> GatedHint:
+                 specular_threshold: float = 0.0, log_profile: torch.Tensor | None = None,
+                 ground_roll: torch.Tensor | None = None) -> GatedHint:
     """The operators' pseudo-depth for a batch, bounded by the trust region, with its reprojection error.
 
     ``poses``: {f: target->source pose} as the training step predicts them; they give the
     operators the camera's translation (:func:`camera_translation`) and the gate its warps.
     ``brightness``, ``specular_threshold`` and ``log_profile``: the training objective's photometric model
     (``loss.*``), so the gate's error is the one the prediction's ``reproj/0`` was measured with.
+    ``ground_roll``: the video's voted road roll (:class:`RollVotes`), None to fit each image's own.
     """
     hint = make_depth_hint(depth, segments, batch["image/0"].float(), batch["K"].float(), refine_cfg,
-                           generator=generator, depth_gt=batch.get("depth_gt"), translation=camera_translation(poses))
+                           generator=generator, depth_gt=batch.get("depth_gt"), translation=camera_translation(poses),
+                           ground_roll=ground_roll)
     hint = trust_region(hint, depth, refine_cfg.hint_max_ratio, min_depth, max_depth)
     error = (reprojection_error(hint, batch, poses, ssim_weight, brightness=brightness,
                                 specular_threshold=specular_threshold, log_profile=log_profile)

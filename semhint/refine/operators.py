@@ -36,6 +36,9 @@ class HintInputs:
     # time (hints.camera_translation); D and E take the direction of travel from it. None: unknown
     translation: torch.Tensor | None = None
     depth_gt: torch.Tensor | list[torch.Tensor] | None = None  # the diagnostic operator only
+    # B's road planes through the direction of travel take this roll (radians; refine.ground_roll_votes'
+    # median over recent images); None: each image its own
+    ground_roll: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ def _surface(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tenso
     # plane (1) for driving, a curved surface (2) for tissue; 0 (level plane) is a level-camera ablation
     travel = travel_direction(x.translation, depth) if r.ground_travel else None
     return segment_surface_fit(depth, x.labels, x.K, r.stuff_classes, order=r.surface_order, band=r.surface_band,
-                               inlier_threshold=r.surface_inlier, generator=x.generator, travel=travel)[0]
+                               inlier_threshold=r.surface_inlier, generator=x.generator, travel=travel,
+                               roll=x.ground_roll if r.ground_travel else None)[0]
 
 
 def _border(depth: torch.Tensor, x: HintInputs, r: RefineConfig) -> torch.Tensor:

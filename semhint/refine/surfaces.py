@@ -157,9 +157,41 @@ def _perpendicular_basis(direction: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return e1, torch.linalg.cross(direction, e1, dim=-1)
 
 
+def _travel_planes(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor, classes: list[int],
+                   travel: torch.Tensor, inlier_threshold: float, min_pixels: int, generator: torch.Generator | None,
+                   roll: torch.Tensor | float | None = None
+                   ) -> tuple[_Fits, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """RANSAC planes a . X = 1 that hold the direction of travel (a . t = 0) in every (image, class) segment.
+
+    Returns (fits, a: P x 3 plane vectors, known: B bool (travel known), e1, e2: B x 3, the basis of
+    the planes perpendicular to t that :func:`ground_rolls` measures the roll in), None without a
+    segment big enough. ``roll`` None: a = c1 e1 + c2 e2, two unknowns (roll and height); a roll
+    (radians, one for every image): a = c (cos roll e1 + sin roll e2), the height alone.
+    """
+    b, _, h, w = depth.shape
+    dtype = torch.float64 if depth.dtype == torch.float64 else torch.float32
+    t = travel.to(dtype)
+    known = t.norm(dim=-1) > 0.5
+    e1, e2 = _perpendicular_basis(torch.where(known.unsqueeze(-1), t, torch.tensor([0.0, 0.0, 1.0], dtype=dtype,
+                                                                                   device=t.device)))
+    if roll is None:
+        directions = [e1, e2]
+    else:
+        roll = torch.as_tensor(roll, dtype=dtype, device=t.device)
+        directions = [torch.cos(roll) * e1 + torch.sin(roll) * e2]
+    rays = camera_rays(K, h, w, dtype)  # B x 3 x HW
+    design = torch.stack([(d.unsqueeze(-1) * rays).sum(1) for d in directions], -1)  # B x HW x (2 or 1)
+    fits = _fit_segments(depth, labels, K, classes, 1, 64, max(inlier_threshold, TRAVEL_PLANE_INLIER), min_pixels, 0.3,
+                         2048, 2, generator, design)
+    if fits is None:
+        return None
+    a = sum(fits.coef[:, i:i + 1] * d[fits.pair_b] for i, d in enumerate(directions))  # P x 3
+    return fits, a, known, e1, e2
+
+
 def _fit_along_travel(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor, classes: list[int],
                       travel: torch.Tensor, free: _Fits, inlier_threshold: float, min_pixels: int,
-                      generator: torch.Generator | None) -> _Fits:
+                      generator: torch.Generator | None, roll: torch.Tensor | float | None = None) -> _Fits:
     """Planes that contain the direction of travel, in place of the free fits where the image has one.
 
     A car drives on its road, so the road plane a . X = 1 holds the direction of travel t: a . t = 0,
@@ -171,33 +203,63 @@ def _fit_along_travel(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor
     pitch, roll and height stay fitted; only the direction the motion measures is pinned. On hand-made
     roads seen by turned, pitched and rolled cameras, a compressed prediction's road comes back to
     within 0.5-1.6 % where the free plane keeps its 12-13 % error (``tests/test_refine_geometry.py``).
+    With ``roll`` (the video's one roll, :func:`ground_rolls` voted over many images) only the height
+    is fitted: a prediction leaning sideways cannot turn its own road plane with it.
     Images without a direction of travel (zero rows) keep the free fit; acceptance (is this segment a
     plane at all) stays the free fit's, since the pinned plane cannot follow the compression it undoes.
     ``min_pixels`` must be the free fit's, so that both fit the same (image, class) pairs.
     """
-    b, _, h, w = depth.shape
-    dtype = free.fit_q.dtype
-    t = travel.to(dtype)
-    known = t.norm(dim=-1) > 0.5
-    e1, e2 = _perpendicular_basis(torch.where(known.unsqueeze(-1), t, torch.tensor([0.0, 0.0, 1.0], dtype=dtype,
-                                                                                   device=t.device)))
-    rays = camera_rays(K, h, w, dtype)  # B x 3 x HW
-    design = torch.stack([(e1.unsqueeze(-1) * rays).sum(1), (e2.unsqueeze(-1) * rays).sum(1)], -1)  # B x HW x 2
-    pinned = _fit_segments(depth, labels, K, classes, 1, 64, max(inlier_threshold, TRAVEL_PLANE_INLIER), min_pixels, 0.3,
-                           2048, 2, generator, design)
-    if pinned is None or not (torch.equal(pinned.pair_b, free.pair_b) and torch.equal(pinned.pair_c, free.pair_c)):
+    planes = _travel_planes(depth, labels, K, classes, travel, inlier_threshold, min_pixels, generator, roll)
+    if planes is None:
         return free
-    a = pinned.coef[:, :1] * e1[pinned.pair_b] + pinned.coef[:, 1:] * e2[pinned.pair_b]  # P x 3
+    pinned, a, known, _, _ = planes
+    if not (torch.equal(pinned.pair_b, free.pair_b) and torch.equal(pinned.pair_c, free.pair_c)):
+        return free
     use = known[pinned.pair_b].unsqueeze(-1)
     coef = torch.where(use, torch.stack([a[:, 2], a[:, 0], a[:, 1]], -1).to(free.coef.dtype), free.coef)
     return free._replace(coef=coef, fit_q=torch.where(use, pinned.fit_q, free.fit_q))
+
+
+def ground_rolls(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tensor, classes: Iterable[int],
+                 travel: torch.Tensor, inlier_threshold: float = 0.05, min_pixels: int = 64,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image's ground roll (B, radians; NaN where unknown): the turn about the direction of travel
+    of its ground plane, fitted to ``depth`` through that direction as :func:`_fit_along_travel` fits it.
+
+    Measured as atan2(a . e2, a . e1) in the basis perpendicular to t that ``_perpendicular_basis``
+    builds (e1 = t x the camera's x axis): an angle to compare between images of one camera, not an
+    angle against gravity; its value is never assumed. The camera on a car is bolted to it and the car
+    stands on its road, so this roll is one number for the whole video: voted over many images
+    (``refine.ground_roll_votes``) it outvotes a prediction that leans sideways on some of them. Of
+    several ground classes an image votes with the plane that most pixels agree with; an image without
+    a direction of travel or an accepted ground segment does not vote.
+    """
+    labels, classes, _, _ = _fit_start(depth, seg_labels, classes)
+    rolls = torch.full((depth.shape[0],), float("nan"), dtype=depth.dtype, device=depth.device)
+    if not classes:
+        return rolls
+    free = _fit_segments(depth, labels, K, classes, 1, 64, inlier_threshold, min_pixels, 0.3, 2048, 2, generator)
+    planes = _travel_planes(depth, labels, K, classes, travel, inlier_threshold, min_pixels, generator)
+    if free is None or planes is None:
+        return rolls
+    pinned, a, known, e1, e2 = planes
+    if not (torch.equal(pinned.pair_b, free.pair_b) and torch.equal(pinned.pair_c, free.pair_c)):
+        return rolls
+    voting = free.accepted & known[pinned.pair_b]
+    angle = torch.atan2((a * e2[pinned.pair_b]).sum(-1), (a * e1[pinned.pair_b]).sum(-1))
+    for b in torch.unique(pinned.pair_b[voting]).tolist():
+        mine = voting & (pinned.pair_b == b)
+        best = torch.nonzero(mine)[pinned.support[mine].argmax()]
+        rolls[b] = angle[best].to(rolls.dtype)
+    return rolls
 
 
 def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.Tensor, classes: Iterable[int],
                         order: int = 1, num_hypotheses: int = 64, inlier_threshold: float = 0.05,
                         min_pixels: int = 64, min_inlier_ratio: float = 0.3, eval_pixels: int = 2048,
                         refine_iters: int = 2, band: float = 0.0, generator: torch.Generator | None = None,
-                        travel: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        travel: torch.Tensor | None = None, roll: torch.Tensor | float | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """RANSAC fit of inverse depth as a polynomial surface in each (image, class) segment.
 
     order=1: a free plane (road / sidewalk ground plane in driving; any camera pose); order=2: a
@@ -214,7 +276,8 @@ def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.
     the fitted surface inside accepted segments and the input depth elsewhere, valid mask (B,1,H,W)
     bool of the fitted pixels). ``travel`` (B x 3 unit rows, zero where unknown; :func:`travel_direction`):
     order-1 planes are made to contain the direction of travel (:func:`_fit_along_travel`); only for
-    classes the camera moves along (the road), never for a surface it moves towards.
+    classes the camera moves along (the road), never for a surface it moves towards. ``roll`` (radians,
+    with ``travel``): those planes also take this roll about the direction of travel (:func:`ground_rolls`).
     """
     labels, classes, out, valid = _fit_start(depth, seg_labels, classes)
     if not classes:
@@ -224,7 +287,7 @@ def segment_surface_fit(depth: torch.Tensor, seg_labels: torch.Tensor, K: torch.
     if fits is None:
         return out, valid
     if travel is not None and order == 1:
-        fits = _fit_along_travel(depth, labels, K, classes, travel, fits, inlier_threshold, min_pixels, generator)
+        fits = _fit_along_travel(depth, labels, K, classes, travel, fits, inlier_threshold, min_pixels, generator, roll)
     return _fitted_depth(fits, depth, band)
 
 

@@ -12,16 +12,20 @@ import torch
 from semhint.core.config import Config
 from semhint.core.conventions import IGNORE_INDEX
 from semhint.losses import cross_entropy, hint_loss
-from semhint.refine.hints import accepted_pixels, hint_gt_stats, hint_segments, propose_hint
+from semhint.refine.hints import accepted_pixels, camera_translation, hint_gt_stats, hint_segments, propose_hint
 from semhint.refine.pseudo_semantics import fuse_probabilities, select_pseudo_labels, snap_borders, warp_probabilities
+from semhint.refine.surfaces import ground_rolls, travel_direction
 
 
-def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config) -> tuple[torch.Tensor, dict[str, float]]:
+def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config, ground_roll: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, dict[str, float]]:
     """The hint loss of one step and its statistics (acceptance, and hint quality where GT exists).
 
     Adds to ``maps`` (no graph, for the logs): ``hint/0`` (B x 1 x H x W pseudo-depth, in the units
     of ``depth/0``), ``hint_changed/0`` (bool: pixels the operators moved) and ``hint_gate/0``
-    (bool: pixels the hint trains).
+    (bool: pixels the hint trains); with ``refine.ground_roll_votes``, ``ground_roll/0`` (B: each
+    image's own road roll, NaN where it has none), the votes the training step keeps. ``ground_roll``:
+    the voted roll B's road planes take (None: each image's own).
     """
     with torch.no_grad():  # float32 throughout: log/exp and the surface solve need it under AMP
         depth = maps["depth/0"].detach().float()
@@ -29,8 +33,12 @@ def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config) 
         hint = propose_hint(depth, segments, batch, poses, cfg.refine, cfg.model.min_depth, cfg.model.max_depth,
                             cfg.loss.ssim_weight, brightness=cfg.loss.brightness,
                             specular_threshold=cfg.loss.specular_threshold,
-                            log_profile=outputs.get("light/log_profile"))
+                            log_profile=outputs.get("light/log_profile"), ground_roll=ground_roll)
         gate = accepted_pixels(hint, maps["reproj/0"].detach(), maps.get("automask/0"), segments, cfg.refine)
+        if cfg.refine.ground_roll_votes:
+            maps["ground_roll/0"] = ground_rolls(depth, segments, batch["K"].float(), cfg.refine.stuff_classes,
+                                                 travel_direction(camera_translation(poses), depth),
+                                                 cfg.refine.surface_inlier)
     # for the TensorBoard panels: references to tensors made under no_grad, nothing more is computed
     maps.update({"hint/0": hint.depth, "hint_changed/0": hint.changed, "hint_gate/0": gate})
     # maps["depth/s"] is every scale's depth upsampled to full resolution, still in the graph
@@ -40,6 +48,8 @@ def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config) 
     stats = {"hint_accept_rate": gate.float().mean().item(),  # fraction of all pixels the hint trains
              "hint_changed_rate": n_changed / hint.changed.numel(),  # fraction the operators changed
              "hint_accept_of_changed": gate.float().sum().item() / max(1.0, n_changed)}
+    if ground_roll is not None:  # the roll the road planes took this step, in degrees
+        stats["ground_roll_deg"] = float(torch.rad2deg(ground_roll))
     if isinstance(batch.get("depth_gt"), torch.Tensor):  # a list when frame sizes differ (KITTI): skipped
         stats.update(hint_gt_stats(depth, hint.depth, gate, batch["depth_gt"]))
     return loss, stats
@@ -84,8 +94,8 @@ def pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source_
     return loss, stats
 
 
-def refinement_losses(batch: dict, outputs: dict, maps: dict, poses: dict, source_outputs: dict, cfg: Config, epoch: int
-                      ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def refinement_losses(batch: dict, outputs: dict, maps: dict, poses: dict, source_outputs: dict, cfg: Config, epoch: int,
+                      ground_roll: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Cross-task refinement terms of the per-step objective (METHOD.md 'Total loss').
 
     batch: the training batch (ARCHITECTURE.md); outputs: the depth net's dict for the target
@@ -96,6 +106,7 @@ def refinement_losses(batch: dict, outputs: dict, maps: dict, poses: dict, sourc
     pseudo_seg is off). Returns ({"loss", "hint", "pseudo_seg"}, stats) where loss =
     hint_weight * hint + pseudo_seg_weight * pseudo_seg, all zero before refine.warmup_epochs.
     The terms that run add their detached maps to ``maps`` (:func:`hint_term`, :func:`pseudo_seg_term`).
+    ground_roll: the road roll voted over recent images (``refine.ground_roll_votes``), for the hint.
     """
     r = cfg.refine
     ref = outputs["disp/0"]
@@ -104,7 +115,7 @@ def refinement_losses(batch: dict, outputs: dict, maps: dict, poses: dict, sourc
     stats: dict[str, float] = {}
     if epoch >= r.warmup_epochs:
         if r.hint:
-            terms["hint"], s = hint_term(batch, outputs, maps, poses, cfg)
+            terms["hint"], s = hint_term(batch, outputs, maps, poses, cfg, ground_roll)
             stats.update(s)
         if r.pseudo_seg:
             terms["pseudo_seg"], s = pseudo_seg_term(batch, outputs, maps, poses, source_outputs, cfg)
