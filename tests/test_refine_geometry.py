@@ -288,6 +288,18 @@ def test_a_road_leaning_sideways_keeps_its_lean_in_its_own_plane_and_loses_it_un
     assert torch.equal(still, refine.segment_surface_fit(leaning, lab, K, [ROAD], generator=g())[0])
 
 
+def test_a_flipped_image_measures_the_mirrored_roll():
+    """The loader's horizontal flip mirrors the camera: the road's roll changes sign, which is why votes and
+    the voted roll are taken back to the unflipped camera (refine.terms)."""
+    K, depth, lab, forward = _street(yaw=10.0, pitch=-4.0, roll=6.0)
+    mirrored = forward * torch.tensor([-1.0, 1.0, 1.0], dtype=forward.dtype)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    roll = refine.ground_rolls(depth, lab, K, [ROAD], forward, generator=g())
+    flipped = refine.ground_rolls(depth.flip(-1), lab.flip(-1), geometry.flip_intrinsics(K, W), [ROAD], mirrored,
+                                  generator=g())
+    assert abs(float(roll)) > math.radians(3) and float(flipped) == pytest.approx(-float(roll), abs=1e-3)
+
+
 def test_only_images_with_a_direction_of_travel_and_an_accepted_road_vote():
     K, depth, lab, forward = _street(yaw=10.0, pitch=-4.0)
     two = torch.cat([depth, depth]), torch.cat([lab, lab]), torch.cat([K, K])

@@ -55,7 +55,7 @@ def test_sample_dict_contract(tmp_path):
     ds = build_dataset(config(tmp_path), "val")
     s = ds[1]
     assert set(s) == {"image/0", "image/-1", "image/1", "image_aug/0", "image_aug/-1", "image_aug/1", "labels/0",
-                      "labels/-1", "labels/1", "gt_labels/0", "depth_gt", "K", "inv_K", "index"}
+                      "labels/-1", "labels/1", "gt_labels/0", "depth_gt", "K", "inv_K", "index", "flipped"}
     assert s["image/0"].shape == (3, NH, NW) and s["image/0"].dtype == torch.float32
     assert 0 <= s["image/0"].min() and s["image/0"].max() <= 1
     assert s["labels/-1"].shape == (NH, NW) and s["labels/-1"].dtype == torch.int64
@@ -84,6 +84,7 @@ def test_flip_is_shared_by_frames_labels_and_intrinsics(tmp_path):
             torch.testing.assert_close(s[f"labels/{f}"], p[f"labels/{f}"].flip(-1) if flipped else p[f"labels/{f}"])
         cx = p["K"][0, 2]
         assert s["K"][0, 2].item() == pytest.approx((NW - 1 - cx).item() if flipped else cx.item())
+        assert bool(s["flipped"]) == flipped and not bool(p["flipped"])  # said, for what a mirror changes
     assert seen == {True, False}
 
 

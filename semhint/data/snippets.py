@@ -276,6 +276,8 @@ class SnippetDataset(Dataset):
             for f, T in self.poses[index].items():
                 sample[f"pose/{f}"] = torch.from_numpy(flip_pose(T) if flipped else T)
         sample["index"] = torch.tensor(index, dtype=torch.int64)
+        # a mirrored camera: what is measured against the camera's x axis changes sign (refine.ground_roll_votes)
+        sample["flipped"] = torch.tensor(flipped)
         return sample
 
     def _label(self, root: str | Path, ref: FrameRef, f: int, flipped: bool) -> torch.Tensor:

@@ -166,7 +166,7 @@ def _travel_planes(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor, c
     Returns (fits, a: P x 3 plane vectors, known: B bool (travel known), e1, e2: B x 3, the basis of
     the planes perpendicular to t that :func:`ground_rolls` measures the roll in), None without a
     segment big enough. ``roll`` None: a = c1 e1 + c2 e2, two unknowns (roll and height); a roll
-    (radians, one for every image): a = c (cos roll e1 + sin roll e2), the height alone.
+    (radians, one for all images or one per image): a = c (cos roll e1 + sin roll e2), the height alone.
     """
     b, _, h, w = depth.shape
     dtype = torch.float64 if depth.dtype == torch.float64 else torch.float32
@@ -177,7 +177,7 @@ def _travel_planes(depth: torch.Tensor, labels: torch.Tensor, K: torch.Tensor, c
     if roll is None:
         directions = [e1, e2]
     else:
-        roll = torch.as_tensor(roll, dtype=dtype, device=t.device)
+        roll = torch.as_tensor(roll, dtype=dtype, device=t.device).reshape(-1, 1)  # 1 or B rows
         directions = [torch.cos(roll) * e1 + torch.sin(roll) * e2]
     rays = camera_rays(K, h, w, dtype)  # B x 3 x HW
     design = torch.stack([(d.unsqueeze(-1) * rays).sum(1) for d in directions], -1)  # B x HW x (2 or 1)

@@ -24,21 +24,23 @@ def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config, 
     Adds to ``maps`` (no graph, for the logs): ``hint/0`` (B x 1 x H x W pseudo-depth, in the units
     of ``depth/0``), ``hint_changed/0`` (bool: pixels the operators moved) and ``hint_gate/0``
     (bool: pixels the hint trains); with ``refine.ground_roll_votes``, ``ground_roll/0`` (B: each
-    image's own road roll, NaN where it has none), the votes the training step keeps. ``ground_roll``:
-    the voted roll B's road planes take (None: each image's own).
+    image's own road roll in the unflipped camera, NaN where it has none), the votes the training step
+    keeps. ``ground_roll``: the voted roll B's road planes take (None: each image's own).
     """
     with torch.no_grad():  # float32 throughout: log/exp and the surface solve need it under AMP
         depth = maps["depth/0"].detach().float()
         segments = hint_segments(outputs, batch, cfg.refine.hint_segments)
+        mirror = _mirror_signs(batch, depth)
         hint = propose_hint(depth, segments, batch, poses, cfg.refine, cfg.model.min_depth, cfg.model.max_depth,
                             cfg.loss.ssim_weight, brightness=cfg.loss.brightness,
                             specular_threshold=cfg.loss.specular_threshold,
-                            log_profile=outputs.get("light/log_profile"), ground_roll=ground_roll)
+                            log_profile=outputs.get("light/log_profile"),
+                            ground_roll=None if ground_roll is None else ground_roll.to(depth) * mirror)
         gate = accepted_pixels(hint, maps["reproj/0"].detach(), maps.get("automask/0"), segments, cfg.refine)
         if cfg.refine.ground_roll_votes:
-            maps["ground_roll/0"] = ground_rolls(depth, segments, batch["K"].float(), cfg.refine.stuff_classes,
-                                                 travel_direction(camera_translation(poses), depth),
-                                                 cfg.refine.surface_inlier)
+            maps["ground_roll/0"] = mirror * ground_rolls(depth, segments, batch["K"].float(), cfg.refine.stuff_classes,
+                                                          travel_direction(camera_translation(poses), depth),
+                                                          cfg.refine.surface_inlier)
     # for the TensorBoard panels: references to tensors made under no_grad, nothing more is computed
     maps.update({"hint/0": hint.depth, "hint_changed/0": hint.changed, "hint_gate/0": gate})
     # maps["depth/s"] is every scale's depth upsampled to full resolution, still in the graph
@@ -53,6 +55,15 @@ def hint_term(batch: dict, outputs: dict, maps: dict, poses: dict, cfg: Config, 
     if isinstance(batch.get("depth_gt"), torch.Tensor):  # a list when frame sizes differ (KITTI): skipped
         stats.update(hint_gt_stats(depth, hint.depth, gate, batch["depth_gt"]))
     return loss, stats
+
+
+def _mirror_signs(batch: dict, like: torch.Tensor) -> torch.Tensor:
+    """-1 for images the loader flipped, +1 for the others (B): a flip mirrors the camera, and a roll
+    measured in it changes sign, so votes and the voted roll are taken back to the unflipped camera."""
+    flipped = batch.get("flipped")
+    if flipped is None:
+        return torch.ones(like.shape[0], dtype=like.dtype, device=like.device)
+    return 1.0 - 2.0 * flipped.to(device=like.device, dtype=like.dtype).reshape(-1)
 
 
 def pseudo_seg_term(batch: dict, outputs: dict, maps: dict, poses: dict, source_outputs: dict, cfg: Config
