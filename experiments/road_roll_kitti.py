@@ -26,10 +26,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", required=True, nargs="+", type=Path,
                         help="trained KITTI run folders (checkpoints/last.ckpt, diagnostics_split.txt)")
-    parser.add_argument("--config", default="semhint_kitti_sample", help="the hinted config whose refine settings are used")
-    parser.add_argument("--labels", default="runs/real_kitti/labels", help="the noisy label folder the runs were scored with")
+    parser.add_argument("--config", default="semhint_kitti_sample",
+                        help="the hinted config whose refine settings are used")
+    parser.add_argument("--labels", default="runs/real_kitti/labels",
+                        help="the noisy label folder the runs were scored with")
     parser.add_argument("--key", default="road_roll_kitti")
-    parser.add_argument("--title", default="Road-plane roll against LiDAR on real KITTI frames, and what photometry prefers")
+    parser.add_argument("--title",
+                        default="Road-plane roll against LiDAR on real KITTI frames, and what photometry prefers")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for run in args.runs:
@@ -51,15 +54,17 @@ def main() -> None:
             "neighbours). Per frame, least-squares planes (1/z = a . r) through the LiDAR points, the prediction and "
             f"the hint (refine settings of `{args.config}`, made from the run's own depth and pose as training makes "
             f"it) on the pixels the noisy labels of `{args.labels}` call road; roll: the signed angle (degrees) about "
-            "the direction of travel from LiDAR's plane to the other. Offsets: the hint's plane turned about the "
+            "the direction of travel from LiDAR's plane to the other; LiDAR roll: LiDAR's plane against "
+            "t x (the camera's x axis), the basis refine.ground_rolls votes in (a camera on a car: the same on "
+            "every frame). Offsets: the hint's plane turned about the "
             "direction of travel by -40..40 degrees; 'photometry prefers' the offset with the lowest mean "
             "min-reprojection error over the hint's road pixels (the gate's rule), 'LiDAR prefers' the one with the "
             "lowest AbsRel there (per-image median scaling by the prediction's ratio); they agree when within 5 "
             "degrees.\n\n"
-            + markdown_table(summary, ["run", "frames", "median |prediction roll|", "median |hint roll|",
-                                       "worst |hint roll|", "photometry agrees with LiDAR"])
+            + markdown_table(summary, ["run", "frames", "LiDAR roll range", "median |prediction roll|",
+                                       "median |hint roll|", "worst |hint roll|", "photometry agrees with LiDAR"])
             + "\n\n## Per frame\n\n"
-            + markdown_table(frames, ["run", "frame", "prediction roll", "hint roll", "photometry prefers",
+            + markdown_table(frames, ["run", "frame", "LiDAR roll", "prediction roll", "hint roll", "photometry prefers",
                                       "LiDAR prefers", "hint AbsRel", "AbsRel at LiDAR's offset"]))
     write_record(args.key, args.title, command, body, {"runs": [str(r) for r in args.runs], "summary": summary,
                                                        "frames": frames})

@@ -189,10 +189,11 @@ def test_road_roll_is_the_turn_about_travel_between_two_planes_and_ignores_their
 
 
 def test_road_roll_summary_counts_where_photometry_and_lidar_pick_the_same_offset():
-    rows = [{"prediction roll": -20.0, "hint roll": 10.0, "photometry prefers": 0, "LiDAR prefers": -10},
-            {"prediction roll": 4.0, "hint roll": -2.0, "photometry prefers": 5, "LiDAR prefers": 0},
-            {"prediction roll": 2.0, "hint roll": 1.0, "photometry prefers": 0, "LiDAR prefers": 0}]
+    keys = ("LiDAR roll", "prediction roll", "hint roll", "photometry prefers", "LiDAR prefers")
+    rows = [dict(zip(keys, values)) for values in [(0.5, -20.0, 10.0, 0, -10), (-1.3, 4.0, -2.0, 5, 0),
+                                                   (0.0, 2.0, 1.0, 0, 0)]]
     summary = summarise_road_roll(rows)
+    assert summary["LiDAR roll range"] == "-1.3..0.5"
     assert summary["frames"] == 3 and summary["photometry agrees with LiDAR"] == "2/3"
     assert summary["median |prediction roll|"] == pytest.approx(4.0)
     assert summary["median |hint roll|"] == pytest.approx(2.0) and summary["worst |hint roll|"] == pytest.approx(10.0)

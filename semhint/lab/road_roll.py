@@ -57,8 +57,9 @@ def _abs_rel(depth: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, scale: t
 def measure_road_roll(module: SemHintModule, dataset: SnippetDataset, cfg: Config, road: int,
                       offsets: tuple[float, ...] = (-40, -20, -10, -5, 0, 5, 10, 20, 40), min_pixels: int = 30,
                       batch_size: int = 8) -> list[dict]:
-    """One row per scored frame: the roll (degrees) of the prediction's and the hint's road plane from
-    LiDAR's, and the offset of the hint's plane that photometry and that LiDAR prefer.
+    """One row per scored frame: LiDAR's road roll against the camera (from t x its x axis, the basis
+    :func:`semhint.refine.ground_rolls` votes in), the roll (degrees) of the prediction's and the hint's
+    road plane from LiDAR's, and the offset of the hint's plane that photometry and that LiDAR prefer.
 
     ``road``: the class id whose noisy-label pixels are the road. A frame with fewer than ``min_pixels``
     road pixels with LiDAR, or that the hint moves, gets no row.
@@ -96,10 +97,12 @@ def measure_road_roll(module: SemHintModule, dataset: SnippetDataset, cfg: Confi
                     lidar_err[i].append(_abs_rel(candidate[i].view(-1), gt[i].view(-1), moved[i], scale))
             for i in frames:
                 reference = fit_plane(rays[i][:, lidar[i]], 1.0 / gt[i].view(-1)[lidar[i]])
+                down = torch.linalg.cross(travel[i], torch.tensor([1.0, 0.0, 0.0]).to(travel), dim=-1)  # t x camera x
                 predicted = fit_plane(rays[i][:, road_px[i]], 1.0 / depth[i].view(-1)[road_px[i]])
                 best_photo = min(range(len(offsets)), key=photo[i].__getitem__)
                 best_lidar = min(range(len(offsets)), key=lambda j: (math.isnan(lidar_err[i][j]), lidar_err[i][j]))
-                rows.append({"frame": start + i, "prediction roll": roll_about(reference, predicted, travel[i]),
+                rows.append({"frame": start + i, "LiDAR roll": roll_about(down, reference, travel[i]),
+                             "prediction roll": roll_about(reference, predicted, travel[i]),
                              "hint roll": roll_about(reference, planes[i], travel[i]),
                              "photometry prefers": offsets[best_photo], "LiDAR prefers": offsets[best_lidar],
                              "hint AbsRel": lidar_err[i][offsets.index(0)] if 0 in offsets else float("nan"),
@@ -108,12 +111,14 @@ def measure_road_roll(module: SemHintModule, dataset: SnippetDataset, cfg: Confi
 
 
 def summarise_road_roll(rows: list[dict], agree_within: float = 5.0) -> dict:
-    """One run's frames in a line: median and worst |roll| of prediction and hint, and how often
+    """One run's frames in a line: LiDAR's roll range, median and worst |roll| of prediction and hint, and how often
     photometry picks the offset LiDAR picks (within ``agree_within`` degrees)."""
     pred = [abs(r["prediction roll"]) for r in rows]
     hint = [abs(r["hint roll"]) for r in rows]
     agree = [abs(r["photometry prefers"] - r["LiDAR prefers"]) <= agree_within for r in rows]
-    return {"frames": len(rows), "median |prediction roll|": statistics.median(pred) if rows else float("nan"),
+    lidar = [r["LiDAR roll"] for r in rows if "LiDAR roll" in r]
+    return {"frames": len(rows), "LiDAR roll range": f"{min(lidar):.1f}..{max(lidar):.1f}" if lidar else "",
+            "median |prediction roll|": statistics.median(pred) if rows else float("nan"),
             "median |hint roll|": statistics.median(hint) if rows else float("nan"),
             "worst |hint roll|": max(hint, default=float("nan")),
             "photometry agrees with LiDAR": f"{sum(agree)}/{len(agree)}"}
