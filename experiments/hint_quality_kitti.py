@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from semhint.core.conventions import CITYSCAPES
-from semhint.lab.hint_quality import load_kitti_run, measure_real, real_rows
+from semhint.lab.hint_quality import kitti_run_problem, load_kitti_run, measure_real, real_rows
 from semhint.lab.records import markdown_table, write_record
 
 # the gate is on in every variant whatever the config says: the 'gated' rows are what it would accept
@@ -40,12 +40,9 @@ def main() -> None:
     parser.add_argument("--title", default="Ground hints against LiDAR on real KITTI frames: free plane vs along the direction of travel")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for run in args.runs:
-        for path in (run / "checkpoints" / "last.ckpt", run / "diagnostics_split.txt"):
-            if not path.is_file():
-                raise SystemExit(f"{path}: not found (train and score the run first: experiments/real_kitti.py)")
-    if not Path(args.labels).is_dir():
-        raise SystemExit(f"{args.labels}: no such label folder")
+    problem = kitti_run_problem(args.runs, args.labels)
+    if problem:
+        raise SystemExit(problem)
     classes = {name: CITYSCAPES.id(name) for name in ("road", "sidewalk", "car")}
     sums: dict[tuple, np.ndarray] = {}
     per_run = []  # one run's own rows: a pooled mean can hide the one run whose hint went wrong

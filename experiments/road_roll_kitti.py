@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from semhint.core.conventions import CITYSCAPES
-from semhint.lab.hint_quality import load_kitti_run
+from semhint.lab.hint_quality import kitti_run_problem, load_kitti_run
 from semhint.lab.records import markdown_table, write_record
 from semhint.lab.road_roll import measure_road_roll, summarise_road_roll
 
@@ -35,12 +35,9 @@ def main() -> None:
                         default="Road-plane roll against LiDAR on real KITTI frames, and what photometry prefers")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for run in args.runs:
-        for path in (run / "checkpoints" / "last.ckpt", run / "diagnostics_split.txt"):
-            if not path.is_file():
-                raise SystemExit(f"{path}: not found (train and score the run first: experiments/real_kitti.py)")
-    if not Path(args.labels).is_dir():
-        raise SystemExit(f"{args.labels}: no such label folder")
+    problem = kitti_run_problem(args.runs, args.labels)
+    if problem:
+        raise SystemExit(problem)
     summary, frames = [], []
     for run in args.runs:
         module, dataset, cfg = load_kitti_run(run, args.config, args.labels, run / "diagnostics_split.txt")

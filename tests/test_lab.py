@@ -11,6 +11,7 @@ import torch
 
 from semhint.evaluation.metrics import class_error_sums
 from semhint.lab.budget import budget_rows
+from semhint.lab.hint_quality import kitti_run_problem
 from semhint.lab.records import write_record
 from semhint.lab.road_roll import fit_plane, roll_about, rotate_about, summarise_road_roll
 from semhint.lab.evaluator import REPORTS
@@ -197,3 +198,14 @@ def test_road_roll_summary_counts_where_photometry_and_lidar_pick_the_same_offse
     assert summary["frames"] == 3 and summary["photometry agrees with LiDAR"] == "2/3"
     assert summary["median |prediction roll|"] == pytest.approx(4.0)
     assert summary["median |hint roll|"] == pytest.approx(2.0) and summary["worst |hint roll|"] == pytest.approx(10.0)
+
+
+def test_kitti_diagnostics_name_the_first_missing_file_or_folder(tmp_path):
+    run = tmp_path / "semhint-s0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert kitti_run_problem([run], tmp_path).endswith("diagnostics_split.txt: not found "
+                                                      "(train and score the run first: experiments/real_kitti.py)")
+    (run / "diagnostics_split.txt").write_text("")
+    assert kitti_run_problem([run], tmp_path / "labels") == f"{tmp_path / 'labels'}: no such label folder"
+    assert kitti_run_problem([run], tmp_path) is None

@@ -136,6 +136,17 @@ def measure(module: SemHintModule, dataset: SnippetDataset, cfg: Config, upright
     return rows
 
 
+def kitti_run_problem(runs: list[Path], labels: str | Path) -> str | None:
+    """Why trained KITTI runs cannot be diagnosed (a missing checkpoint, split or label folder), or None."""
+    for run in runs:
+        for path in (Path(run) / "checkpoints" / "last.ckpt", Path(run) / "diagnostics_split.txt"):
+            if not path.is_file():
+                return f"{path}: not found (train and score the run first: experiments/real_kitti.py)"
+    if not Path(labels).is_dir():
+        return f"{labels}: no such label folder"
+    return None
+
+
 def load_kitti_run(run: Path, config: str, labels: str, split: Path) -> tuple[SemHintModule, SnippetDataset, Config]:
     """A trained run on real KITTI frames: (module in eval mode, the split's snippets with LiDAR and the noisy
     labels, the hinted ``config`` whose refine section the hints are made with)."""
