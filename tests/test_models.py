@@ -408,6 +408,31 @@ def test_seg_stage_drops_the_fine_stages_and_upsamples_the_logits():
         assert_close(coarse(features, size)["disp/0"], full(features, size)["disp/0"])
 
 
+@pytest.mark.parametrize("k", [0, 3, 4, 9])
+def test_seg_width_narrows_only_the_layers_the_branch_owns(k):
+    size, features = (70, 102), fake_features(2, 70, 102)
+    full = MultiTaskDecoder(R18_CHANNELS, num_classes=5, shared_layers=k, seg_scales=[0, 1, 3])
+    narrow = MultiTaskDecoder(R18_CHANNELS, num_classes=5, shared_layers=k, seg_scales=[0, 1, 3], seg_width=0.5)
+    assert narrow.seg.layers and all(block[1].out_channels == full.seg.layers[name][1].out_channels // 2
+                       for name, block in narrow.seg.layers.items())
+    assert count_parameters(narrow.seg) <= 0.5 * count_parameters(full.seg)  # = at k = 9: one layer, its input full width
+    # the trunk and the depth branch are the same modules with the same shapes
+    assert {n: p.shape for n, p in narrow.named_parameters() if not n.startswith("seg")} == \
+        {n: p.shape for n, p in full.named_parameters() if not n.startswith("seg")}
+    narrow.load_state_dict({n: p for n, p in full.state_dict().items() if not n.startswith("seg")}, strict=False)
+    with torch.no_grad():
+        out, ref = narrow(features, size), full(features, size)
+    for s in (0, 1, 3):
+        assert out[f"seg/{s}"].shape == ref[f"seg/{s}"].shape
+    assert_close(out["disp/0"], ref["disp/0"])
+
+
+def test_seg_width_one_keeps_the_checkpoint_layout():
+    full = MultiTaskDecoder(R18_CHANNELS, num_classes=5, shared_layers=2)
+    same = MultiTaskDecoder(R18_CHANNELS, num_classes=5, shared_layers=2, seg_width=1.0)
+    assert {n: p.shape for n, p in full.state_dict().items()} == {n: p.shape for n, p in same.state_dict().items()}
+
+
 def test_seg_stage_cannot_start_after_the_shared_trunk():
     with pytest.raises(ValueError, match="seg_stage"):
         MultiTaskDecoder(R18_CHANNELS, num_classes=5, shared_layers=10, seg_stage=1)

@@ -65,6 +65,7 @@ class ModelConfig:
     disp_init: float = 0.0  # initial sigmoid output of the disparity heads (bias = logit); 0 = PyTorch's default init
     seg_scales: list[int] = field(default_factory=lambda: [0])
     seg_stage: int = 0  # the segmentation branch stops at this decoder stage (0 = full resolution); finer logits are upsampled
+    seg_width: float = 1.0  # channels of the segmentation branch's own layers, times the depth decoder's (cost switch)
     scales: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     decoder_pad: str = "reflect"  # reflect (Monodepth2) | zeros: each conv one fused kernel at inference
     decoder_act: str = "elu"  # elu (Monodepth2) | relu: fuses into the conv at inference
@@ -309,6 +310,8 @@ def validate(cfg: Config, source: str = "config") -> Config:
     if m.num_classes > 0 and m.shared_layers > 10 - 2 * m.seg_stage:
         fail("model.seg_stage", f"the segmentation branch ends at decoder layer {10 - 2 * m.seg_stage}, "
                                 f"before the {m.shared_layers} shared layers (model.shared_layers)")
+    if not 0 < m.seg_width <= 1:
+        fail("model.seg_width", f"must be in (0, 1] (a share of the depth decoder's channels), got {m.seg_width}")
     if m.decoder_pad not in DECODER_PADDINGS:
         fail("model.decoder_pad", f"must be one of {', '.join(DECODER_PADDINGS)}, got {m.decoder_pad!r}")
     if m.decoder_act not in DECODER_ACTIVATIONS:

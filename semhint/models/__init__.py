@@ -72,6 +72,7 @@ def build_depth_net(cfg: ModelConfig) -> DepthNet:
         pad=cfg.decoder_pad,
         act=cfg.decoder_act,
         seg_stage=cfg.seg_stage,
+        seg_width=cfg.seg_width,
     )
     return DepthNet(encoder, decoder)
 

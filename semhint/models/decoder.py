@@ -20,7 +20,11 @@ activations, and the pad forces a layout change around every conv: about a quart
 at 192x640). ``seg_stage = s`` stops the segmentation branch at decoder stage ``s`` and upsamples its
 logits to the finer scales. The first pays at inference (Lite0 on ONNX Runtime, 0.43x -> 0.34x the plain
 reference's time; a tie on real frames). The second saved nothing measurable in a training step beside
-run-to-run noise (docs/lab/step_ratio_cost_switches.md), so no config turns it on.
+run-to-run noise (docs/lab/step_ratio_cost_switches.md), so no config turns it on: every stage of this
+decoder costs about the same (channels double as the area quarters), and stage 1 with its wide skip
+input costs more than stage 0, so dropping stage 0 saves little. ``seg_width = w`` instead narrows every
+layer the segmentation branch owns to ``w`` times the channels (at least 4): about ``w`` to ``w^2`` of
+its cost, at every stage. Layers shared with depth keep their width, so the depth path is unchanged.
 """
 
 from __future__ import annotations
@@ -106,26 +110,37 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return x if scale == 1.0 else _ScaleGrad.apply(x, scale)
 
 
-def _in_channels(index: int, num_ch_enc: list[int]) -> int:
-    """Input channels of decoder layer ``index`` given the encoder's channels."""
+def scaled_channels(width: float) -> tuple[int, ...]:
+    """Stage channels ``DEC_CHANNELS`` times ``width``, rounded, at least 4 (``width = 1``: unchanged)."""
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    return tuple(max(4, round(c * width)) for c in DEC_CHANNELS)
+
+
+def _in_channels(index: int, num_ch_enc: list[int], previous: tuple[int, ...] = DEC_CHANNELS) -> int:
+    """Input channels of decoder layer ``index`` given the encoder's channels and ``previous``, the stage
+    channels of the layer that feeds it (another run's when ``index`` starts a branch)."""
     stage, part = 4 - index // 2, index % 2
     if part == 0:
-        return num_ch_enc[4] if stage == 4 else DEC_CHANNELS[stage + 1]
-    return DEC_CHANNELS[stage] + (num_ch_enc[stage - 1] if stage > 0 else 0)
+        return num_ch_enc[4] if stage == 4 else previous[stage + 1]
+    return previous[stage] + (num_ch_enc[stage - 1] if stage > 0 else 0)
 
 
 class DecoderLayers(nn.Module):
     """A contiguous run ``[start, stop)`` of the 10 decoder layers, with their resize-and-skip steps.
 
     ``forward`` returns the last activation and the outputs of every stage completed inside the
-    run (``{stage: tensor}``), which the heads read.
+    run (``{stage: tensor}``), which the heads read. ``channels`` are the run's stage widths; its
+    first layer reads a full-width (``DEC_CHANNELS``) input, what the shared trunk hands over.
     """
 
-    def __init__(self, num_ch_enc: list[int], start: int, stop: int, pad: str = "reflect", act: str = "elu") -> None:
+    def __init__(self, num_ch_enc: list[int], start: int, stop: int, pad: str = "reflect", act: str = "elu",
+                 channels: tuple[int, ...] = DEC_CHANNELS) -> None:
         super().__init__()
-        self.start, self.stop = start, stop
+        self.start, self.stop, self.channels = start, stop, tuple(channels)
         self.layers = nn.ModuleDict(
-            {layer_name(i): ConvBlock(_in_channels(i, num_ch_enc), DEC_CHANNELS[4 - i // 2], pad, act)
+            {layer_name(i): ConvBlock(_in_channels(i, num_ch_enc, DEC_CHANNELS if i == start else self.channels),
+                                      self.channels[4 - i // 2], pad, act)
              for i in range(start, stop)}
         )
 
@@ -165,6 +180,7 @@ class MultiTaskDecoder(nn.Module):
         pad: str = "reflect",
         act: str = "elu",
         seg_stage: int = 0,
+        seg_width: float = 1.0,
     ) -> None:
         super().__init__()
         if not 0 <= shared_layers <= NUM_LAYERS:
@@ -182,6 +198,7 @@ class MultiTaskDecoder(nn.Module):
         self.seg_scales = [int(s) for s in seg_scales] if num_classes > 0 else []
         self.seg_grad_scale = float(seg_grad_scale)
         self.seg_stage = int(seg_stage) if num_classes > 0 else 0
+        seg_channels = scaled_channels(seg_width)
         k = self.shared_layers
         self.shared = DecoderLayers(num_ch_enc, 0, k, pad, act)
         self.depth = DecoderLayers(num_ch_enc, k, NUM_LAYERS, pad, act)
@@ -193,9 +210,13 @@ class MultiTaskDecoder(nn.Module):
             for head in self.disp_heads.values():
                 nn.init.constant_(head[1].bias, math.log(disp_init / (1 - disp_init)))
         if num_classes > 0:
-            self.seg = DecoderLayers(num_ch_enc, k, NUM_LAYERS - 2 * self.seg_stage, pad, act)
-            self.seg_heads = nn.ModuleDict({str(s): Head(DEC_CHANNELS[max(s, self.seg_stage)], num_classes, False, pad)
-                                            for s in self.seg_scales})
+            self.seg = DecoderLayers(num_ch_enc, k, NUM_LAYERS - 2 * self.seg_stage, pad, act, seg_channels)
+            # a head reads its stage from the trunk (full width) when the trunk completed that stage
+            in_trunk = {4 - i // 2 for i in range(1, k, 2)}
+            self.seg_heads = nn.ModuleDict({
+                str(s): Head((DEC_CHANNELS if max(s, self.seg_stage) in in_trunk else seg_channels)[max(s, self.seg_stage)],
+                             num_classes, False, pad)
+                for s in self.seg_scales})
 
     def forward(self, features: list[torch.Tensor], out_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Decode encoder ``features`` (strides 2..32); ``out_size`` is the input image's (H, W)."""
