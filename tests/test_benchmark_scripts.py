@@ -51,3 +51,24 @@ def test_reference_step_runs_and_rejects_sizes_its_decoder_cannot_take():
     assert "reference step 64x128" in done.stdout and "reference inference" in done.stdout
     bad = _run("benchmarks/reference_step.py", "--size", "96x100")
     assert bad.returncode != 0 and "multiples of 32" in bad.stderr
+
+
+def _finished_run(folder: Path, seed: int, abs_rel: float) -> str:
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(
+        f'{{"seed": {seed}, "metrics": {{"abs_rel": {abs_rel}}}, "per_class_abs_rel": {{"road": {abs_rel}}}}}')
+    return str(folder)
+
+
+def test_compare_runs_pairs_the_seeds_and_names_a_missing_run(tmp_path):
+    ref = [_finished_run(tmp_path / f"ref-s{s}", s, v) for s, v in enumerate([0.30, 0.31, 0.32])]
+    # the candidate's folders in another order: pairing goes by the recorded seed, not by position
+    cand = [_finished_run(tmp_path / f"cand-s{s}", s, v) for s, v in [(2, 0.30), (0, 0.28), (1, 0.30)]]
+    done = _run("experiments/compare_runs.py", "--reference", *ref, "--candidate", *cand)
+    assert done.returncode == 0, done.stderr
+    assert "reference 0.3100 (3 runs), candidate 0.2933 (3 runs)" in done.stdout
+    assert "candidate - reference: -0.017 [" in done.stdout and "3/3 seeds" in done.stdout
+    missing = _run("experiments/compare_runs.py", "--reference", *ref, str(tmp_path / "gone"), "--candidate", *cand)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip() == (f"compare_runs: {tmp_path / 'gone' / 'result.json'}: FileNotFoundError: "
+                                      "cannot read a finished run's result")
